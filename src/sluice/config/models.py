@@ -1,0 +1,202 @@
+"""Config models shared by every component, and the top level of a pipeline's config.
+
+A plugin's config model subclasses :class:`SourceConfig` or :class:`SinkConfig`, declares
+``type: Literal["name"]`` and its own fields, and may override the defaults of the shared blocks
+(``batch``, ``buffer``, ``retry``). The whole config model is assembled from the registered plugins
+by :func:`sluice.config.loader.build_config_model`, so the JSON Schema and the reference docs are
+generated from the same models that validate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+__all__ = [
+    "AdminConfig",
+    "BatchPolicy",
+    "BufferPolicy",
+    "Claim",
+    "ComponentConfig",
+    "ComponentId",
+    "LogConfig",
+    "PipelineConfigBase",
+    "RateLimit",
+    "RetryPolicy",
+    "ShutdownConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "StrictModel",
+]
+
+ComponentId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"),
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class StrictModel(BaseModel):
+    """A config block: unknown keys are errors, values are validated once, at load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchPolicy(StrictModel):
+    """When a sink's batcher hands a batch to the sink: whichever limit is reached first."""
+
+    max_events: int = Field(1000, gt=0, description="Records per batch at most.")
+    max_bytes: int = Field(
+        1 * MiB, gt=0, description="Bytes (of the records' JSON) per batch at most."
+    )
+    max_age_secs: float = Field(
+        0.5, gt=0, description="Longest a record waits in the buffer before its batch is written."
+    )
+
+
+class BufferPolicy(StrictModel):
+    """The bounded queue in front of a sink."""
+
+    max_events: int = Field(
+        20_000, gt=0, description="Records held at most; one source batch may overshoot it."
+    )
+    max_bytes: int = Field(32 * MiB, gt=0, description="Bytes held at most (as above).")
+    when_full: Literal["block", "drop_newest"] = Field(
+        "block",
+        description=(
+            "`block` makes the sources wait (backpressure, nothing lost); `drop_newest` discards "
+            "incoming records while the buffer is full, counting and logging them."
+        ),
+    )
+
+
+class RetryPolicy(StrictModel):
+    """How a failed batch is retried: exponential backoff with full jitter."""
+
+    initial_backoff_secs: float = Field(0.1, gt=0, description="First delay before a retry.")
+    max_backoff_secs: float = Field(30.0, gt=0, description="Longest delay between retries.")
+    multiplier: float = Field(2.0, ge=1, description="Growth of the delay per attempt.")
+    jitter: Literal["equal", "full"] = Field(
+        "equal",
+        description=(
+            "`equal`: each delay is between half and all of the current backoff; `full`: between "
+            "`initial_backoff_secs` and all of it (spreads many clients more)."
+        ),
+    )
+    max_attempts: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Attempts before the batch goes to the dead letters; unset retries until it succeeds "
+            "or the process stops (the records are then counted as not written)."
+        ),
+    )
+
+
+class RateLimit(StrictModel):
+    """A token bucket: at most `events_per_sec` on average, bursts of up to `burst`."""
+
+    events_per_sec: float = Field(gt=0, description="Sustained rate.")
+    burst: int | None = Field(
+        None, gt=0, description="Bucket size; defaults to one second's worth of events."
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A resource a component uses, so that two components cannot write one file.
+
+    Two claims on the same ``resource`` conflict unless both are reads.
+    """
+
+    resource: str
+    field: str
+    mode: Literal["read", "write"]
+
+
+class ComponentConfig(StrictModel):
+    """Fields every source and sink has."""
+
+    type: str = Field(description="The plugin's name, as `sluice plugins` lists it.")
+    rate_limit: RateLimit | None = Field(
+        None, description="Cap on the records per second this component handles."
+    )
+
+    def claims(self) -> Iterable[Claim]:
+        """Resources this component uses exclusively (files, directories); none by default."""
+        return ()
+
+
+class SourceConfig(ComponentConfig):
+    """Base of every source's config."""
+
+
+class SinkConfig(ComponentConfig):
+    """Base of every sink's config."""
+
+    inputs: list[str] = Field(
+        default_factory=list,
+        description=(
+            "What feeds this sink: a source id (all its records) or `source.kind` (only records "
+            "of that kind, e.g. `coinbase.ticker`)."
+        ),
+        examples=[["coinbase.ticker"]],
+    )
+    batch: BatchPolicy = Field(default_factory=BatchPolicy)
+    buffer: BufferPolicy = Field(default_factory=BufferPolicy)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class LogConfig(StrictModel):
+    """Process logs (on stderr)."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info")
+    format: Literal["text", "json"] = Field(
+        "text", description="`text`: key=value lines for people; `json`: one JSON object a line."
+    )
+
+
+class AdminConfig(StrictModel):
+    """The admin HTTP server: /metrics, /healthz, /readyz, the dashboard and queries."""
+
+    enabled: bool = Field(True)
+    listen: str = Field(
+        "127.0.0.1:8686",
+        description="host:port. Loopback by default; set 0.0.0.0:PORT to expose it.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or " " in host:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8686")
+        return value
+
+
+class ShutdownConfig(StrictModel):
+    """What happens on SIGINT/SIGTERM."""
+
+    drain_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="Time allowed to write what is buffered before giving up (exit 1).",
+    )
+
+
+class PipelineConfigBase(StrictModel):
+    """Top level of a config, apart from the plugin sections."""
+
+    data_dir: Path = Field(
+        Path(".sluice"),
+        description="Where checkpoints and the default dead-letter file are kept.",
+    )
+    log: LogConfig = Field(default_factory=LogConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)

@@ -1,0 +1,64 @@
+"""The shared error vocabulary between plugins and the runner.
+
+A sink's ``write_batch`` signals what happened by what it raises:
+
+- nothing: every record of the batch is durably written;
+- :class:`RetriableError` (or ``OSError``/``TimeoutError``): nothing can be assumed written; the
+  runner retries the whole batch with backoff, so a sink must tolerate a repeat (idempotent insert,
+  or at-least-once documented);
+- :class:`RejectedRecords`: every record was written except those named, which can never be
+  written; they go to the dead letters with their reasons;
+- :class:`PermanentError`: the batch as a whole can never be written; all its records go to the
+  dead letters with the error as reason.
+
+Any other exception is treated as retriable and logged with its type, so a bug in a sink stalls the
+sink visibly (errors metric, logs) rather than losing data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "PermanentError",
+    "RejectedRecords",
+    "RetriableError",
+    "SluiceError",
+    "is_retriable",
+]
+
+
+class SluiceError(Exception):
+    """Base class of sluice's own errors."""
+
+
+class RetriableError(SluiceError):
+    """A transient failure: try the same batch again later.
+
+    ``retry_after_secs`` is a hint from the remote side (e.g. a Retry-After header); the runner waits
+    at least that long before the next attempt.
+    """
+
+    def __init__(self, message: str, *, retry_after_secs: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_secs = retry_after_secs
+
+
+class PermanentError(SluiceError):
+    """The batch can never be written as it is; its records go to the dead letters."""
+
+
+class RejectedRecords(SluiceError):
+    """Some records can never be written; all the others of the batch were written.
+
+    ``rejected`` maps the index of each bad record in the batch to the reason.
+    """
+
+    def __init__(self, rejected: Mapping[int, str]) -> None:
+        super().__init__(f"{len(rejected)} record(s) rejected")
+        self.rejected = dict(rejected)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True unless the error says the data itself is bad."""
+    return not isinstance(exc, PermanentError | RejectedRecords)

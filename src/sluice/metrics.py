@@ -1,0 +1,205 @@
+"""Prometheus metrics, the same names and labels for every component.
+
+One :class:`Metrics` per pipeline owns its own ``CollectorRegistry`` (passed around, never a module
+global). The runner counts what flows; a plugin counts its own signals (reconnects, gaps) through the
+:class:`ComponentMetrics` it receives in its context. Gauges that mirror state (buffer depth) are read
+at scrape time, so the hot path pays nothing for them. Counters are bumped once per batch, not per
+record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["ComponentMetrics", "Metrics"]
+
+LABELS = ("component_id", "component_kind", "component_type")
+
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+@dataclass
+class _GaugeSource:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    read: Callable[[], float]
+
+
+class _StateCollector(Collector):
+    """Gauges whose value is read from live objects when /metrics is scraped."""
+
+    def __init__(self) -> None:
+        self.sources: list[_GaugeSource] = []
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for source in self.sources:
+            family = families.get(source.name)
+            if family is None:
+                family = GaugeMetricFamily(source.name, source.documentation, labels=LABELS)
+                families[source.name] = family
+            family.add_metric(source.labels, source.read())
+        return families.values()
+
+
+class Metrics:
+    """The metrics of one pipeline."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.received_events = Counter(
+            "sluice_component_received_events", "Records a component took in.", LABELS, registry=r
+        )
+        self.received_bytes = Counter(
+            "sluice_component_received_bytes", "Bytes of records taken in.", LABELS, registry=r
+        )
+        self.sent_events = Counter(
+            "sluice_component_sent_events",
+            "Records a component passed on (sources) or wrote (sinks).",
+            LABELS,
+            registry=r,
+        )
+        self.sent_bytes = Counter(
+            "sluice_component_sent_bytes",
+            "Bytes of records passed on or written.",
+            LABELS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "sluice_component_errors", "Errors, by type.", (*LABELS, "error_type"), registry=r
+        )
+        self.dead_letters = Counter(
+            "sluice_component_dead_letters",
+            "Records sent to the dead letters by this component.",
+            LABELS,
+            registry=r,
+        )
+        self.dropped = Counter(
+            "sluice_component_dropped_events",
+            "Records discarded on purpose (a buffer's when_full: drop_newest), by reason.",
+            (*LABELS, "reason"),
+            registry=r,
+        )
+        self.flush_seconds = Histogram(
+            "sluice_sink_flush_duration_seconds",
+            "Time to write one batch, retries included.",
+            LABELS,
+            buckets=FLUSH_BUCKETS,
+            registry=r,
+        )
+        self.lag_seconds = Histogram(
+            "sluice_sink_end_to_end_lag_seconds",
+            "From a record's event time to its write, observed once per batch for its oldest "
+            "record.",
+            LABELS,
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "sluice_sink_retries",
+            "Batch write attempts that failed and were retried.",
+            LABELS,
+            registry=r,
+        )
+        self.unwritten = Counter(
+            "sluice_component_unwritten_events",
+            "Records still buffered or in flight when the process had to stop without them.",
+            LABELS,
+            registry=r,
+        )
+        self.connected = Gauge(
+            "sluice_source_connected", "1 while a source's connection is up.", LABELS, registry=r
+        )
+        self.reconnects = Counter(
+            "sluice_source_reconnects", "Connections a source reopened.", LABELS, registry=r
+        )
+        self.last_event_time = Gauge(
+            "sluice_source_last_event_timestamp_seconds",
+            "Event time of the newest record a source produced (freshness).",
+            LABELS,
+            registry=r,
+        )
+        self.rate_limit_waits = Counter(
+            "sluice_component_rate_limit_waits",
+            "Times a component waited for its rate limit.",
+            LABELS,
+            registry=r,
+        )
+        self.rate_limit_wait_seconds = Counter(
+            "sluice_component_rate_limit_wait_seconds",
+            "Time a component spent waiting for its rate limit.",
+            LABELS,
+            registry=r,
+        )
+        self._state = _StateCollector()
+        r.register(self._state)
+
+    def component(self, component_id: str, kind: str, type_: str) -> ComponentMetrics:
+        """Metric handles bound to one component's labels."""
+        return ComponentMetrics(self, (component_id, kind, type_))
+
+    def gauge(
+        self, name: str, documentation: str, labels: tuple[str, ...], read: Callable[[], float]
+    ) -> None:
+        """Expose ``read()`` as a gauge, sampled at scrape time."""
+        self._state.sources.append(_GaugeSource(name, documentation, labels, read))
+
+
+@dataclass
+class ComponentMetrics:
+    """The metrics of one component, labels bound once."""
+
+    metrics: Metrics
+    labels: tuple[str, str, str]
+    _errors: dict[str, Any] = field(default_factory=dict)
+    _dropped: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m, labels = self.metrics, self.labels
+        self.received_events = m.received_events.labels(*labels)
+        self.received_bytes = m.received_bytes.labels(*labels)
+        self.sent_events = m.sent_events.labels(*labels)
+        self.sent_bytes = m.sent_bytes.labels(*labels)
+        self.dead_letters = m.dead_letters.labels(*labels)
+        self.flush_seconds = m.flush_seconds.labels(*labels)
+        self.lag_seconds = m.lag_seconds.labels(*labels)
+        self.retries = m.retries.labels(*labels)
+        self.unwritten = m.unwritten.labels(*labels)
+        self.connected = m.connected.labels(*labels)
+        self.reconnects = m.reconnects.labels(*labels)
+        self.last_event_time = m.last_event_time.labels(*labels)
+        self.rate_limit_waits = m.rate_limit_waits.labels(*labels)
+        self.rate_limit_wait_seconds = m.rate_limit_wait_seconds.labels(*labels)
+
+    def rate_limited(self, waited_secs: float) -> None:
+        """Count a rate-limit wait (no-op when nothing was waited)."""
+        if waited_secs > 0:
+            self.rate_limit_waits.inc()
+            self.rate_limit_wait_seconds.inc(waited_secs)
+
+    def error(self, error_type: str, count: int = 1) -> None:
+        """Count an error of ``error_type`` (a short stable name, never a message)."""
+        child = self._errors.get(error_type)
+        if child is None:
+            child = self._errors[error_type] = self.metrics.errors.labels(*self.labels, error_type)
+        child.inc(count)
+
+    def drop(self, reason: str, count: int) -> None:
+        """Count records discarded on purpose."""
+        child = self._dropped.get(reason)
+        if child is None:
+            child = self._dropped[reason] = self.metrics.dropped.labels(*self.labels, reason)
+        child.inc(count)
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """Expose ``read()`` for this component as a gauge sampled at scrape time."""
+        self.metrics.gauge(name, documentation, self.labels, read)

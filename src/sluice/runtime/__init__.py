@@ -1,0 +1,1 @@
+"""The runner: buffers, batching, retries, acknowledgements, routing and shutdown."""

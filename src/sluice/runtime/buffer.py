@@ -1,0 +1,190 @@
+"""The bounded buffer in front of each sink, and the batcher that drains it.
+
+A buffer holds :class:`Segment`s: the part of one source batch that goes to this sink. Its size is
+bounded by events and bytes; a ``put`` into a full buffer waits (``when_full: block``) or discards
+the segment (``drop_newest``). A put is admitted while the buffer is under its limits, so it can
+exceed them by at most one source batch. ``next_batch`` returns up to the batch policy's
+``max_events``/``max_bytes`` records once one of those is reached, the oldest record has waited
+``max_age_secs``, or the buffer is closed. Order is first in, first out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sluice.config.models import BatchPolicy, BufferPolicy
+from sluice.records import Record
+from sluice.runtime.acks import AckGroup
+
+__all__ = ["Batch", "Segment", "SinkBuffer"]
+
+
+class Segment:
+    """Records of one source batch bound for one sink, with the ack group they belong to."""
+
+    __slots__ = ("arrived", "group", "nbytes", "records")
+
+    def __init__(self, records: Sequence[Record], nbytes: int, group: AckGroup) -> None:
+        self.records = records
+        self.nbytes = nbytes
+        self.group = group
+        self.arrived = time.monotonic()
+
+    def split(self, count: int) -> tuple[Segment, Segment]:
+        """The first ``count`` records and the rest; the group counts one more piece."""
+        head_records, tail_records = self.records[:count], self.records[count:]
+        head_bytes = sum([len(r.raw) for r in head_records])
+        self.group.add()
+        head = Segment(head_records, head_bytes, self.group)
+        tail = Segment(tail_records, self.nbytes - head_bytes, self.group)
+        head.arrived = tail.arrived = self.arrived
+        return head, tail
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the batcher hands to a sink: records in order, and the segments they came from."""
+
+    segments: list[Segment]
+    records: Sequence[Record]
+    nbytes: int
+
+    @property
+    def oldest_arrival(self) -> float:
+        return self.segments[0].arrived
+
+
+class BufferClosed(RuntimeError):
+    """A put into a buffer that was closed (the pipeline is stopping)."""
+
+
+class SinkBuffer:
+    """Bounded FIFO of segments plus the batching rule. Single consumer."""
+
+    def __init__(self, policy: BufferPolicy, batch: BatchPolicy) -> None:
+        self.policy = policy
+        self.batch_policy = batch
+        self.events = 0
+        self.nbytes = 0
+        self._segments: deque[Segment] = deque()
+        self._closed = False
+        self._data: asyncio.Future[None] | None = None
+        self._batch_full: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_full(self) -> bool:
+        return self.events >= self.policy.max_events or self.nbytes >= self.policy.max_bytes
+
+    async def put(self, segment: Segment) -> bool:
+        """Append ``segment``; False when it was dropped because the buffer is full."""
+        while self.is_full():
+            if self.policy.when_full == "drop_newest":
+                return False
+            if self._closed:
+                raise BufferClosed("buffer closed")
+            if self._space is None or self._space.done():
+                self._space = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._space)
+        if self._closed:
+            raise BufferClosed("buffer closed")
+        self._segments.append(segment)
+        self.events += len(segment.records)
+        self.nbytes += segment.nbytes
+        if self._data is not None and not self._data.done():
+            self._data.set_result(None)
+        if (
+            self._batch_full is not None
+            and not self._batch_full.done()
+            and (
+                self.events >= self.batch_policy.max_events
+                or self.nbytes >= self.batch_policy.max_bytes
+            )
+        ):
+            self._batch_full.set_result(None)
+        return True
+
+    def close(self) -> None:
+        """No more puts; ``next_batch`` drains what is held, then returns None."""
+        self._closed = True
+        for waiter in (self._data, self._batch_full, self._space):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def next_batch(self) -> Batch | None:
+        """Wait for the next batch by the batch policy; None once closed and empty."""
+        loop = asyncio.get_running_loop()
+        while not self._segments:
+            if self._closed:
+                return None
+            self._data = loop.create_future()
+            await self._data
+        policy = self.batch_policy
+        deadline = self._segments[0].arrived + policy.max_age_secs
+        while (
+            not self._closed and self.events < policy.max_events and self.nbytes < policy.max_bytes
+        ):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._batch_full = loop.create_future()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._batch_full
+            except TimeoutError:
+                break
+        return self._take()
+
+    def _take(self) -> Batch:
+        policy = self.batch_policy
+        segments: list[Segment] = []
+        events = nbytes = 0
+        queue = self._segments
+        while queue and events < policy.max_events and nbytes < policy.max_bytes:
+            segment = queue[0]
+            room = policy.max_events - events
+            count = len(segment.records)
+            if count > room:
+                segment, queue[0] = segment.split(room)
+            elif segments and nbytes + segment.nbytes > policy.max_bytes:
+                fit = _records_within(segment.records, policy.max_bytes - nbytes)
+                if fit == 0:
+                    break
+                segment, queue[0] = segment.split(fit)
+            else:
+                queue.popleft()
+            segments.append(segment)
+            events += len(segment.records)
+            nbytes += segment.nbytes
+        self.events -= events
+        self.nbytes -= nbytes
+        if self._space is not None and not self._space.done() and not self.is_full():
+            self._space.set_result(None)
+        if len(segments) == 1:
+            records: Sequence[Record] = segments[0].records
+        else:
+            records = [record for segment in segments for record in segment.records]
+        return Batch(segments, records, nbytes)
+
+    def drain_all(self) -> list[Segment]:
+        """Remove and return everything held (used when the process must stop without it)."""
+        segments = list(self._segments)
+        self._segments.clear()
+        self.events = self.nbytes = 0
+        return segments
+
+
+def _records_within(records: Sequence[Record], budget: int) -> int:
+    used = 0
+    for index, record in enumerate(records):
+        used += len(record.raw)
+        if used > budget:
+            return index
+    return len(records)

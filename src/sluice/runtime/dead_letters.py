@@ -1,0 +1,36 @@
+"""The shape of a dead letter: the original input and why it could not be written.
+
+Each dead letter is a JSON object: ``time`` (when it was rejected, RFC 3339 UTC), ``component_id``
+and ``component_kind`` (who rejected it), ``reason``, and either ``record`` (the original JSON,
+unchanged) or ``raw`` (the original bytes as text, when they were not valid JSON).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from sluice.records import Record
+
+__all__ = ["DEAD_LETTER_KIND", "dead_letter"]
+
+DEAD_LETTER_KIND = "dead_letter"
+
+
+def dead_letter(raw: bytes, reason: str, component_id: str, component_kind: str) -> Record:
+    """A record for the dead-letter sink wrapping ``raw``."""
+    now = datetime.now(UTC)
+    envelope: dict[str, object] = {
+        "time": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "component_id": component_id,
+        "component_kind": component_kind,
+        "reason": reason,
+    }
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        envelope["raw"] = raw.decode("utf-8", errors="replace")
+    else:
+        envelope["record"] = orjson.Fragment(raw)
+    return Record(orjson.dumps(envelope), DEAD_LETTER_KIND, now.timestamp())

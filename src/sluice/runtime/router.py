@@ -1,0 +1,93 @@
+"""Routing: which sink buffers each source batch goes to, by the sinks' ``inputs``.
+
+A sink's input ``coinbase`` takes every record of source ``coinbase``; ``coinbase.ticker`` takes only
+records of kind ``ticker``. Records that no sink takes are counted as dropped (``unrouted``), and the
+inputs a source rejected go to the dead letters, both as part of the batch's acknowledgement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sluice.metrics import ComponentMetrics
+from sluice.records import Record, SourceBatch
+from sluice.runtime.acks import CommitTracker
+from sluice.runtime.buffer import Segment
+from sluice.runtime.dead_letters import dead_letter
+from sluice.runtime.sink_worker import SinkWorker
+
+__all__ = ["Route", "Router"]
+
+
+@dataclass(frozen=True)
+class Route:
+    sink: SinkWorker
+    kinds: frozenset[str] | None
+    """Kinds the sink takes from this source; None for all of them."""
+
+
+class Router:
+    """Fans source batches out to sink buffers."""
+
+    def __init__(self, dead_letters: SinkWorker) -> None:
+        self.dead_letters = dead_letters
+        self.routes: dict[str, list[Route]] = defaultdict(list)
+
+    def connect(self, sink: SinkWorker, inputs: list[str]) -> None:
+        """Route what ``inputs`` names to ``sink``."""
+        wanted: dict[str, set[str] | None] = {}
+        for reference in inputs:
+            source_id, _, kind = reference.partition(".")
+            if not kind or kind == "*":
+                wanted[source_id] = None
+            elif source_id not in wanted:
+                wanted[source_id] = {kind}
+            elif (kinds := wanted[source_id]) is not None:
+                kinds.add(kind)
+        for source_id, kinds in wanted.items():
+            self.routes[source_id].append(Route(sink, frozenset(kinds) if kinds else None))
+
+    async def route(
+        self,
+        source_id: str,
+        batch: SourceBatch,
+        tracker: CommitTracker,
+        metrics: ComponentMetrics,
+    ) -> None:
+        """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it."""
+        group = tracker.open(batch.token)
+        records = batch.records
+        if records:
+            nbytes = sum([len(r.raw) for r in records])
+            metrics.sent_events.inc(len(records))
+            metrics.sent_bytes.inc(nbytes)
+            newest = records[-1].time
+            if newest is not None:
+                metrics.last_event_time.set(newest)
+            routes = self.routes.get(source_id, ())
+            taken: set[str] | None = set()
+            for route in routes:
+                if route.kinds is None:
+                    part, part_bytes = records, nbytes
+                    taken = None
+                else:
+                    kinds = route.kinds
+                    part = [r for r in records if r.kind in kinds]
+                    part_bytes = sum([len(r.raw) for r in part])
+                    if taken is not None:
+                        taken |= kinds
+                if part:
+                    group.add()
+                    await route.sink.offer(Segment(part, part_bytes, group))
+            if taken is not None:
+                unrouted = sum(1 for r in records if r.kind not in taken)
+                if unrouted:
+                    metrics.drop("unrouted", unrouted)
+        if batch.rejected:
+            metrics.dead_letters.inc(len(batch.rejected))
+            letters: list[Record] = [
+                dead_letter(item.raw, item.reason, source_id, "source") for item in batch.rejected
+            ]
+            await self.dead_letters.accept_dead_letters(letters, group)
+        group.release()

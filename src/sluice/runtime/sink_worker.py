@@ -1,0 +1,249 @@
+"""Drives one sink: start (retried while the far side is down), then batches from its buffer to
+``write_batch`` with retries, dead letters for what can never be written, and acknowledgements."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from sluice.errors import PermanentError, RejectedRecords, RetriableError
+from sluice.plugin import ComponentContext, Readiness, Sink
+from sluice.records import Record
+from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
+from sluice.runtime.dead_letters import dead_letter
+from sluice.runtime.pacing import Backoff, TokenBucket
+
+__all__ = ["SinkWorker"]
+
+_START_RETRIABLE = (RetriableError, OSError, TimeoutError)
+
+
+class SinkWorker:
+    """One sink, its buffer and its delivery loop."""
+
+    def __init__(
+        self,
+        sink: Sink,  # type: ignore[type-arg]
+        ctx: ComponentContext,
+        dead_letters: SinkWorker | None,
+    ) -> None:
+        self.sink = sink
+        self.ctx = ctx
+        self.config = sink.config
+        self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
+        self.dead_letters = dead_letters
+        """Where this sink's rejected records go; None for the dead-letter sink itself."""
+        self.metrics = ctx.metrics
+        self.log = ctx.log
+        self.started = False
+        self.in_flight: Batch | None = None
+        self.failing_since: float | None = None
+        self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
+        self._drop_logged_at = 0.0
+        self.metrics.gauge(
+            "sluice_buffer_events", "Records held in a sink's buffer.", lambda: self.buffer.events
+        )
+        self.metrics.gauge(
+            "sluice_buffer_bytes", "Bytes held in a sink's buffer.", lambda: self.buffer.nbytes
+        )
+        self.metrics.gauge(
+            "sluice_buffer_max_events",
+            "Capacity of a sink's buffer, in records.",
+            lambda: self.config.buffer.max_events,
+        )
+        self.metrics.gauge(
+            "sluice_buffer_max_bytes",
+            "Capacity of a sink's buffer, in bytes.",
+            lambda: self.config.buffer.max_bytes,
+        )
+
+    @property
+    def component_id(self) -> str:
+        return self.ctx.component_id
+
+    def unwritten(self) -> int:
+        """Records held or being written now."""
+        in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
+        return self.buffer.events + in_flight
+
+    async def readiness(self) -> Readiness:
+        if not self.started:
+            return Readiness(False, "not started (retrying)")
+        if self.failing_since is not None:
+            return Readiness(
+                False, f"writes failing for {time.monotonic() - self.failing_since:.0f}s"
+            )
+        return await self.sink.readiness()
+
+    async def offer(self, segment: Segment) -> None:
+        """Hand a segment to this sink; counts it received, or dropped by policy."""
+        count = len(segment.records)
+        self.metrics.received_events.inc(count)
+        self.metrics.received_bytes.inc(segment.nbytes)
+        try:
+            accepted = await self.buffer.put(segment)
+        except BufferClosed:
+            # only after a forced stop; the records are counted as not written
+            self.metrics.unwritten.inc(count)
+            segment.group.release()
+            return
+        if not accepted:
+            self.metrics.drop("buffer_full", count)
+            segment.group.release()
+            now = time.monotonic()
+            if now - self._drop_logged_at >= 5.0:
+                self._drop_logged_at = now
+                self.log.warning("buffer.full.dropping", dropped=count, policy="drop_newest")
+
+    async def start(self) -> None:
+        """Start the sink, retrying while the far side is unavailable."""
+        backoff = Backoff(self.config.retry)
+        while True:
+            try:
+                await self.sink.start(self.ctx)
+            except _START_RETRIABLE as exc:
+                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+                self.metrics.error("start")
+                self.log.warning(
+                    "sink.start.failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    retry_in_secs=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.started = True
+            self.log.info("sink.started")
+            return
+
+    async def run(self) -> None:
+        """Write batches until the buffer is closed and empty."""
+        if not self.started:
+            await self.start()
+        while (batch := await self.buffer.next_batch()) is not None:
+            self.in_flight = batch
+            await self._deliver(batch)
+            self.in_flight = None
+            for segment in batch.segments:
+                segment.group.release()
+
+    async def _deliver(self, batch: Batch) -> None:
+        records = batch.records
+        if self._limiter is not None:
+            self.metrics.rate_limited(await self._limiter.acquire(len(records)))
+        backoff = Backoff(self.config.retry)
+        started = time.monotonic()
+        max_attempts = self.config.retry.max_attempts
+        while True:
+            try:
+                await self.sink.write_batch(records)
+            except asyncio.CancelledError:
+                raise
+            except RejectedRecords as exc:
+                rejected = {i: r for i, r in exc.rejected.items() if 0 <= i < len(records)}
+                self._written(batch, len(records) - len(rejected), batch.nbytes, started)
+                await self._to_dead_letters(batch, rejected)
+                return
+            except PermanentError as exc:
+                self.metrics.error("permanent")
+                reason = str(exc) or type(exc).__name__
+                await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
+                self._recovered()
+                return
+            except Exception as exc:
+                self.metrics.error(_error_type(exc))
+                if max_attempts is not None and backoff.attempt + 1 >= max_attempts:
+                    reason = f"gave up after {max_attempts} attempts: {exc}"
+                    self.log.error("sink.write.gave_up", attempts=max_attempts, error=str(exc))
+                    await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
+                    self._recovered()
+                    return
+                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+                self.metrics.retries.inc()
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                log = (
+                    self.log.warning
+                    if backoff.attempt <= 3 or backoff.attempt % 10 == 0
+                    else self.log.debug
+                )
+                log(
+                    "sink.write.retrying",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    attempt=backoff.attempt,
+                    records=len(records),
+                    retry_in_secs=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._written(batch, len(records), batch.nbytes, started)
+            return
+
+    def _written(self, batch: Batch, count: int, nbytes: int, started: float) -> None:
+        now = time.monotonic()
+        self.metrics.sent_events.inc(count)
+        self.metrics.sent_bytes.inc(nbytes)
+        self.metrics.flush_seconds.observe(now - started)
+        oldest = batch.records[0].time if batch.records else None
+        if oldest is not None:
+            self.metrics.lag_seconds.observe(max(0.0, time.time() - oldest))
+        self._recovered()
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            self.log.info(
+                "sink.write.recovered",
+                failed_for_secs=round(time.monotonic() - self.failing_since, 2),
+            )
+            self.failing_since = None
+
+    async def _to_dead_letters(self, batch: Batch, rejected: dict[int, str]) -> None:
+        """Send ``rejected`` (index in batch -> reason) to the dead letters, keeping acks pending."""
+        if not rejected:
+            return
+        self.metrics.dead_letters.inc(len(rejected))
+        first_reason = next(iter(rejected.values()))
+        self.log.warning("sink.dead_letters", records=len(rejected), reason=first_reason)
+        if self.dead_letters is None:
+            # the dead-letter sink itself refused them: nowhere left to put them
+            self.metrics.error("dead_letter_lost", len(rejected))
+            self.log.error(
+                "dead_letters.lost",
+                records=len(rejected),
+                reason=first_reason,
+                sample=batch.records[next(iter(rejected))].raw[:200].decode("utf-8", "replace"),
+            )
+            return
+        offset = 0
+        for segment in batch.segments:
+            end = offset + len(segment.records)
+            letters: list[Record] = [
+                dead_letter(segment.records[i - offset].raw, rejected[i], self.component_id, "sink")
+                for i in range(offset, end)
+                if i in rejected
+            ]
+            offset = end
+            if letters:
+                await self.dead_letters.accept_dead_letters(letters, segment.group)
+
+    async def accept_dead_letters(self, letters: Sequence[Record], group: object) -> None:
+        """Queue dead letters on this (the dead-letter) sink, as part of ``group``'s batch."""
+        from sluice.runtime.acks import AckGroup
+
+        assert isinstance(group, AckGroup)
+        group.add()
+        await self.offer(Segment(letters, sum(len(r.raw) for r in letters), group))
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "connection"
+    if isinstance(exc, OSError):
+        return "io"
+    if isinstance(exc, RetriableError):
+        return "retriable"
+    return type(exc).__name__

@@ -1,0 +1,1 @@
+"""Built-in sinks. Each registers through the ``sluice.sinks`` entry point group."""

@@ -1,0 +1,1 @@
+"""Built-in sources. Each registers through the ``sluice.sources`` entry point group."""
