@@ -128,6 +128,18 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.gaps = Counter(
+            "sluice_source_gaps",
+            "Gaps a source detected in its input's sequence (e.g. trade ids).",
+            LABELS,
+            registry=r,
+        )
+        self.missed = Counter(
+            "sluice_source_missed_events",
+            "Events a source knows it missed (e.g. trade ids inside gaps).",
+            LABELS,
+            registry=r,
+        )
         self.rate_limit_waits = Counter(
             "sluice_component_rate_limit_waits",
             "Times a component waited for its rate limit.",
@@ -177,6 +189,8 @@ class ComponentMetrics:
         self.connected = m.connected.labels(*labels)
         self.reconnects = m.reconnects.labels(*labels)
         self.last_event_time = m.last_event_time.labels(*labels)
+        self.gaps = m.gaps.labels(*labels)
+        self.missed = m.missed.labels(*labels)
         self.rate_limit_waits = m.rate_limit_waits.labels(*labels)
         self.rate_limit_wait_seconds = m.rate_limit_wait_seconds.labels(*labels)
 
