@@ -200,6 +200,29 @@ class ComponentMetrics:
             self.rate_limit_waits.inc()
             self.rate_limit_wait_seconds.inc(waited_secs)
 
+    def totals(self) -> dict[str, int]:
+        """Counts so far: received, sent, dropped (all reasons), dead letters, errors, retries."""
+        registry = self.metrics.registry
+        labels = dict(zip(LABELS, self.labels, strict=True))
+
+        def value(name: str, extra: dict[str, str] | None = None) -> int:
+            sample = registry.get_sample_value(name, {**labels, **(extra or {})})
+            return int(sample or 0)
+
+        return {
+            "received": value("sluice_component_received_events_total"),
+            "sent": value("sluice_component_sent_events_total"),
+            "dropped": sum(
+                value("sluice_component_dropped_events_total", {"reason": r}) for r in self._dropped
+            ),
+            "dead_letters": value("sluice_component_dead_letters_total"),
+            "errors": sum(
+                value("sluice_component_errors_total", {"error_type": t}) for t in self._errors
+            ),
+            "retries": value("sluice_sink_retries_total"),
+            "unwritten": value("sluice_component_unwritten_events_total"),
+        }
+
     def error(self, error_type: str, count: int = 1) -> None:
         """Count an error of ``error_type`` (a short stable name, never a message)."""
         child = self._errors.get(error_type)

@@ -198,6 +198,7 @@ class Pipeline:
             )
             await self._close_all()
         ok = self._failure is None
+        self._log_summary()
         self.log.info("pipeline.stopped", ok=ok, unwritten_records=unwritten)
         return RunResult(ok=ok, unwritten=unwritten, error=self._failure)
 
@@ -209,6 +210,18 @@ class Pipeline:
         if not self.stopping:
             self.log.info("pipeline.sources_finished")
         await self._drain(sink_tasks)
+
+    def _log_summary(self) -> None:
+        """One line per component with what it moved, for the record of the run."""
+        workers: list[SourceWorker | SinkWorker] = [*self.sources, *self.all_sinks()]
+        for worker in workers:
+            counts = worker.metrics.totals()
+            self.log.info(
+                "component.summary",
+                component_id=worker.component_id,
+                component_kind=worker.ctx.component_kind,
+                **{k: v for k, v in counts.items() if v or k in ("received", "sent")},
+            )
 
     async def _run_source(self, worker: SourceWorker) -> None:
         try:

@@ -58,8 +58,11 @@ class Router:
         """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it."""
         group = tracker.open(batch.token)
         records = batch.records
+        metrics.received_events.inc(len(records) + len(batch.rejected))
         if records:
-            nbytes = sum([len(r.raw) for r in records])
+            nbytes = (
+                batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
+            )
             metrics.sent_events.inc(len(records))
             metrics.sent_bytes.inc(nbytes)
             newest = records[-1].time

@@ -23,7 +23,7 @@ from pydantic import Field
 from sluice.config.models import BatchPolicy, Claim, SinkConfig
 from sluice.errors import RetriableError
 from sluice.plugin import ComponentContext, Sink
-from sluice.records import Record
+from sluice.records import Record, join_lines
 
 __all__ = ["FileSink", "FileSinkConfig"]
 
@@ -84,7 +84,7 @@ class FileSink(Sink[FileSinkConfig]):
                 os.close(fd)
 
     async def write_batch(self, records: Sequence[Record]) -> None:
-        data = b"\n".join([r.raw for r in records]) + b"\n"
+        data = join_lines(records)
         try:
             await asyncio.to_thread(self._write, data)
         except OSError as exc:

@@ -14,7 +14,7 @@ from typing import Literal
 from sluice.config.models import SinkConfig
 from sluice.errors import RetriableError
 from sluice.plugin import Sink
-from sluice.records import Record
+from sluice.records import Record, join_lines
 
 __all__ = ["StdoutSink", "StdoutSinkConfig"]
 
@@ -32,7 +32,7 @@ class StdoutSink(Sink[StdoutSinkConfig]):
     description = "Write records as JSON Lines to standard output."
 
     async def write_batch(self, records: Sequence[Record]) -> None:
-        data = b"\n".join([r.raw for r in records]) + b"\n"
+        data = join_lines(records)
         try:
             await asyncio.to_thread(_write_stdout, data)
         except OSError as exc:

@@ -4,13 +4,15 @@ Delivery: at-least-once with resume. The source keeps a checkpoint (the byte off
 line not yet written by every sink) in ``<data_dir>/sources/<id>/checkpoint.json`` and starts from
 there, so a stop and a start neither skip nor repeat lines; after a crash, lines written since the
 last checkpoint (at most ``checkpoint_interval_secs`` old) are read again. A checkpoint belongs to one
-file (by inode): a replaced file is read from its start. A line that is not a JSON object goes to
+file, identified by its inode and a hash of its first bytes (inode numbers are reused): a replaced
+file is read from its start. A line that is not a JSON object goes to
 the dead letters with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -52,7 +54,11 @@ class FileSourceConfig(SourceConfig):
 
 @dataclass(frozen=True)
 class _Position:
+    """A place in one file: its identity (inode + hash of the head) and a byte offset."""
+
     inode: int
+    head: str
+    """Hex digest of the file's first ``min(offset, HEAD_BYTES)`` bytes."""
     offset: int
 
 
@@ -84,7 +90,7 @@ class FileSource(Source[FileSourceConfig]):
         assert self._checkpoint_path is not None
         try:
             data = orjson.loads(self._checkpoint_path.read_bytes())
-            return _Position(int(data["inode"]), int(data["offset"]))
+            return _Position(int(data["inode"]), str(data["head"]), int(data["offset"]))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -116,7 +122,8 @@ class FileSource(Source[FileSourceConfig]):
         c = self.config
         stat = os.fstat(fd)
         inode = stat.st_ino
-        offset = self._resume_offset(inode, stat.st_size)
+        offset = self._resume_offset(fd, inode, stat.st_size)
+        head = _head_digest(fd, offset) if offset else ""
         kind = c.kind
         carry = b""
         while True:
@@ -128,15 +135,19 @@ class FileSource(Source[FileSourceConfig]):
                     carry = data
                     continue
                 complete, carry = data[: end + 1], data[end + 1 :]
+                if len(head) == 0 or offset < HEAD_BYTES:
+                    head = await asyncio.to_thread(_head_digest, fd, offset + len(complete))
                 offset += len(complete)
-                self._resume = _Position(inode, offset)
+                self._resume = _Position(inode, head, offset)
                 yield _parse(complete, kind, self._resume)
                 continue
             # end of the file for now
             if not c.follow:
                 if carry:  # a last line without a newline
+                    if len(head) == 0 or offset < HEAD_BYTES:
+                        head = await asyncio.to_thread(_head_digest, fd, offset + len(carry))
                     offset += len(carry)
-                    self._resume = _Position(inode, offset)
+                    self._resume = _Position(inode, head, offset)
                     yield _parse(carry, kind, self._resume)
                 return
             await asyncio.sleep(c.poll_interval_secs)
@@ -153,9 +164,14 @@ class FileSource(Source[FileSourceConfig]):
                 self._log.warning("file.truncated", path=str(c.path), offset=offset)
                 offset, carry = 0, b""
 
-    def _resume_offset(self, inode: int, size: int) -> int:
+    def _resume_offset(self, fd: int, inode: int, size: int) -> int:
         saved = self._resume
-        if saved is not None and saved.inode == inode and saved.offset <= size:
+        if (
+            saved is not None
+            and saved.inode == inode
+            and saved.offset <= size
+            and _head_digest(fd, saved.offset) == saved.head
+        ):
             if saved.offset:
                 self._log.info("file.resuming", path=str(self.config.path), offset=saved.offset)
             return saved.offset
@@ -187,6 +203,14 @@ class FileSource(Source[FileSourceConfig]):
         await self._write_checkpoint()
 
 
+HEAD_BYTES = 1024
+
+
+def _head_digest(fd: int, upto: int) -> str:
+    """Identity of a file's content: a hash of its first ``min(upto, HEAD_BYTES)`` bytes."""
+    return hashlib.blake2b(os.pread(fd, min(upto, HEAD_BYTES), 0), digest_size=16).hexdigest()
+
+
 def _parse(block: bytes, kind: str, position: _Position) -> SourceBatch:
     records: list[Record] = []
     rejected: list[Rejected] = []
@@ -210,6 +234,13 @@ def _parse(block: bytes, kind: str, position: _Position) -> SourceBatch:
 def _write_atomic(path: Path, position: _Position, source: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(
-        orjson.dumps({"path": str(source), "inode": position.inode, "offset": position.offset})
+        orjson.dumps(
+            {
+                "path": str(source),
+                "inode": position.inode,
+                "head": position.head,
+                "offset": position.offset,
+            }
+        )
     )
     os.replace(tmp, path)

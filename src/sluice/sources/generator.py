@@ -11,12 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Literal
+from itertools import repeat
+from typing import Any, Literal
 
 from pydantic import Field
 
 from sluice.config.models import SourceConfig
-from sluice.plugin import Source
+from sluice.plugin import ComponentContext, Source
 from sluice.records import Record, SourceBatch
 
 __all__ = ["GeneratorSource", "GeneratorSourceConfig", "encode_synthetic"]
@@ -67,6 +68,7 @@ class GeneratorSource(Source[GeneratorSourceConfig]):
     def __init__(self, component_id: str, config: GeneratorSourceConfig) -> None:
         super().__init__(component_id, config)
         self.produced = 0
+        self._log: Any = None
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         c = self.config
@@ -89,9 +91,14 @@ class GeneratorSource(Source[GeneratorSourceConfig]):
                 await asyncio.sleep(0)  # let the rest of the loop run between batches
             now, text = now_text()
             first = self.produced
-            records = [
-                Record(_TEMPLATE % (seq, text, payload), kind, now)
-                for seq in range(first, first + size)
-            ]
+            raws = [_TEMPLATE % (seq, text, payload) for seq in range(first, first + size)]
+            records = list(map(Record, raws, repeat(kind, size), repeat(now, size)))
             self.produced += size
-            yield SourceBatch(records)
+            yield SourceBatch(records, nbytes=sum(map(len, raws)))
+
+    async def close(self) -> None:
+        if self._log is not None:
+            self._log.info("generator.stopped", produced=self.produced)
+
+    async def start(self, ctx: ComponentContext) -> None:
+        self._log = ctx.log

@@ -1,0 +1,177 @@
+"""Test doubles for pipelines: a list source, a list sink, and a sink that fails or slows on demand.
+
+They are plugins like any other, but not registered through entry points, so ``sluice plugins``
+does not show them. Use :func:`registry_with_doubles` to get the installed plugins plus these, or run a
+config that uses them with ``python -m sluice.testing run CONFIG`` (same as ``sluice run``).
+
+``ListSink`` keeps what it wrote in memory, by component id, in :data:`WRITTEN`; ``FlakySink``
+appends JSON Lines to a file like the ``file`` sink, after an optional delay per batch, and fails its
+first ``fail_first_writes`` writes with the chosen error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sluice.config.models import SinkConfig, SourceConfig
+from sluice.errors import PermanentError, RejectedRecords, RetriableError
+from sluice.plugin import ComponentContext, Sink, Source
+from sluice.records import Record, SourceBatch, join_lines
+from sluice.registry import Registry
+
+__all__ = [
+    "WRITTEN",
+    "FlakySink",
+    "FlakySinkConfig",
+    "ListSink",
+    "ListSinkConfig",
+    "ListSource",
+    "ListSourceConfig",
+    "registry_with_doubles",
+]
+
+WRITTEN: dict[str, list[Record]] = {}
+"""What each ``ListSink`` wrote, by component id (cleared when the sink starts)."""
+
+
+class ListSourceConfig(SourceConfig):
+    """Records given in the config itself."""
+
+    type: Literal["list"] = "list"
+    records: list[dict[str, Any]] = Field(description="The records, in order.")
+    batch_size: int = Field(100, gt=0, description="Records per batch.")
+    kind: str = Field("record", description="The records' kind.")
+
+
+class ListSource(Source[ListSourceConfig]):
+    """Yields the configured records once, then ends (commits are recorded in ``committed``)."""
+
+    config_model = ListSourceConfig
+    description = "Records listed in the config (test double)."
+
+    def __init__(self, component_id: str, config: ListSourceConfig) -> None:
+        super().__init__(component_id, config)
+        self.committed: list[Any] = []
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        items = self.config.records
+        size = self.config.batch_size
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            yield SourceBatch(
+                [Record.from_data(item, self.config.kind) for item in chunk],
+                token=start + len(chunk),
+            )
+
+    async def commit(self, token: Any) -> None:
+        self.committed.append(token)
+
+
+class ListSinkConfig(SinkConfig):
+    """Keep written records in memory (``sluice.testing.WRITTEN[id]``)."""
+
+    type: Literal["list"] = "list"
+    reject_field: str | None = Field(
+        None, description="Reject (to the dead letters) records that have this field."
+    )
+
+
+class ListSink(Sink[ListSinkConfig]):
+    """In-memory sink for tests (at-least-once, like any sink)."""
+
+    config_model = ListSinkConfig
+    description = "Keep records in memory (test double)."
+
+    async def start(self, ctx: ComponentContext) -> None:
+        WRITTEN[self.component_id] = []
+
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        field = self.config.reject_field
+        rejected = {}
+        if field is not None:
+            rejected = {i: f"has field {field!r}" for i, r in enumerate(records) if field in r.data}
+        WRITTEN[self.component_id].extend(r for i, r in enumerate(records) if i not in rejected)
+        if rejected:
+            raise RejectedRecords(rejected)
+
+
+class FlakySinkConfig(SinkConfig):
+    """A JSON Lines file sink that is slow or fails on demand."""
+
+    type: Literal["flaky"] = "flaky"
+    path: Path = Field(description="File to append to.")
+    delay_secs: float = Field(0.0, ge=0, description="Sleep before every write.")
+    fail_first_writes: int = Field(0, ge=0, description="Fail this many writes first.")
+    failure: Literal["retriable", "permanent", "oserror"] = Field(
+        "retriable", description="The error the failing writes raise."
+    )
+
+
+class FlakySink(Sink[FlakySinkConfig]):
+    """Appends JSON Lines after ``delay_secs``; the first ``fail_first_writes`` writes fail."""
+
+    config_model = FlakySinkConfig
+    description = "A JSON Lines file sink that is slow or fails on demand (test double)."
+
+    def __init__(self, component_id: str, config: FlakySinkConfig) -> None:
+        super().__init__(component_id, config)
+        self.attempts = 0
+
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        self.attempts += 1
+        if self.config.delay_secs:
+            await asyncio.sleep(self.config.delay_secs)
+        if self.attempts <= self.config.fail_first_writes:
+            message = f"injected failure {self.attempts} of {self.config.fail_first_writes}"
+            if self.config.failure == "permanent":
+                raise PermanentError(message)
+            if self.config.failure == "oserror":
+                raise OSError(message)
+            raise RetriableError(message)
+        data = join_lines(records)
+        await asyncio.to_thread(_append, self.config.path, data)
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as file:
+        file.write(data)
+
+
+def registry_with_doubles() -> Registry:
+    """The installed plugins plus the test doubles (``list`` source and sink, ``flaky`` sink)."""
+    registry = Registry.from_entry_points()
+    registry.register("source", "list", ListSource, origin="sluice.testing")
+    registry.register("sink", "list", ListSink, origin="sluice.testing")
+    registry.register("sink", "flaky", FlakySink, origin="sluice.testing")
+    return registry
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m sluice.testing run CONFIG [--log-format json]``."""
+    from sluice.cli.run_commands import run_pipeline
+    from sluice.config import ConfigError, load_config
+
+    if len(argv) < 2 or argv[0] != "run":
+        print(
+            "usage: python -m sluice.testing run CONFIG [--log-format text|json]", file=sys.stderr
+        )
+        return 2
+    registry = registry_with_doubles()
+    try:
+        loaded = load_config(argv[1], registry)
+    except ConfigError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return 2
+    log_format = argv[3] if len(argv) >= 4 and argv[2] == "--log-format" else None
+    return run_pipeline(loaded, registry, log_format)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from sluice.errors import RetriableError
+from sluice.metrics import Metrics
+from sluice.plugin import ComponentContext
+from sluice.records import Record
+from sluice.sinks.file import FileSink, FileSinkConfig
+
+
+def ctx(tmp_path: Path) -> ComponentContext:
+    return ComponentContext(
+        "out",
+        "sink",
+        "file",
+        tmp_path,
+        structlog.get_logger(),
+        Metrics().component("out", "sink", "file"),
+    )
+
+
+def records(start: int, count: int) -> list[Record]:
+    return [Record(b'{"n":%d}' % i) for i in range(start, start + count)]
+
+
+async def started(tmp_path: Path, **options: Any) -> FileSink:
+    sink = FileSink("out", FileSinkConfig(type="file", inputs=["x"], **options))
+    await sink.start(ctx(tmp_path))
+    return sink
+
+
+async def test_appends_json_lines_and_creates_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "out.jsonl"
+    sink = await started(tmp_path, path=path)
+    await sink.write_batch(records(0, 2))
+    await sink.write_batch(records(2, 1))
+    await sink.close()
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n'
+
+
+async def test_rotates_by_size(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = await started(tmp_path, path=path, rotate_max_bytes=20)
+    for i in range(4):
+        await sink.write_batch(records(i * 2, 2))  # 16 bytes a batch
+    await sink.close()
+    files = sorted(tmp_path.glob("out*.jsonl"))
+    assert len(files) == 4
+    content = b"".join(f.read_bytes() for f in sorted(files, key=os.path.getmtime))
+    assert content.count(b"\n") == 8
+    assert all(f.stat().st_size <= 20 for f in files)
+
+
+async def test_rotates_by_age(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = await started(tmp_path, path=path, rotate_max_age_secs=0.05)
+    await sink.write_batch(records(0, 1))
+    time.sleep(0.06)
+    await sink.write_batch(records(1, 1))
+    await sink.close()
+    assert len(list(tmp_path.glob("out*.jsonl"))) == 2
+    assert path.read_bytes() == b'{"n":1}\n'
+
+
+async def test_fsync_is_called_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    sink = await started(tmp_path, path=tmp_path / "out.jsonl", fsync=True)
+    await sink.write_batch(records(0, 3))
+    await sink.write_batch(records(3, 3))
+    assert len(calls) == 2
+    await sink.close()
+
+
+async def test_disk_full_leaves_no_partial_line_and_is_retriable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = await started(tmp_path, path=path)
+    await sink.write_batch(records(0, 2))
+    real_write = os.write
+    failures = {"left": 1}
+
+    def write_then_fail(fd: int, data: Any) -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            real_write(fd, bytes(data[:5]))  # half a line reaches the disk, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_then_fail)
+    with pytest.raises(RetriableError, match="No space left"):
+        await sink.write_batch(records(2, 2))
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n'  # truncated back
+    await sink.write_batch(records(2, 2))  # the runner's retry
+    await sink.close()
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n{"n":3}\n'
+
+
+async def test_reopens_the_file_after_it_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = await started(tmp_path, path=path)
+    await sink.write_batch(records(0, 1))
+    os.chmod(tmp_path, 0o755)
+    path.unlink()
+
+    # the next write goes to the unlinked inode; a failure closes the file and the retry reopens it
+    await sink.write_batch(records(1, 1))
+    sink._close_fd()  # what a failed write does
+    await sink.write_batch(records(2, 1))
+    await sink.close()
+    assert path.read_bytes() == b'{"n":2}\n'
