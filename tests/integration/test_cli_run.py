@@ -130,3 +130,14 @@ def test_custom_sink_package_is_found_and_used(workdir: Path) -> None:
     done = subprocess.run([*SLUICE, "run", "p.yaml"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads((workdir / "counts.json").read_text()) == {"heartbeat": 12, "ticker": 30}
+
+
+def test_stdout_sink_writes_json_lines_to_standard_output(workdir: Path) -> None:
+    (workdir / "p.yaml").write_text(
+        "sources:\n  gen: {type: generator, count: 1234}\n"
+        "sinks:\n  out: {type: stdout, inputs: [gen]}\n"
+        "admin: {enabled: false}\n"
+    )
+    done = subprocess.run([*SLUICE, "run", "p.yaml"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["seq"] for line in done.stdout.splitlines()] == list(range(1234))

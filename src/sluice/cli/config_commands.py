@@ -12,7 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice.cli.common import load_or_exit, load_registry
-from sluice.config.reference import config_json_schema, config_reference_markdown
+from sluice.config.reference import (
+    builtin_registry,
+    config_json_schema,
+    config_reference_markdown,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,9 +39,14 @@ def schema(
     format: Annotated[
         str, typer.Option("--format", help="json (JSON Schema) or markdown (the reference)")
     ] = "json",
+    builtin_only: Annotated[
+        bool, typer.Option("--builtin-only", help="Leave out plugins from other packages.")
+    ] = False,
 ) -> None:
     """Print the JSON Schema of a config (for editors), built from the installed plugins."""
     registry = load_registry()
+    if builtin_only:
+        registry = builtin_registry(registry)
     fmt: Literal["json", "markdown"]
     if format == "json":
         fmt = "json"

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 
@@ -28,7 +28,9 @@ from sluice.config.models import (
 )
 from sluice.config.problems import ConfigError, Problem
 from sluice.config.source_map import Path, SourceMap, format_path, load_yaml
-from sluice.registry import Registry
+
+if TYPE_CHECKING:
+    from sluice.registry import Registry
 
 __all__ = [
     "DEAD_LETTERS_ID",

@@ -77,7 +77,7 @@ class BufferPolicy(StrictModel):
 
 
 class RetryPolicy(StrictModel):
-    """How a failed batch is retried: exponential backoff with full jitter."""
+    """How a failed batch is retried: exponential backoff with jitter."""
 
     initial_backoff_secs: float = Field(0.1, gt=0, description="First delay before a retry.")
     max_backoff_secs: float = Field(30.0, gt=0, description="Longest delay between retries.")
@@ -197,6 +197,10 @@ class PipelineConfigBase(StrictModel):
         Path(".sluice"),
         description="Where checkpoints and the default dead-letter file are kept.",
     )
-    log: LogConfig = Field(default_factory=LogConfig)
-    admin: AdminConfig = Field(default_factory=AdminConfig)
-    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    log: LogConfig = Field(default_factory=LogConfig, description="Process logs (`log` below).")
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig, description="The admin HTTP server (`admin` below)."
+    )
+    shutdown: ShutdownConfig = Field(
+        default_factory=ShutdownConfig, description="Stopping on a signal (`shutdown` below)."
+    )

@@ -106,16 +106,29 @@ async def test_disk_full_leaves_no_partial_line_and_is_retriable(
     assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n{"n":3}\n'
 
 
-async def test_reopens_the_file_after_it_is_removed(tmp_path: Path) -> None:
+async def test_permission_error_is_retriable_and_the_file_is_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "out.jsonl"
     sink = await started(tmp_path, path=path)
     await sink.write_batch(records(0, 1))
-    os.chmod(tmp_path, 0o755)
-    path.unlink()
+    real_write = os.write
+    opened: list[str] = []
+    real_open = os.open
 
-    # the next write goes to the unlinked inode; a failure closes the file and the retry reopens it
-    await sink.write_batch(records(1, 1))
-    sink._close_fd()  # what a failed write does
-    await sink.write_batch(records(2, 1))
+    def denied(fd: int, data: Any) -> int:
+        monkeypatch.setattr(os, "write", real_write)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    def tracking_open(file: Any, flags: int, mode: int = 0o777) -> int:
+        opened.append(str(file))
+        return real_open(file, flags, mode)
+
+    monkeypatch.setattr(os, "write", denied)
+    monkeypatch.setattr(os, "open", tracking_open)
+    with pytest.raises(RetriableError, match="Permission denied"):
+        await sink.write_batch(records(1, 1))
+    await sink.write_batch(records(1, 1))  # the retry reopens the file
     await sink.close()
-    assert path.read_bytes() == b'{"n":2}\n'
+    assert opened == [str(path)]
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n'

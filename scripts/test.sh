@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything the tests need (system packages, then the locked Python dependencies and the
+# example plugin) and run the whole suite: lint, types, tests. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/system-deps.sh
+scripts/venv.sh -e '.[test]' -e examples/custom_sink
+.venv/bin/ruff check src tests benchmarks examples
+.venv/bin/ruff format --check src tests benchmarks examples
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"
