@@ -63,6 +63,13 @@ class BatchPolicy(StrictModel):
 class BufferPolicy(StrictModel):
     """The bounded queue in front of a sink."""
 
+    type: Literal["memory", "disk"] = Field(
+        "memory",
+        description=(
+            "`memory` is fastest; `disk` keeps the buffer in `<data_dir>/sinks/<id>/buffer/`, so "
+            "records a source cannot replay survive a crash or restart (raise `max_bytes` for it)."
+        ),
+    )
     max_events: int = Field(
         20_000, gt=0, description="Records held at most; one source batch may overshoot it."
     )
@@ -72,6 +79,14 @@ class BufferPolicy(StrictModel):
         description=(
             "`block` makes the sources wait (backpressure, nothing lost); `drop_newest` discards "
             "incoming records while the buffer is full, counting and logging them."
+        ),
+    )
+    fsync_interval_secs: float | None = Field(
+        1.0,
+        gt=0,
+        description=(
+            "With `type: disk`, fsync the buffer at most this often (what a power cut can lose); "
+            "unset leaves it to the OS. A crash of the process loses nothing either way."
         ),
     )
 

@@ -111,8 +111,9 @@ class SinkBuffer:
             self._batch_full.set_result(None)
         return True
 
-    def close(self) -> None:
-        """No more puts; ``next_batch`` drains what is held, then returns None."""
+    def close(self, drain: bool = True) -> None:
+        """No more puts; ``next_batch`` drains what is held, then returns None. A memory buffer
+        always drains: what it holds exists nowhere else."""
         self._closed = True
         for waiter in (self._data, self._batch_full, self._space):
             if waiter is not None and not waiter.done():

@@ -246,11 +246,12 @@ class Pipeline:
     async def _drain(self, sink_tasks: dict[str, asyncio.Task[None]]) -> None:
         """Close the sink buffers and wait until the sinks have written what they held."""
         for worker in self.sinks:
-            worker.buffer.close()
+            # a stop leaves what a disk buffer holds for the next start; an end drains it
+            worker.buffer.close(drain=not self.stopping)
         await asyncio.gather(
             *(sink_tasks[w.component_id] for w in self.sinks), return_exceptions=True
         )
-        self.dead_letters.buffer.close()
+        self.dead_letters.buffer.close(drain=not self.stopping)
         await asyncio.gather(sink_tasks[DEAD_LETTERS_ID], return_exceptions=True)
 
     async def _close_all(self) -> None:

@@ -12,6 +12,7 @@ from sluice.plugin import ComponentContext, Readiness, Sink
 from sluice.records import Record
 from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
 from sluice.runtime.dead_letters import dead_letter
+from sluice.runtime.disk_buffer import DiskBuffer
 from sluice.runtime.pacing import Backoff, TokenBucket
 
 __all__ = ["SinkWorker"]
@@ -31,7 +32,13 @@ class SinkWorker:
         self.sink = sink
         self.ctx = ctx
         self.config = sink.config
-        self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
+        self.buffer: SinkBuffer | DiskBuffer
+        if self.config.buffer.type == "disk":
+            self.buffer = DiskBuffer(
+                ctx.data_dir / "buffer", self.config.buffer, self.config.batch, self._cursor_failed
+            )
+        else:
+            self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
         self.dead_letters = dead_letters
         """Where this sink's rejected records go; None for the dead-letter sink itself."""
         self.metrics = ctx.metrics
@@ -63,9 +70,15 @@ class SinkWorker:
         return self.ctx.component_id
 
     def unwritten(self) -> int:
-        """Records held or being written now."""
+        """Records held in memory or being written now (a disk buffer's records are safe)."""
+        if isinstance(self.buffer, DiskBuffer):
+            return 0
         in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
         return self.buffer.events + in_flight
+
+    def _cursor_failed(self, exc: BaseException) -> None:
+        self.metrics.error("buffer_cursor")
+        self.log.warning("buffer.cursor.failed", error=str(exc))
 
     async def readiness(self) -> Readiness:
         if not self.started:
