@@ -26,10 +26,13 @@ if TYPE_CHECKING:
     from sluice.alerts.engine import AlertEngine
     from sluice.observe.history import History
 
-__all__ = ["AdminServer", "parse_listen"]
+__all__ = ["PIPELINE", "AdminServer", "parse_listen"]
 
 LOOP_STALL_SECS = 5.0
 """Default for ``admin.loop_stall_secs``."""
+
+PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
+"""The pipeline, for handlers added by other modules (``request.app[PIPELINE]``)."""
 
 _STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 _MAX_SERIES = {"seconds": 900, "minutes": 1440}
@@ -78,7 +81,7 @@ class AdminServer:
         self.started_at = started_at if started_at is not None else time.time()
         self._static = _load_static()
         self.app = web.Application()
-        self.app["pipeline"] = pipeline
+        self.app[PIPELINE] = pipeline
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
