@@ -127,10 +127,12 @@ class ClickHouseServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 return False
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}ping", timeout=1) as r:
-                    if r.read().strip() == b"Ok.":
-                        return True
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}ping", timeout=1) as r,
+            ):
+                if r.read().strip() == b"Ok.":
+                    return True
             time.sleep(0.1)
         return False
 

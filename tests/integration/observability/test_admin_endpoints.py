@@ -201,26 +201,37 @@ async def test_status_api_and_dashboard_files(tmp_path: Path) -> None:
         bad, _ = await running.json("/api/status?seconds=0")
         async with running.session.get(running.url + "static/app.js") as response:
             js_type = response.headers["Content-Type"]
-    assert api["ready"] is True and api["metrics_enabled"] is True
-    assert api["seconds"]["count"] == 30 and api["minutes"]["count"] == 5
+    assert api["ready"] is True
+    assert api["metrics_enabled"] is True
+    assert api["seconds"]["count"] == 30
+    assert api["minutes"]["count"] == 5
     (feed,) = api["sources"]
-    assert feed["id"] == "feed" and feed["state"] == "running" and feed["connected"] is True
-    assert len(feed["per_second"]) == 30 and len(feed["per_minute"]) == 5
+    assert feed["id"] == "feed"
+    assert feed["state"] == "running"
+    assert feed["connected"] is True
+    assert len(feed["per_second"]) == 30
+    assert len(feed["per_minute"]) == 5
     assert sum(v for v in feed["per_second"] if v) > 0
-    assert feed["per_minute"][-1] > 0 and feed["per_minute"][0] is None  # before the run
+    assert feed["per_minute"][-1] > 0
+    assert feed["per_minute"][0] is None
     assert 0 <= feed["freshness_secs"] < 5
     assert [s["id"] for s in api["sinks"]] == ["out", "dead_letters"]
     assert api["sinks"][0]["buffer"]["max_events"] == 20000
     (alert,) = api["alerts"]
-    assert alert["name"] == "feed_stale" and alert["state"] == "inactive"
+    assert alert["name"] == "feed_stale"
+    assert alert["state"] == "inactive"
     assert html_status == js_status == css_status == 200
-    assert 'src="static/app.js"' in html and 'href="static/style.css"' in html
+    assert 'src="static/app.js"' in html
+    assert 'href="static/style.css"' in html
     assert "javascript" in js_type
-    assert missing == 404 and traversal == 404 and bad == 400
+    assert missing == 404
+    assert traversal == 404
+    assert bad == 400
     # nothing is fetched from anywhere else: no CDN, no web fonts
     for text in (html, js, css):
         assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "")
-        assert "https://" not in text and "//cdn" not in text
+        assert "https://" not in text
+        assert "//cdn" not in text
 
 
 async def test_metrics_can_be_turned_off(tmp_path: Path) -> None:

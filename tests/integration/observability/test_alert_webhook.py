@@ -98,14 +98,18 @@ alerts:
     assert len(receiver.attempts) == 3  # the refused attempt, then the two deliveries
     firing, resolved = receiver.delivered
     assert firing["alert"] == resolved["alert"] == "feed_stale"
-    assert firing["rule_type"] == "freshness" and firing["component_id"] == "feed"
+    assert firing["rule_type"] == "freshness"
+    assert firing["component_id"] == "feed"
     assert firing["labels"] == {"severity": "page"}
-    assert firing["threshold"] == 1.5 and firing["value"] > 1.5
+    assert firing["threshold"] == 1.5
+    assert firing["value"] > 1.5
     assert "no record from source 'feed'" in firing["summary"]
     assert firing["text"].startswith("[FIRING] feed_stale: no record from source 'feed'")
-    assert firing["started_at"].endswith("Z") and firing["ended_at"] is None
+    assert firing["started_at"].endswith("Z")
+    assert firing["ended_at"] is None
     assert resolved["started_at"] == firing["started_at"]
-    assert resolved["ended_at"] is not None and resolved["ended_at"] > resolved["started_at"]
+    assert resolved["ended_at"] is not None
+    assert resolved["ended_at"] > resolved["started_at"]
     assert resolved["text"].startswith("[RESOLVED] feed_stale")
     assert all(h["Authorization"] == "Bearer hunter2" for h in receiver.headers)
     assert all(h["Content-Type"] == "application/json" for h in receiver.headers)
@@ -141,9 +145,12 @@ alerts:
         await wait_for(lambda: len(receiver.attempts) == 3, timeout=15)
         await asyncio.sleep(0.5)
         samples = await running.metrics()
-    assert len(receiver.attempts) == 3 and not receiver.delivered
+    assert len(receiver.attempts) == 3
+    assert not receiver.delivered
     failed = {"status": "firing", "outcome": "failed"}
     assert metric(samples, "sluice_alert_notifications_total", **failed) == 1
     failure = logs.find("alert.webhook.failed")
-    assert failure is not None and failure["attempts"] == 3 and failure["target"] == "127.0.0.1"
+    assert failure is not None
+    assert failure["attempts"] == 3
+    assert failure["target"] == "127.0.0.1"
     assert "s3cr3t-token" not in logs.text()  # the URL is a secret: only its host is logged

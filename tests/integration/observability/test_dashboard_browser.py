@@ -135,7 +135,8 @@ def test_dashboard_offline_live_chart_and_alert(
                 timeout=10_000,
             )
             firing = page.inner_text("li[data-alert='feed_stale']")
-            assert "firing" in firing and "no record from source 'feed'" in firing
+            assert "firing" in firing
+            assert "no record from source 'feed'" in firing
             freshness = page.locator("tr[data-source='feed'] td[data-freshness]")
             assert "bad" in (freshness.get_attribute("class") or "")
             assert page.locator("#chart-seconds svg rect.gap").count() >= 3
