@@ -188,10 +188,13 @@ class AdminServer:
             return _json(
                 {"error": f"no queryable sink{f' named {sink_id!r}' if sink_id else ''}"}, 404
             )
+        worker = queryable[0]
+        if not worker.started:
+            return _json({"error": f"sink '{worker.component_id}' has not started yet"}, 503)
         try:
-            result = await queryable[0].sink.query(sql)
+            result = await worker.sink.query(sql)
         except Exception as exc:
-            return _json({"error": str(exc)}, 400)
+            return _json({"error": str(exc) or type(exc).__name__}, 400)
         return _json({"columns": result.columns, "types": result.types, "rows": result.rows})
 
 

@@ -174,7 +174,9 @@ class History:
     ) -> list[float | None]:
         started = math.floor(self.started_at) // width
         known_to = last // width if self.last_sample is not None else started - 1
+        kept = self.keep_seconds if width == 1 else self.keep_minutes
+        known_from = max(started, known_to - kept + 1)  # older buckets were forgotten
         return [
-            round(buckets.get(bucket, 0.0), 3) if started <= bucket <= known_to else None
+            round(buckets.get(bucket, 0.0), 3) if known_from <= bucket <= known_to else None
             for bucket in span
         ]

@@ -11,9 +11,10 @@ and convert it with ``toDateTime``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_TABLE", "QUERIES", "Query", "render", "render_file"]
+__all__ = ["DEFAULT_TABLE", "QUERIES", "TABLE_NAME", "Query", "parse_file", "render", "render_file"]
 
 DEFAULT_TABLE = "coinbase_demo.coinbase_ticker"
 
@@ -114,10 +115,13 @@ WHERE time >= now() - 60""",
 )
 
 _BY_NAME = {q.name: q for q in QUERIES}
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def render(name: str, table: str = DEFAULT_TABLE, minutes: int = 60, hours: int = 24) -> str:
     """The SQL of query ``name`` for ``table`` (``db.table``) and the given windows."""
+    if not TABLE_NAME.match(table):
+        raise ValueError(f"expected database.table (letters, digits, _), got {table!r}")
     if not 1 <= minutes <= 100_000 or not 1 <= hours <= 100_000:
         raise ValueError("minutes and hours must be between 1 and 100000")
     return _BY_NAME[name].template.format(

@@ -457,3 +457,54 @@ def registry_with_doubles() -> Registry:
     registry.register("source", "controlled", ControlledSource)
     registry.register("sink", "switchable", SwitchableSink)
     return registry
+
+
+class ChdbStoreConfig(SinkConfig):
+    """A queryable store (chDB) standing in for the ClickHouse sink in `sluice monitor` tests."""
+
+    type: Literal["chdbstore"] = "chdbstore"
+    path: str
+    database: str = "coinbase_demo"
+    table: str = "coinbase_ticker"
+
+
+class ChdbStore(Sink[ChdbStoreConfig]):
+    """Answers queries from a chDB database; records written to it are dropped (the tests seed
+    the table themselves)."""
+
+    config_model = ChdbStoreConfig
+    description = "test double"
+
+    def __init__(self, component_id: str, config: ChdbStoreConfig) -> None:
+        super().__init__(component_id, config)
+        self.db: Chdb | None = None
+        self.queries: list[str] = []
+
+    async def start(self, ctx: Any) -> None:
+        self.db = Chdb(Path(self.config.path))
+
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        return None
+
+    async def query(self, sql: str) -> Any:
+        from sluice.plugin import QueryResult
+
+        assert self.db is not None
+        self.queries.append(sql)
+        db = self.db
+        text = await asyncio.to_thread(
+            lambda: db.session.query(sql, "JSONCompact").bytes().decode()
+        )
+        body = json.loads(text)
+        return QueryResult([c["name"] for c in body["meta"]], body["data"])
+
+    async def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def registry_with_store() -> Registry:
+    registry = registry_with_doubles()
+    registry.register("sink", "chdbstore", ChdbStore)
+    return registry
