@@ -269,6 +269,8 @@ def seed_ticker(execute: Callable[[str], Any], table: str, flavor: str, now: flo
                 sequence += 3
     # a duplicate delivery of one trade must not count as a gap
     rows.append(rows[5])
+    if flavor != "current":  # DateTime holds whole seconds
+        rows = [(product, float(int(t)), trade, seq) for product, t, trade, seq in rows]
     to_time = "toDateTime64({:.6f}, 6)" if flavor == "current" else "toDateTime({:.0f})"
     values = ",".join(
         f"('ticker',{seq},'{product}',100.5,99,1234.5,98,101,99999,100.4,100.6,'buy',"
