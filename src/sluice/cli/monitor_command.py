@@ -83,10 +83,20 @@ class MonitorReport:
         return runs
 
 
+def _int(value: Any) -> int:
+    """A whole number from a query result (drivers give ints, or numbers as text)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)  # exact, also for trade ids beyond 2**53
+    except (TypeError, ValueError):
+        return int(float(value))
+
+
 def _ints(row: Sequence[Any], *indexes: int) -> list[Any]:
     out = list(row)
     for i in indexes:
-        out[i] = int(float(out[i]))
+        out[i] = _int(out[i])
     return out
 
 
@@ -96,7 +106,7 @@ async def collect(query: Query, table: str, via: str, minutes: int, hours: int) 
     # render() accepts only a plain database.table, so the SQL below is built from our own text
     per_minute = render("rows_per_minute", table, minutes=minutes)
     result = await query(f"SELECT toUInt32(minute) AS minute, rows FROM ({per_minute})")  # noqa: S608
-    report.minutes = [(int(m), int(r)) for m, r in (_ints(row, 0, 1) for row in result.rows)]
+    report.minutes = [(_int(row[0]), _int(row[1])) for row in result.rows]
     freshness = render("freshness", table, hours=hours)
     result = await query(
         f"SELECT product_id, toUInt32(last_time), age_secs, rows FROM ({freshness})"  # noqa: S608

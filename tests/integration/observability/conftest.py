@@ -3,25 +3,21 @@ session per test, and the directory where test runs leave artifacts (screenshots
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
-from obs_support import REPO, Chdb, ClickHouseServer, LogFile, clickhouse_available
+from obs_support import (
+    REPO,
+    Chdb,
+    ClickHouseServer,
+    LogFile,
+    clickhouse_available,
+    grafana_users_d,
+)
 
 from sluice.logs import configure_logging
-
-GRAFANA_PASSWORD = "grafana-test-password"
-
-
-def grafana_users_d() -> str:
-    """The shipped users.d file for old servers, with the test password's hash filled in."""
-    text = (REPO / "observability/grafana/clickhouse/users.d/grafana.xml").read_text()
-    digest = hashlib.sha256(GRAFANA_PASSWORD.encode()).hexdigest()
-    assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
-    return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
 
 
 @pytest.fixture(scope="session")

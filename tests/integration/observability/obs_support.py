@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -85,6 +86,17 @@ _USERS = """<?xml version="1.0"?>
     </quotas>
 </yandex>
 """
+
+
+GRAFANA_PASSWORD = "grafana-test-password"
+
+
+def grafana_users_d() -> str:
+    """The shipped users.d file for old servers, with the test password's hash filled in."""
+    text = (REPO / "observability/grafana/clickhouse/users.d/grafana.xml").read_text()
+    digest = hashlib.sha256(GRAFANA_PASSWORD.encode()).hexdigest()
+    assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
+    return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
 
 
 class ClickHouseError(RuntimeError):

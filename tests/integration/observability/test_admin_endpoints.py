@@ -3,6 +3,7 @@ is not ready, /api/status and the dashboard's files, and metrics turned off."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from obs_support import (
 )
 
 from sluice.config import ConfigError, load_config_text
+from sluice.observe.service import Observability
 from sluice.registry import Registry
+from sluice.runtime.pipeline import Pipeline
 
 GEN = {"component_id": "feed", "component_kind": "source", "component_type": "generator"}
 OUT = {"component_id": "out", "component_kind": "sink", "component_type": "file"}
@@ -264,3 +267,31 @@ def test_alert_rules_need_metrics(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text(text, Registry.from_entry_points())
     assert "alert rules need metrics" in caught.value.render()
+
+
+async def test_without_the_admin_server_alerts_still_run(tmp_path: Path) -> None:
+    config = f"""
+data_dir: {tmp_path}/data
+admin: {{enabled: false}}
+sources:
+  feed: {{type: generator, count: 10}}
+  beat: {{type: generator, events_per_sec: 5}}
+sinks:
+  out: {{type: file, path: {tmp_path}/out.jsonl, inputs: [feed, beat]}}
+alerts: {{rules: {{feed_stale: {{type: freshness, source: feed, max_age_secs: 0.5}}}}}}
+"""
+    registry = Registry.from_entry_points()
+    loaded = load_config_text(config, registry)
+    pipeline = Pipeline.build(loaded, registry)
+    observability = Observability(pipeline, loaded.model)
+    assert observability.admin is None
+    await observability.start()
+    task = asyncio.create_task(pipeline.run())
+    try:
+        alert = observability.alerts.alerts[0]
+        await wait_for(lambda: alert.state == "firing", timeout=10)
+    finally:
+        pipeline.stop("test finished")
+        await asyncio.wait_for(task, 30)
+        await observability.close()
+    assert task.result().ok

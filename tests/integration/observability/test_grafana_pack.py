@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import GRAFANA_PASSWORD
-from obs_support import REPO, Chdb, ClickHouseError, ClickHouseServer, SeededTable, seed_ticker
+from obs_support import (
+    GRAFANA_PASSWORD,
+    REPO,
+    Chdb,
+    ClickHouseError,
+    ClickHouseServer,
+    SeededTable,
+    seed_ticker,
+)
 
 GRAFANA = REPO / "observability" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "sluice-ingestion.json"
