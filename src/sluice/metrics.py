@@ -5,6 +5,10 @@ global). The runner counts what flows; a plugin counts its own signals (reconnec
 :class:`ComponentMetrics` it receives in its context. Gauges that mirror state (buffer depth) are read
 at scrape time, so the hot path pays nothing for them. Counters are bumped once per batch, not per
 record.
+
+``Metrics(enabled=False)`` (config ``admin.metrics: false``) hands out no-op handles instead, so the
+runner's counting costs nothing; the dashboard and in-process alerts need the metrics and refuse to
+run without them.
 """
 
 from __future__ import annotations
@@ -13,9 +17,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from sluice import __version__
 
 __all__ = ["ComponentMetrics", "Metrics"]
 
@@ -50,12 +63,38 @@ class _StateCollector(Collector):
         return families.values()
 
 
+class _Noop:
+    """Stands in for every metric handle when metrics are off."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+NOOP: Any = _Noop()
+
+
 class Metrics:
     """The metrics of one pipeline."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, enabled: bool = True) -> None:
+        # `_created` companions double the exposition and no rule here uses them
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.enabled = enabled
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        self.build_info = Gauge(
+            "sluice_build_info", "Always 1; the running sluice version.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
         self.received_events = Counter(
             "sluice_component_received_events", "Records a component took in.", LABELS, registry=r
         )
@@ -128,6 +167,12 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.last_receive_time = Gauge(
+            "sluice_source_last_receive_timestamp_seconds",
+            "Wall-clock time when a source last produced records (0 before the first).",
+            LABELS,
+            registry=r,
+        )
         self.gaps = Counter(
             "sluice_source_gaps",
             "Gaps a source detected in its input's sequence (e.g. trade ids).",
@@ -163,7 +208,22 @@ class Metrics:
         self, name: str, documentation: str, labels: tuple[str, ...], read: Callable[[], float]
     ) -> None:
         """Expose ``read()`` as a gauge, sampled at scrape time."""
-        self._state.sources.append(_GaugeSource(name, documentation, labels, read))
+        if self.enabled:
+            self._state.sources.append(_GaugeSource(name, documentation, labels, read))
+
+    def values(self, metric: Counter | Gauge) -> dict[tuple[str, ...], float]:
+        """Current value of each labelled series of a counter or gauge, by label values.
+
+        Reads through the public collector interface; meant for samplers that run about once a
+        second (dashboard history, alerts), not for the hot path.
+        """
+        out: dict[tuple[str, ...], float] = {}
+        for family in metric.collect():
+            wanted = family.name + "_total" if family.type == "counter" else family.name
+            for sample in family.samples:
+                if sample.name == wanted:
+                    out[tuple(sample.labels.values())] = sample.value
+        return out
 
 
 @dataclass
@@ -177,22 +237,39 @@ class ComponentMetrics:
 
     def __post_init__(self) -> None:
         m, labels = self.metrics, self.labels
-        self.received_events = m.received_events.labels(*labels)
-        self.received_bytes = m.received_bytes.labels(*labels)
-        self.sent_events = m.sent_events.labels(*labels)
-        self.sent_bytes = m.sent_bytes.labels(*labels)
-        self.dead_letters = m.dead_letters.labels(*labels)
-        self.flush_seconds = m.flush_seconds.labels(*labels)
-        self.lag_seconds = m.lag_seconds.labels(*labels)
-        self.retries = m.retries.labels(*labels)
-        self.unwritten = m.unwritten.labels(*labels)
-        self.connected = m.connected.labels(*labels)
-        self.reconnects = m.reconnects.labels(*labels)
-        self.last_event_time = m.last_event_time.labels(*labels)
-        self.gaps = m.gaps.labels(*labels)
-        self.missed = m.missed.labels(*labels)
-        self.rate_limit_waits = m.rate_limit_waits.labels(*labels)
-        self.rate_limit_wait_seconds = m.rate_limit_wait_seconds.labels(*labels)
+        if not m.enabled:
+            for name in _HANDLES:
+                setattr(self, name, NOOP)
+            return
+        is_source = labels[1] == "source"
+
+        def both(family: Any) -> Any:
+            return family.labels(*labels)
+
+        def source_only(family: Any) -> Any:
+            # a series that can never move (a sink's reconnects) would be noise on /metrics
+            return family.labels(*labels) if is_source else NOOP
+
+        def sink_only(family: Any) -> Any:
+            return NOOP if is_source else family.labels(*labels)
+
+        self.received_events = both(m.received_events)
+        self.received_bytes = both(m.received_bytes)
+        self.sent_events = both(m.sent_events)
+        self.sent_bytes = both(m.sent_bytes)
+        self.dead_letters = both(m.dead_letters)
+        self.rate_limit_waits = both(m.rate_limit_waits)
+        self.rate_limit_wait_seconds = both(m.rate_limit_wait_seconds)
+        self.flush_seconds = sink_only(m.flush_seconds)
+        self.lag_seconds = sink_only(m.lag_seconds)
+        self.retries = sink_only(m.retries)
+        self.unwritten = sink_only(m.unwritten)
+        self.connected = source_only(m.connected)
+        self.reconnects = source_only(m.reconnects)
+        self.last_event_time = source_only(m.last_event_time)
+        self.last_receive_time = source_only(m.last_receive_time)
+        self.gaps = source_only(m.gaps)
+        self.missed = source_only(m.missed)
 
     def rate_limited(self, waited_secs: float) -> None:
         """Count a rate-limit wait (no-op when nothing was waited)."""
@@ -225,6 +302,8 @@ class ComponentMetrics:
 
     def error(self, error_type: str, count: int = 1) -> None:
         """Count an error of ``error_type`` (a short stable name, never a message)."""
+        if not self.metrics.enabled:
+            return
         child = self._errors.get(error_type)
         if child is None:
             child = self._errors[error_type] = self.metrics.errors.labels(*self.labels, error_type)
@@ -232,6 +311,8 @@ class ComponentMetrics:
 
     def drop(self, reason: str, count: int) -> None:
         """Count records discarded on purpose."""
+        if not self.metrics.enabled:
+            return
         child = self._dropped.get(reason)
         if child is None:
             child = self._dropped[reason] = self.metrics.dropped.labels(*self.labels, reason)
@@ -240,3 +321,24 @@ class ComponentMetrics:
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose ``read()`` for this component as a gauge sampled at scrape time."""
         self.metrics.gauge(name, documentation, self.labels, read)
+
+
+_HANDLES = (
+    "received_events",
+    "received_bytes",
+    "sent_events",
+    "sent_bytes",
+    "dead_letters",
+    "rate_limit_waits",
+    "rate_limit_wait_seconds",
+    "flush_seconds",
+    "lag_seconds",
+    "retries",
+    "unwritten",
+    "connected",
+    "reconnects",
+    "last_event_time",
+    "last_receive_time",
+    "gaps",
+    "missed",
+)

@@ -33,14 +33,18 @@ def seqs(path: Path) -> list[int]:
     )
 
 
-def test_records_buffered_on_disk_are_written_after_a_crash(workdir: Path, spawn) -> None:  # type: ignore[no-untyped-def]
+def test_records_buffered_on_disk_are_written_after_a_crash(workdir: Path) -> None:
     (workdir / "p.yaml").write_text(CONFIG.format(count=30000))
-    process = spawn([*SLUICE_TESTING, "run", "p.yaml"], cwd=workdir)
-    # the generator is done in a moment (every record on disk); the slow sink is far behind
-    wait_for(lambda: 0 < len(seqs(workdir / "out.jsonl")) < 30000, timeout=20)
-    wait_for(lambda: (workdir / ".sluice/sinks/slow/buffer/cursor.json").exists(), timeout=20)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=10)
+    log = workdir / "run1.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([*SLUICE_TESTING, "run", "p.yaml"], cwd=workdir, stderr=stderr)
+    try:
+        # the generator ends in a moment (every record is then on disk); the slow sink is behind
+        wait_for(lambda: "source.finished" in log.read_text(), timeout=30)
+        wait_for(lambda: (workdir / ".sluice/sinks/slow/buffer/cursor.json").exists(), timeout=20)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
     before = len(set(seqs(workdir / "out.jsonl")))
     assert before < 30000, "the crash happened mid-way"
     # the restarted process generates nothing new: everything left comes from the disk buffer

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from sluice.admin.server import AdminServer
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, load_or_exit, load_registry
 from sluice.config import LoadedConfig
 from sluice.logs import configure_logging
+from sluice.metrics import Metrics
+from sluice.observe.service import Observability
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 
@@ -62,7 +63,8 @@ def run_pipeline(
         print("error: --log-format must be text or json", file=sys.stderr)
         return 2
     configure_logging(log_level or log_config.level, "json" if fmt == "json" else "text")
-    pipeline = Pipeline.build(loaded, registry)
+    metrics = Metrics(enabled=loaded.model.admin.metrics)
+    pipeline = Pipeline.build(loaded, registry, metrics)
     return asyncio.run(_run(pipeline, loaded))
 
 
@@ -86,20 +88,17 @@ async def _run(pipeline: Pipeline, loaded: LoadedConfig) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    admin: AdminServer | None = None
     admin_config: Any = loaded.model.admin
-    if admin_config.enabled:
-        admin = AdminServer(pipeline, admin_config.listen)
-        try:
-            await admin.start()
-        except OSError as exc:
-            log.error("admin.bind_failed", listen=admin_config.listen, error=str(exc))
-            return EXIT_FAILURE
+    observability = Observability(pipeline, loaded.model)
+    try:
+        await observability.start()
+    except OSError as exc:
+        log.error("admin.bind_failed", listen=admin_config.listen, error=str(exc))
+        return EXIT_FAILURE
     try:
         result = await pipeline.run()
     finally:
-        if admin is not None:
-            await admin.close()
+        await observability.close()
     if not result.ok:
         log.error("pipeline.failed", error=result.error)
         return EXIT_FAILURE

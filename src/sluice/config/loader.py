@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 
+from sluice.alerts.config import ALERT_RULE_TYPES, check_references
 from sluice.config.models import (
     ComponentConfig,
     ComponentId,
@@ -180,6 +181,18 @@ def _problem_from_error(
         return Problem(path, line, f"unknown key '{key}'{_nearest(key, valid)}")
     if kind == "missing":
         return Problem(path, source_map.line_of(path[:-1]), f"missing required key '{path[-1]}'")
+    if kind in ("union_tag_invalid", "union_tag_not_found") and path[:1] == ("alerts",):
+        rule_types = ", ".join(ALERT_RULE_TYPES)
+        if kind == "union_tag_not_found":
+            return Problem(path, line, f"missing required key 'type' (one of: {rule_types})")
+        tag = str(error.get("ctx", {}).get("tag", ""))
+        type_path = (*path, "type")
+        return Problem(
+            type_path,
+            source_map.line_of(type_path),
+            f"unknown alert rule type '{tag}'{_nearest(tag, ALERT_RULE_TYPES)}; "
+            f"one of: {rule_types}",
+        )
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         is_source = bool(path) and path[0] == "sources"
         plugins = registry.sources if is_source else registry.sinks
@@ -331,6 +344,7 @@ def _cross_checks(data: dict[str, Any], registry: Registry, source_map: SourceMa
             Problem(path, source_map.line_of(path), "the dead-letter sink takes no inputs")
         )
     problems += _claim_conflicts(data, registry, source_map)
+    problems += [Problem(p, source_map.line_of(p), m) for p, m in check_references(data)]
     return problems
 
 

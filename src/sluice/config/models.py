@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from sluice.alerts.config import AlertsConfig
+
 __all__ = [
     "AdminConfig",
     "BatchPolicy",
@@ -185,6 +187,21 @@ class AdminConfig(StrictModel):
         "127.0.0.1:8686",
         description="host:port. Loopback by default; set 0.0.0.0:PORT to expose it.",
     )
+    metrics: bool = Field(
+        True,
+        description=(
+            "Collect metrics. `false` makes the runner's counting a no-op: /metrics then shows "
+            "only process metrics, the dashboard has no rates and `alerts` cannot be used."
+        ),
+    )
+    loop_stall_secs: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "/healthz fails when the event loop has not run for this long (and a stall this long "
+            "is logged with the stack of the code that blocked it)."
+        ),
+    )
 
     @field_validator("listen")
     @classmethod
@@ -218,4 +235,7 @@ class PipelineConfigBase(StrictModel):
     )
     shutdown: ShutdownConfig = Field(
         default_factory=ShutdownConfig, description="Stopping on a signal (`shutdown` below)."
+    )
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig, description="Alert rules evaluated in process (`alerts` below)."
     )

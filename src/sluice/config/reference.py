@@ -11,6 +11,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from sluice.alerts.config import (
+    AlertsConfig,
+    ErrorRateRule,
+    FreshnessRule,
+    MinRateRule,
+    WebhookConfig,
+)
 from sluice.config.loader import build_config_model
 from sluice.config.models import (
     AdminConfig,
@@ -44,6 +51,12 @@ _SHARED_BLOCKS: list[tuple[str, type[BaseModel]]] = [
     ("log", LogConfig),
     ("admin", AdminConfig),
     ("shutdown", ShutdownConfig),
+]
+_ALERT_BLOCKS: list[tuple[str, type[BaseModel]]] = [
+    ("rule `type: freshness`", FreshnessRule),
+    ("rule `type: min_rate`", MinRateRule),
+    ("rule `type: error_rate`", ErrorRateRule),
+    ("`webhook`", WebhookConfig),
 ]
 _SKIP_IN_PLUGINS = {"type", "inputs", "batch", "buffer", "retry", "rate_limit"}
 
@@ -99,11 +112,10 @@ def _default_text(model: type[BaseModel], name: str) -> str:
     if info.is_required():
         return "**required**"
     if info.default_factory is not None:
-        return (
-            "see below"
-            if isinstance(info.get_default(call_default_factory=True), BaseModel)
-            else "`[]`"
-        )
+        made = info.get_default(call_default_factory=True)
+        if isinstance(made, BaseModel):
+            return "see below"
+        return f"`{orjson.dumps(made, default=str).decode()}`"
     value = info.default
     if value is None:
         return "unset"
@@ -164,6 +176,9 @@ def config_reference_markdown(registry: Registry) -> str:
     ]
     for name, block in _SHARED_BLOCKS:
         out += ["", f"### `{name}`", "", (block.__doc__ or "").strip(), "", *_table(block)]
+    out += ["", "## Alerts", "", (AlertsConfig.__doc__ or "").strip(), "", *_table(AlertsConfig)]
+    for name, block in _ALERT_BLOCKS:
+        out += ["", f"### {name}", "", " ".join((block.__doc__ or "").split()), "", *_table(block)]
     for kind, plugins in (("Sources", registry.sources), ("Sinks", registry.sinks)):
         out += ["", f"## {kind}"]
         for name in sorted(plugins):

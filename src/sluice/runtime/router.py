@@ -7,6 +7,7 @@ inputs a source rejected go to the dead letters, both as part of the batch's ack
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -58,13 +59,18 @@ class Router:
         """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it."""
         group = tracker.open(batch.token)
         records = batch.records
-        metrics.received_events.inc(len(records) + len(batch.rejected))
+        rejected = batch.rejected
+        if rejected:
+            # a source "receives" what it read, valid or not; it "sends" the records it made
+            metrics.received_events.inc(len(rejected))
+            metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
         if records:
-            nbytes = (
-                batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
-            )
+            nbytes = batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
+            metrics.received_events.inc(len(records))
+            metrics.received_bytes.inc(nbytes)
             metrics.sent_events.inc(len(records))
             metrics.sent_bytes.inc(nbytes)
+            metrics.last_receive_time.set(time.time())
             newest = records[-1].time
             if newest is not None:
                 metrics.last_event_time.set(newest)
@@ -87,10 +93,10 @@ class Router:
                 unrouted = sum(1 for r in records if r.kind not in taken)
                 if unrouted:
                     metrics.drop("unrouted", unrouted)
-        if batch.rejected:
-            metrics.dead_letters.inc(len(batch.rejected))
+        if rejected:
+            metrics.dead_letters.inc(len(rejected))
             letters: list[Record] = [
-                dead_letter(item.raw, item.reason, source_id, "source") for item in batch.rejected
+                dead_letter(item.raw, item.reason, source_id, "source") for item in rejected
             ]
             await self.dead_letters.accept_dead_letters(letters, group)
         group.release()

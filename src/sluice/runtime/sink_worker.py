@@ -64,10 +64,20 @@ class SinkWorker:
             "Capacity of a sink's buffer, in bytes.",
             lambda: self.config.buffer.max_bytes,
         )
+        self.metrics.gauge(
+            "sluice_sink_write_failing_seconds",
+            "How long a sink's writes have been failing (0 while they succeed).",
+            self.failing_for,
+        )
 
     @property
     def component_id(self) -> str:
         return self.ctx.component_id
+
+    def failing_for(self) -> float:
+        """Seconds since the current run of failed writes began; 0 when writes succeed."""
+        since = self.failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def unwritten(self) -> int:
         """Records held in memory or being written now (a disk buffer's records are safe)."""

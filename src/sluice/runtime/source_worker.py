@@ -38,6 +38,9 @@ class SourceWorker:
         self.tracker = CommitTracker(source.commit, self._commit_failed)
         self.started = False
         self.finished = False
+        self.restarting: str | None = None
+        """Why the source is being restarted (between a retriable failure and its next batch)."""
+        self._flowing = False
         self._stopping = False
         self._waiting = False
         self._task: asyncio.Task[None] | None = None
@@ -56,7 +59,18 @@ class SourceWorker:
             return Readiness(True, "finished")
         if not self.started:
             return Readiness(False, "not started")
+        if self.restarting is not None:
+            return Readiness(False, self.restarting)
         return await self.source.readiness()
+
+    @property
+    def state(self) -> str:
+        """``not started``, ``running``, ``restarting`` or ``finished`` (for the dashboard)."""
+        if self.finished:
+            return "finished"
+        if not self.started:
+            return "not started"
+        return "restarting" if self.restarting is not None else "running"
 
     def _commit_failed(self, exc: BaseException) -> None:
         self.metrics.error("commit")
@@ -71,6 +85,7 @@ class SourceWorker:
         finally:
             committer.cancel()
             self.finished = True
+            self.metrics.connected.set(0)
 
     async def _read_with_restarts(self) -> None:
         backoff = Backoff(self._restart_policy)
@@ -88,6 +103,11 @@ class SourceWorker:
                 delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
                 self.metrics.error(type(exc).__name__)
                 self.metrics.reconnects.inc()
+                self.metrics.connected.set(0)
+                self._flowing = False
+                self.restarting = (
+                    f"restarting after {type(exc).__name__}: {exc} (attempt {backoff.attempt})"
+                )
                 self.log.warning(
                     "source.restarting",
                     error=str(exc) or type(exc).__name__,
@@ -120,6 +140,11 @@ class SourceWorker:
                 return True
             finally:
                 self._waiting = False
+            if not self._flowing:
+                # the runner's view of "connected": batches arrive; a plugin may say more
+                self._flowing = True
+                self.restarting = None
+                self.metrics.connected.set(1)
             backoff.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))

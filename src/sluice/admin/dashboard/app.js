@@ -1,0 +1,265 @@
+// The sluice dashboard: polls api/status and draws it. Plain JavaScript, no dependencies.
+// Series buckets are numbers (0 = the run was up and nothing came: a gap) or null (before the
+// run began: unknown). The last bucket is the current, still filling, second or minute.
+"use strict";
+
+(function () {
+  const POLL_MS = 2000;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const nf = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+  let last = null;
+  let failures = 0;
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null) continue;
+      if (key === "class") node.className = value;
+      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else node[key] = value;
+    }
+    for (const child of children) {
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+    return node;
+  }
+
+  function fmt(n) {
+    return n === null || n === undefined ? "–" : nf.format(n);
+  }
+
+  function ago(secs) {
+    if (secs === null || secs === undefined) return "never";
+    if (secs < 1) return "now";
+    if (secs < 120) return Math.round(secs) + "s ago";
+    if (secs < 7200) return Math.round(secs / 60) + "m ago";
+    return Math.round(secs / 3600) + "h ago";
+  }
+
+  function duration(secs) {
+    if (!secs) return "–";
+    if (secs < 120) return secs.toFixed(secs < 10 ? 1 : 0) + "s";
+    if (secs < 7200) return Math.round(secs / 60) + "m";
+    return Math.round(secs / 3600) + "h";
+  }
+
+  function clock(unixSecs, withSeconds) {
+    const d = new Date(unixSecs * 1000);
+    const pad = (x) => String(x).padStart(2, "0");
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + (withSeconds ? ":" + pad(d.getSeconds()) : "");
+  }
+
+  // Sum the series of the chosen sources bucket by bucket; null only where every one is null.
+  function sumSeries(sources, field) {
+    let out = null;
+    for (const source of sources) {
+      const values = source[field] || [];
+      if (out === null) out = values.map((v) => v);
+      else out = out.map((v, i) => (v === null && values[i] === null ? null : (v || 0) + (values[i] || 0)));
+    }
+    return out || [];
+  }
+
+  function drawChart(container, values, span, unit) {
+    const width = Math.max(container.clientWidth || 0, 320);
+    const height = 160;
+    const pad = { left: 48, right: 8, top: 10, bottom: 22 };
+    const plotW = width - pad.left - pad.right;
+    const plotH = height - pad.top - pad.bottom;
+    const max = Math.max(1, ...values.filter((v) => v !== null));
+    const slot = plotW / Math.max(values.length, 1);
+    const barW = Math.max(1, slot - (slot > 4 ? 1 : 0));
+    const root = svg("svg", {
+      width: String(width), height: String(height), role: "img",
+      "aria-label": "records per " + unit,
+    });
+    let bars = 0, gaps = 0, unknown = 0, total = 0;
+    // axis and scale
+    root.append(svg("line", { x1: pad.left, y1: pad.top + plotH, x2: width - pad.right, y2: pad.top + plotH, class: "axis" }));
+    const maxLabel = svg("text", { x: pad.left - 6, y: pad.top + 8, class: "tick", "text-anchor": "end" });
+    maxLabel.textContent = fmt(max);
+    root.append(maxLabel);
+    const zeroLabel = svg("text", { x: pad.left - 6, y: pad.top + plotH, class: "tick", "text-anchor": "end" });
+    zeroLabel.textContent = "0";
+    root.append(zeroLabel);
+    values.forEach((value, i) => {
+      const x = pad.left + i * slot;
+      const when = span.start + i * span.step;
+      const label = clock(when, unit === "second");
+      let node;
+      if (value === null) {
+        unknown++;
+        node = svg("rect", { x, y: pad.top, width: barW, height: plotH, class: "nodata" });
+        node.append(titled(label + " — before this run"));
+      } else if (value === 0) {
+        gaps++;
+        node = svg("rect", { x, y: pad.top + plotH - 6, width: barW, height: 6, class: "gap", "data-count": "0" });
+        node.append(titled(label + " — no records (gap)"));
+      } else {
+        bars++;
+        total += value;
+        const h = Math.max(1, (value / max) * plotH);
+        node = svg("rect", { x, y: pad.top + plotH - h, width: barW, height: h, class: "bar", "data-count": String(value) });
+        node.append(titled(label + " — " + fmt(value) + " records"));
+      }
+      if (i === values.length - 1) node.classList.add("current");
+      root.append(node);
+    });
+    if (values.length) {
+      const first = svg("text", { x: pad.left, y: height - 6, class: "tick" });
+      first.textContent = clock(span.start, unit === "second");
+      const lastTick = svg("text", { x: width - pad.right, y: height - 6, class: "tick", "text-anchor": "end" });
+      lastTick.textContent = clock(span.start + (values.length - 1) * span.step, unit === "second") + " (now)";
+      root.append(first, lastTick);
+    }
+    root.setAttribute("data-bars", String(bars));
+    root.setAttribute("data-gaps", String(gaps));
+    root.setAttribute("data-unknown", String(unknown));
+    root.setAttribute("data-total", String(total));
+    container.replaceChildren(root);
+  }
+
+  function titled(text) {
+    const t = svg("title");
+    t.textContent = text;
+    return t;
+  }
+
+  function renderHeader(status) {
+    const ready = $("ready-badge");
+    ready.textContent = status.ready ? "ready" : "not ready";
+    ready.className = "badge " + (status.ready ? "ok" : "bad");
+    const health = $("health-badge");
+    if (status.health) {
+      const ok = status.health.status === "ok";
+      health.textContent = ok ? "event loop ok" : status.health.status;
+      health.className = "badge " + (ok ? "ok" : "bad");
+      health.title = "loop lag " + status.health.loop_lag_secs + "s";
+    }
+    $("meta").textContent = "v" + status.version + " · up " + duration(status.now - status.started_at) +
+      (status.metrics_enabled ? "" : " · metrics off (admin.metrics: false)");
+    const reasons = Object.entries(status.not_ready || {});
+    $("not-ready-section").hidden = reasons.length === 0;
+    $("not-ready").replaceChildren(...reasons.map(([name, why]) => el("li", {}, el("b", {}, name), ": " + why)));
+  }
+
+  function renderAlerts(alerts, now) {
+    $("alerts-empty").hidden = alerts.length > 0;
+    const order = { firing: 0, pending: 1, inactive: 2 };
+    const sorted = [...alerts].sort((a, b) => order[a.state] - order[b.state] || a.name.localeCompare(b.name));
+    $("alerts").replaceChildren(...sorted.map((a) => {
+      const since = a.since ? " for " + duration(now - a.since) : "";
+      const state = a.state === "inactive" ? (a.evaluated ? "ok" : "waiting") : a.state;
+      return el("li", { class: "alert " + a.state, "data-alert": a.name, "data-state": a.state },
+        el("span", { class: "state" }, state + since),
+        el("b", {}, a.name),
+        el("span", { class: "muted" }, " " + a.type + (a.component_id ? " · " + a.component_id : "")),
+        el("div", { class: "summary" }, a.summary || ""));
+    }));
+  }
+
+  function freshnessClass(secs, alerts, id) {
+    if (secs === null) return "warn";
+    const rule = alerts.find((a) => a.type === "freshness" && a.component_id === id);
+    const limit = rule ? rule.threshold : 60;
+    return secs > limit ? "bad" : secs > limit / 2 ? "warn" : "";
+  }
+
+  function renderSources(status) {
+    const rows = status.sources.map((s) => el("tr", { "data-source": s.id },
+      el("td", {}, el("b", {}, s.id)),
+      el("td", {}, s.type),
+      el("td", { class: s.state === "running" ? "" : s.state === "finished" ? "muted" : "warn" },
+        s.state + (s.connected ? "" : s.state === "running" ? " (not connected)" : "")),
+      el("td", { class: "num" }, fmt(s.rate_per_sec)),
+      el("td", { class: "num" }, fmt(s.records)),
+      el("td", { class: "num " + freshnessClass(s.freshness_secs, status.alerts, s.id), "data-freshness": s.freshness_secs },
+        ago(s.freshness_secs)),
+      el("td", { class: "num" }, s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
+      el("td", { class: "num" + (s.gaps ? " warn" : "") }, fmt(s.gaps) + " / " + fmt(s.missed)),
+      el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
+      el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
+      el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
+      el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason) }, fmt(s.dropped)),
+      el("td", { class: "num" }, fmt(s.rate_limit_waits))));
+    $("sources").tBodies[0].replaceChildren(...rows);
+    const select = $("source-filter");
+    const have = new Set([...select.options].map((o) => o.value));
+    for (const s of status.sources) {
+      if (!have.has(s.id)) select.append(el("option", { value: s.id }, s.id));
+    }
+  }
+
+  function bufferCell(buffer) {
+    const pct = Math.min(100, buffer.fill * 100);
+    const bar = el("div", { class: "fill" + (pct > 90 ? " bad" : pct > 60 ? " warn" : "") });
+    bar.style.width = pct.toFixed(1) + "%";
+    return el("td", { class: "buffer", title: fmt(buffer.events) + " / " + fmt(buffer.max_events) + " records" },
+      el("div", { class: "meter" }, bar), el("span", { class: "pct" }, pct.toFixed(pct < 10 ? 1 : 0) + "%"));
+  }
+
+  function renderSinks(status) {
+    const rows = status.sinks.map((s) => {
+      const state = !s.started ? "starting" : s.failing_secs > 0 ? "failing" : s.ready === false ? "not ready" : "ok";
+      return el("tr", { "data-sink": s.id },
+        el("td", {}, el("b", {}, s.id), s.dead_letter_sink ? el("span", { class: "muted" }, " (dead letters)") : ""),
+        el("td", {}, s.type),
+        el("td", { class: state === "ok" ? "" : "bad", title: s.not_ready_reason || "" }, state),
+        el("td", { class: "num" }, fmt(s.rate_per_sec)),
+        el("td", { class: "num" }, fmt(s.records)),
+        bufferCell(s.buffer),
+        el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
+        el("td", { class: "num" + (s.retries ? " warn" : "") }, fmt(s.retries)),
+        el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
+        el("td", { class: "num" + (s.dropped ? " warn" : "") }, fmt(s.dropped)),
+        el("td", { class: "num" + (s.failing_secs ? " bad" : "") }, duration(s.failing_secs)));
+    });
+    $("sinks").tBodies[0].replaceChildren(...rows);
+  }
+
+  function renderCharts(status) {
+    const chosen = $("source-filter").value;
+    const sources = status.sources.filter((s) => !chosen || s.id === chosen);
+    drawChart($("chart-minutes"), sumSeries(sources, "per_minute"), status.minutes, "minute");
+    drawChart($("chart-seconds"), sumSeries(sources, "per_second"), status.seconds, "second");
+  }
+
+  function render(status) {
+    renderHeader(status);
+    renderAlerts(status.alerts, status.now);
+    renderCharts(status);
+    renderSources(status);
+    renderSinks(status);
+    $("updated").textContent = "updated " + clock(status.now, true);
+    document.body.dataset.updated = String(status.now);
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch("api/status", { cache: "no-store" });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      last = await response.json();
+      failures = 0;
+      render(last);
+    } catch (err) {
+      failures++;
+      const badge = $("ready-badge");
+      badge.textContent = "unreachable (" + err.message + ")";
+      badge.className = "badge bad";
+    } finally {
+      setTimeout(poll, failures ? Math.min(POLL_MS * failures, 10000) : POLL_MS);
+    }
+  }
+
+  $("source-filter").addEventListener("change", () => last && renderCharts(last));
+  window.addEventListener("resize", () => last && renderCharts(last));
+  poll();
+})();

@@ -1,0 +1,1 @@
+"""Alerts evaluated in the process: rules (config), their evaluation, and the webhook notifier."""
