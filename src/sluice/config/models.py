@@ -237,5 +237,6 @@ class PipelineConfigBase(StrictModel):
         default_factory=ShutdownConfig, description="Stopping on a signal (`shutdown` below)."
     )
     alerts: AlertsConfig = Field(
-        default_factory=AlertsConfig, description="Alert rules evaluated in process (`alerts` below)."
+        default_factory=AlertsConfig,
+        description="Alert rules evaluated in process (`alerts` below).",
     )

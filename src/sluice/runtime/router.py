@@ -65,7 +65,9 @@ class Router:
             metrics.received_events.inc(len(rejected))
             metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
         if records:
-            nbytes = batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
+            nbytes = (
+                batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
+            )
             metrics.received_events.inc(len(records))
             metrics.received_bytes.inc(nbytes)
             metrics.sent_events.inc(len(records))
