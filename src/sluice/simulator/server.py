@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -184,6 +186,9 @@ class Session(WSListener):
         self.sent: list[bytes] | None = [] if self.options.record_sent else None
         """Every frame sent (bytes as the client decodes them), when recording."""
         self.close_reason = ""
+        self.connected_at = 0.0
+        self.stalled_at = 0.0
+        """Monotonic times of the connection and of a ``stall_after`` fault (tests)."""
         self._compressor = zlib.compressobj(wbits=-15) if deflate else None
         self._decompressor = zlib.decompressobj(wbits=-15) if deflate else None
         self._held: Event | None = None
@@ -199,6 +204,12 @@ class Session(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.connected_at = time.monotonic()
+        if self.faults.slow_consumer_bytes is not None:
+            # a small send buffer makes a slow reader's backlog show up in user space soon
+            sock = transport.underlying_transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         self.log.info("simulator.connected", compressed=self._compressor is not None)
         self._deadline = asyncio.get_running_loop().call_later(
             self.options.subscribe_timeout_secs, self._no_subscribe
@@ -416,6 +427,7 @@ class Session(WSListener):
         elif f.stall_after is not None and self.sent_frames >= f.stall_after:
             self.log.info("simulator.fault", fault="stall_after", frames=self.sent_frames)
             self.stalled = True
+            self.stalled_at = time.monotonic()
             self.live = False
 
     def _slow_consumer(self) -> None:

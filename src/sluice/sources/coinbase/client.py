@@ -159,7 +159,11 @@ class _Listener(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.closed is None:
-            self.closed = "connection lost (closed without a close frame)"
+            self.closed = (
+                "connection lost while reading was paused (the pipeline is slower than the feed)"
+                if self.paused
+                else "connection lost (closed without a close frame)"
+            )
         self._wake()
 
     def _wake(self) -> None:
