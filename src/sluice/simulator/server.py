@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import time
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -37,14 +37,8 @@ from picows import (
     ws_create_server,
 )
 
-from sluice.simulator.markets import (
-    Event,
-    Market,
-    ReplayMarket,
-    SyntheticMarket,
-    fast_template,
-    rfc3339,
-)
+from sluice.simulator.fast import Chunk, FastStream
+from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket, rfc3339
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
 
 __all__ = ["CHANNELS", "CoinbaseSimulator", "Session"]
@@ -60,16 +54,6 @@ HEARTBEAT = b'{"type":"heartbeat","last_trade_id":%d,"product_id":"%s","sequence
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _STATUS_EVERY = 5
 """Heartbeat ticks between two ``status`` frames."""
-
-
-def frame_header(length: int, compressed: bool = False) -> bytes:
-    """The header of an unmasked, final text frame of ``length`` payload bytes."""
-    first = 0xC1 if compressed else 0x81
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
 
 
 def _error(message: str, reason: str) -> bytes:
@@ -96,6 +80,7 @@ class CoinbaseSimulator:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
+        self._fast_cache: dict[tuple[str, ...], list[Chunk]] = {}
 
     @property
     def open_sessions(self) -> list[Session]:
@@ -154,6 +139,17 @@ class CoinbaseSimulator:
         return WSUpgradeResponseWithListener(
             WSUpgradeResponse.create_101_response(extra_headers=headers), session
         )
+
+    def fast_chunks(self, products: list[str]) -> list[Chunk]:
+        """The fast-mode stream for ``products``, built once and shared by every connection
+        (a fixed count, uncompressed): serving it is then only socket writes."""
+        key = tuple(products)
+        chunks = self._fast_cache.get(key)
+        if chunks is None:
+            options = self.options
+            stream = FastStream(self.market, products, options.fast_count, options.fast_write_bytes)
+            chunks = self._fast_cache[key] = list(stream.chunks())
+        return chunks
 
     def _publish(self, events: list[Event]) -> None:
         for session in self.sessions:
@@ -526,52 +522,40 @@ class Session(WSListener):
         return self.market.last_trade_id.get(product, 0)
 
     async def _fast(self) -> None:
-        """Fast mode: tickers pre-encoded and written in large socket writes."""
+        """Fast mode: pre-encoded tickers in large socket writes, as fast as the client reads."""
         products = sorted(self._tickers)
         if not products:
             return
-        market = self.market
-        templates = [fast_template(market.latest_ticker[p]) for p in products]
-        ids = [market.last_trade_id[p] for p in products]
-        sequences = [market.sequence[p] for p in products]
-        fast_ids = self._fast_ids = dict(zip(products, ids, strict=True))
-        remaining = self.options.fast_count
-        chunk = self.options.fast_write_bytes
-        count = len(products)
+        options = self.options
         transport = self.transport
         assert transport is not None
         raw = transport.underlying_transport
-        compressor = self._compressor
-        index = 0
-        while remaining is None or remaining > 0:
+        chunks: Iterable[Chunk]
+        if self._compressor is None and options.fast_count is not None:
+            chunks = self.simulator.fast_chunks(products)
+        else:
+            stream = FastStream(
+                self.market,
+                products,
+                options.fast_count,
+                options.fast_write_bytes,
+                self._compressor,
+            )
+            chunks = stream.chunks()
+        fast_ids = self._fast_ids = {}
+        started = time.monotonic()
+        for chunk in chunks:
             await self._writable.wait()
             if self.disconnected or self.closing or self.stalled:
                 return
-            parts: list[bytes] = []
-            size = 0
-            made = 0
-            limit = remaining if remaining is not None else 1 << 62
-            while size < chunk and made < limit:
-                ids[index] += 1
-                sequences[index] += 1
-                payload = templates[index] % (sequences[index], ids[index])
-                if compressor is not None:
-                    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                    payload = data[:-4]
-                    parts.append(frame_header(len(payload), True))
-                else:
-                    parts.append(frame_header(len(payload)))
-                parts.append(payload)
-                size += len(payload) + 4
-                made += 1
-                index += 1
-                if index == count:
-                    index = 0
-            raw.write(b"".join(parts))
-            self.sent_frames += made
-            if remaining is not None:
-                remaining -= made
-            for i, product in enumerate(products):
-                fast_ids[product] = ids[i]
+            raw.write(chunk.data)
+            self.sent_frames += chunk.frames
+            fast_ids.update(zip(products, chunk.last_trade_ids, strict=True))
             await asyncio.sleep(0)
-        self.log.info("simulator.fast_done", frames=self.sent_frames)
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "simulator.fast_done",
+            frames=self.sent_frames,
+            elapsed_secs=round(elapsed, 4),
+            frames_per_sec=round(self.sent_frames / elapsed) if elapsed > 0 else 0,
+        )

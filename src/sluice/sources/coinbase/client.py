@@ -40,6 +40,7 @@ __all__ = ["Connection", "FeedUnavailable", "open_connection", "parse_deflate"]
 _DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _READ_BUFFER = 256 * 1024
+_TEXT = WSMsgType.TEXT
 
 
 class FeedUnavailable(RetriableError):
@@ -96,6 +97,18 @@ class _Listener(WSListener):
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # the hot path, once per frame: a whole uncompressed text frame is appended and nothing
+        # else is called; everything rarer goes through _on_frame
+        if frame.msg_type is _TEXT and frame.fin and not frame.rsv1:
+            payload = frame.get_payload_as_bytes()
+            self.frames.append(payload)
+            self.pending_bytes += len(payload)
+            if self.pending_bytes > self.max_pending_bytes and not self.paused:
+                self._pause()
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
         try:
             self._on_frame(transport, frame)
         except (zlib.error, ValueError) as exc:
@@ -140,13 +153,16 @@ class _Listener(WSListener):
             self._inflater = zlib.decompressobj(-15)
         return data
 
+    def _pause(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
     def _push(self, payload: bytes) -> None:
         self.frames.append(payload)
         self.pending_bytes += len(payload)
         if self.pending_bytes > self.max_pending_bytes and not self.paused:
-            self.paused = True
-            if self.transport is not None:
-                self.transport.underlying_transport.pause_reading()
+            self._pause()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

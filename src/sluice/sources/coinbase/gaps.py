@@ -40,28 +40,30 @@ class Gap:
 class TradeIds:
     """The trade ids seen on one stream (tickers or matches), per product."""
 
-    __slots__ = ("_last", "_pending", "gap_products", "gaps")
+    __slots__ = ("_pending", "gap_products", "gaps", "last_ids")
 
     def __init__(self, gap_products: frozenset[str] = frozenset()) -> None:
         self.gap_products = gap_products
         """Products whose gaps this stream reports (others are only de-duplicated)."""
-        self._last: dict[str, int] = {}
+        self.last_ids: dict[str, int] = {}
+        """The highest trade id seen, per product (read and advanced inline by the source's hot
+        path for the common case of the next id)."""
         self._pending: dict[str, int] = {}
         self.gaps: list[Gap] = []
         """Gaps found and not yet taken by the caller (see :meth:`take_gaps`)."""
 
     def last(self, product_id: str) -> int | None:
         """The highest trade id seen for ``product_id``."""
-        return self._last.get(product_id)
+        return self.last_ids.get(product_id)
 
     def observe(self, product_id: str, trade_id: int) -> int:
         """Account for a frame carrying ``trade_id``: ACCEPT, DUPLICATE or OUT_OF_ORDER."""
-        last = self._last.get(product_id)
+        last = self.last_ids.get(product_id)
         if last is None or trade_id == last + 1:
-            self._last[product_id] = trade_id
+            self.last_ids[product_id] = trade_id
             return ACCEPT
         if trade_id > last:
-            self._last[product_id] = trade_id
+            self.last_ids[product_id] = trade_id
             if product_id in self.gap_products:
                 self.gaps.append(Gap(product_id, last + 1, trade_id - 1))
             return ACCEPT
@@ -71,13 +73,13 @@ class TradeIds:
         """Account for a heartbeat: the exchange's latest trade id of ``product_id``."""
         if product_id not in self.gap_products:
             return
-        last = self._last.get(product_id)
+        last = self.last_ids.get(product_id)
         if last is None:
             return  # nothing seen yet: the first trade sets the baseline
         pending = self._pending.pop(product_id, None)
         if pending is not None and pending > last:
             self.gaps.append(Gap(product_id, last + 1, pending))
-            self._last[product_id] = last = pending
+            self.last_ids[product_id] = last = pending
         if last_trade_id > last:
             self._pending[product_id] = last_trade_id
 

@@ -232,6 +232,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         rejected: list[Rejected] = []
         unknown = duplicates = out_of_order = 0
         tickers, matches = self._tickers, self._matches
+        ticker_ids = tickers.last_ids
         append = records.append
         nbytes = 0
         for raw in frames:
@@ -246,7 +247,14 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     rejected.append(Rejected(raw, reason))
                 continue
             if isinstance(message, Ticker):
-                verdict = tickers.observe(message.product_id, message.trade_id)
+                # the common case inline: the next trade id of a product already seen
+                product, trade_id = message.product_id, message.trade_id
+                last = ticker_ids.get(product)
+                if last is not None and trade_id == last + 1:
+                    ticker_ids[product] = trade_id
+                    append(Record(raw, "ticker", message.time.timestamp()))
+                    continue
+                verdict = tickers.observe(product, trade_id)
                 if verdict:
                     if verdict == DUPLICATE:
                         duplicates += 1
