@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,10 @@ def _usage() -> tuple[float, int]:
     return usage.ru_utime + usage.ru_stime, peak
 
 
-async def child_drain(url: str, count: int, _: Path) -> dict[str, Any]:
+OFFER = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
+
+
+async def child_drain(url: str, count: int, _: Path, deflate: bool) -> dict[str, Any]:
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
     done = asyncio.get_running_loop().create_future()
@@ -75,14 +79,18 @@ async def child_drain(url: str, count: int, _: Path) -> dict[str, Any]:
                 if state["frames"] >= count + 1 and not done.done():
                     done.set_result(time.perf_counter())
 
-    transport, _listener = await ws_connect(Drain, url, read_buffer_init_size=256 * 1024)
+    transport, _listener = await ws_connect(
+        Drain, url, read_buffer_init_size=256 * 1024, extra_headers=OFFER if deflate else None
+    )
     transport.send(WSMsgType.TEXT, SUBSCRIBE)
     t1 = await done
     transport.disconnect()
     return {"records": count, "secs": t1 - state["t0"]}
 
 
-async def child_baseline(url: str, count: int, out: Path, validate: bool) -> dict[str, Any]:
+async def child_baseline(
+    url: str, count: int, out: Path, validate: bool, deflate: bool
+) -> dict[str, Any]:
     """The hand-written loop. ``validate``: decode each frame with the same typed msgspec spec as
     the source (the job done by hand); else only look at the frame's first bytes."""
     from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -94,14 +102,20 @@ async def child_baseline(url: str, count: int, out: Path, validate: bool) -> dic
             super().__init__()
             self.frames: list[bytes] = []
             self.waiter: asyncio.Future[None] | None = None
+            self.inflater = zlib.decompressobj(-15)
 
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             if frame.msg_type is WSMsgType.TEXT:
-                self.frames.append(frame.get_payload_as_bytes())
+                payload = frame.get_payload_as_bytes()
+                if frame.rsv1:
+                    payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+                self.frames.append(payload)
                 if self.waiter is not None and not self.waiter.done():
                     self.waiter.set_result(None)
 
-    transport, listener = await ws_connect(Collect, url, read_buffer_init_size=256 * 1024)
+    transport, listener = await ws_connect(
+        Collect, url, read_buffer_init_size=256 * 1024, extra_headers=OFFER if deflate else None
+    )
     transport.send(WSMsgType.TEXT, SUBSCRIBE)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     written = 0
@@ -188,11 +202,11 @@ sinks:
 
 def run_child(kind: str, url: str, count: int, out: Path, deflate: bool) -> None:
     if kind == "drain":
-        result = asyncio.run(child_drain(url, count, out))
+        result = asyncio.run(child_drain(url, count, out, deflate))
     elif kind == "raw":
-        result = asyncio.run(child_baseline(url, count, out, validate=False))
+        result = asyncio.run(child_baseline(url, count, out, False, deflate))
     elif kind == "validating":
-        result = asyncio.run(child_baseline(url, count, out, validate=True))
+        result = asyncio.run(child_baseline(url, count, out, True, deflate))
     else:
         result = asyncio.run(child_pipeline(url, count, out, deflate))
     print(json.dumps(result))

@@ -80,7 +80,7 @@ class CoinbaseSimulator:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
-        self._fast_cache: dict[tuple[str, ...], list[Chunk]] = {}
+        self._fast_cache: dict[tuple[tuple[str, ...], bool], list[Chunk]] = {}
 
     @property
     def open_sessions(self) -> list[Session]:
@@ -140,14 +140,18 @@ class CoinbaseSimulator:
             WSUpgradeResponse.create_101_response(extra_headers=headers), session
         )
 
-    def fast_chunks(self, products: list[str]) -> list[Chunk]:
-        """The fast-mode stream for ``products``, built once and shared by every connection
-        (a fixed count, uncompressed): serving it is then only socket writes."""
-        key = tuple(products)
+    def fast_chunks(self, products: list[str], compressed: bool) -> list[Chunk]:
+        """The fast-mode stream for ``products`` (a fixed count), built once and shared by every
+        connection: serving it is then only socket writes. Compressed, it is one deflate stream
+        from a fresh context, as each connection's inflater starts."""
+        key = (tuple(products), compressed)
         chunks = self._fast_cache.get(key)
         if chunks is None:
             options = self.options
-            stream = FastStream(self.market, products, options.fast_count, options.fast_write_bytes)
+            compressor = zlib.compressobj(wbits=-15) if compressed else None
+            stream = FastStream(
+                self.market, products, options.fast_count, options.fast_write_bytes, compressor
+            )
             chunks = self._fast_cache[key] = list(stream.chunks())
         return chunks
 
@@ -185,7 +189,12 @@ class Session(WSListener):
         self.connected_at = 0.0
         self.stalled_at = 0.0
         """Monotonic times of the connection and of a ``stall_after`` fault (tests)."""
-        self._compressor = zlib.compressobj(wbits=-15) if deflate else None
+        self.deflate = deflate
+        # fast mode sends its replies and heartbeats uncompressed (RSV1 clear, which RFC 7692
+        # allows), so that its pre-compressed stream owns the compression context
+        self._compressor = (
+            zlib.compressobj(wbits=-15) if deflate and not self.options.fast else None
+        )
         self._decompressor = zlib.decompressobj(wbits=-15) if deflate else None
         self._held: Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -206,7 +215,7 @@ class Session(WSListener):
             sock = transport.underlying_transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        self.log.info("simulator.connected", compressed=self._compressor is not None)
+        self.log.info("simulator.connected", compressed=self.deflate)
         self._deadline = asyncio.get_running_loop().call_later(
             self.options.subscribe_timeout_secs, self._no_subscribe
         )
@@ -531,16 +540,11 @@ class Session(WSListener):
         assert transport is not None
         raw = transport.underlying_transport
         chunks: Iterable[Chunk]
-        if self._compressor is None and options.fast_count is not None:
-            chunks = self.simulator.fast_chunks(products)
+        if options.fast_count is not None:
+            chunks = self.simulator.fast_chunks(products, compressed=self.deflate)
         else:
-            stream = FastStream(
-                self.market,
-                products,
-                options.fast_count,
-                options.fast_write_bytes,
-                self._compressor,
-            )
+            compressor = zlib.compressobj(wbits=-15) if self.deflate else None
+            stream = FastStream(self.market, products, None, options.fast_write_bytes, compressor)
             chunks = stream.chunks()
         fast_ids = self._fast_ids = {}
         started = time.monotonic()
