@@ -93,3 +93,25 @@ def test_deflate_parameters_are_read_from_the_extension_header() -> None:
     assert accepted is not None
     assert accepted.server_no_context_takeover
     assert accepted.server_max_window_bits == 10
+
+
+async def test_server_no_context_takeover_is_read_with_one_inflater() -> None:
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+    async with serve(
+        _send_all,
+        "127.0.0.1",
+        0,
+        compression=None,
+        extensions=[ServerPerMessageDeflateFactory(server_no_context_takeover=True)],
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection(f"ws://127.0.0.1:{port}")
+        assert conn.listener.deflate is not None
+        assert conn.listener.deflate.server_no_context_takeover
+        conn.send(b'{"type":"subscribe"}')
+        got: list[bytes] = []
+        while len(got) < len(FRAMES) + 1:
+            got += await conn.take(50, 5.0)
+        conn.close()
+    assert got == [*FRAMES, b'{"fragmented":1}']
