@@ -50,10 +50,6 @@ class EmbeddedSimulator(StrictModel):
     )
 
 
-def _default_channels() -> list[str | ChannelSpec]:
-    return ["ticker", "heartbeat"]
-
-
 class CoinbaseSourceConfig(SourceConfig):
     """Read the Coinbase Exchange websocket feed (tickers, matches, heartbeats, status)."""
 
@@ -69,7 +65,7 @@ class CoinbaseSourceConfig(SourceConfig):
         examples=[["BTC-USD", "ETH-USD"]],
     )
     channels: list[str | ChannelSpec] = Field(
-        default_factory=_default_channels,
+        default=["ticker", "heartbeat"],
         description=(
             "Channels: names (`ticker`, `heartbeat`, `matches`, `ticker_batch`, `status`) or "
             "`{name, product_ids}` objects. Subscribe to `heartbeat` for liveness and gap checks."
@@ -109,9 +105,13 @@ class CoinbaseSourceConfig(SourceConfig):
         True, description="Offer permessage-deflate (Coinbase recommends it; ~7x less traffic)."
     )
     receive_buffer_bytes: int | None = Field(
-        4 * 1024 * 1024,
+        None,
         ge=65536,
-        description="Socket receive buffer (SO_RCVBUF); unset leaves it to the kernel.",
+        description=(
+            "Socket receive buffer (SO_RCVBUF). Unset keeps the kernel's autotuning, which on "
+            "Linux grows to `net.ipv4.tcp_rmem` (6 MiB by default); a set size is fixed and "
+            "capped by `net.core.rmem_max`."
+        ),
     )
     max_batch_events: int = Field(
         5000, gt=0, description="Frames handled per batch at most (bounds each loop step)."
