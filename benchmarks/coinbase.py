@@ -145,13 +145,19 @@ async def child_baseline(
     return {"records": written, "secs": t1 - t0, "cpu_secs": cpu1 - cpu0, "peak_rss_kib": rss}
 
 
-async def child_pipeline(url: str, count: int, out: Path, deflate: bool) -> dict[str, Any]:
+async def child_pipeline(
+    url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+) -> dict[str, Any]:
     from sluice.config.loader import load_config_text
     from sluice.logs import configure_logging
     from sluice.registry import Registry
     from sluice.runtime.pipeline import Pipeline
 
     configure_logging("warning")
+    if gc_threshold is not None:  # an experiment: the process's gen-0 GC threshold
+        import gc
+
+        gc.set_threshold(gc_threshold, 20, 20)
     config = f"""
 data_dir: {out.parent / "data"}
 admin: {{enabled: false}}
@@ -200,7 +206,9 @@ sinks:
     return {"records": int(written), "secs": t1 - t0, "cpu_secs": cpu1 - cpu0, "peak_rss_kib": rss}
 
 
-def run_child(kind: str, url: str, count: int, out: Path, deflate: bool) -> None:
+def run_child(
+    kind: str, url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+) -> None:
     if kind == "drain":
         result = asyncio.run(child_drain(url, count, out, deflate))
     elif kind == "raw":
@@ -208,16 +216,20 @@ def run_child(kind: str, url: str, count: int, out: Path, deflate: bool) -> None
     elif kind == "validating":
         result = asyncio.run(child_baseline(url, count, out, True, deflate))
     else:
-        result = asyncio.run(child_pipeline(url, count, out, deflate))
+        result = asyncio.run(child_pipeline(url, count, out, deflate, gc_threshold))
     print(json.dumps(result))
 
 
 # -- the parent -----------------------------------------------------------------------------------
 
 
-def spawn(kind: str, url: str, count: int, out: Path, deflate: bool) -> dict[str, Any]:
+def spawn(
+    kind: str, url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None = None
+) -> dict[str, Any]:
     args = [sys.executable, __file__, "--child", kind, "--url", url, "--count", str(count)]
     args += ["--out", str(out)] + (["--deflate"] if deflate else [])
+    if gc_threshold is not None:
+        args += ["--gc-threshold", str(gc_threshold)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{done.stderr}")
@@ -242,13 +254,18 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="experiment: gen-0 GC threshold in the pipeline run (Python's default is 700)",
+    )
+    parser.add_argument(
         "--child", choices=["drain", "raw", "validating", "pipeline"], help=argparse.SUPPRESS
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args.child, args.url, args.count, args.out, args.deflate)
+        run_child(args.child, args.url, args.count, args.out, args.deflate, args.gc_threshold)
         return
 
     sim_args = [sys.executable, "-m", "sluice", "simulate", "coinbase", "--mode", "synthetic"]
@@ -284,7 +301,8 @@ def main() -> None:
             results["drain"].append(spawn("drain", url, args.count, out, args.deflate))
             for _ in range(args.runs):
                 for kind in kinds:
-                    results[kind].append(spawn(kind, url, args.count, out, args.deflate))
+                    threshold = args.gc_threshold if kind == "pipeline" else None
+                    results[kind].append(spawn(kind, url, args.count, out, args.deflate, threshold))
     finally:
         simulator.terminate()
         simulator.wait(10)
@@ -296,6 +314,7 @@ def main() -> None:
         "count": args.count,
         "runs": args.runs,
         "deflate": args.deflate,
+        "gc_threshold": args.gc_threshold,
         "feed_rate": median("drain", "rate"),
     }
     for kind in kinds:

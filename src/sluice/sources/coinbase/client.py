@@ -106,8 +106,10 @@ class _Listener(WSListener):
             if self.pending_bytes > self.max_pending_bytes and not self.paused:
                 self._pause()
             waiter = self.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            if waiter is not None:
+                self.waiter = None  # woken once; the following frames skip this
+                if not waiter.done():
+                    waiter.set_result(None)
             return
         try:
             self._on_frame(transport, frame)
@@ -161,9 +163,7 @@ class _Listener(WSListener):
         self.pending_bytes += len(payload)
         if self.pending_bytes > self.max_pending_bytes and not self.paused:
             self._pause()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def _fail(self, transport: WSTransport, reason: str) -> None:
         self.closed = reason
@@ -182,8 +182,10 @@ class _Listener(WSListener):
 
     def _wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Connection:
@@ -222,9 +224,10 @@ class Connection:
         frames = listener.frames
         if len(frames) <= max_frames:
             listener.frames = []
+            listener.pending_bytes = 0
         else:
             frames, listener.frames = frames[:max_frames], frames[max_frames:]
-        listener.pending_bytes -= sum([len(f) for f in frames])
+            listener.pending_bytes -= sum(map(len, frames))
         if listener.paused and listener.pending_bytes <= listener.max_pending_bytes // 2:
             listener.paused = False
             self.transport.underlying_transport.resume_reading()

@@ -234,9 +234,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
         append = records.append
-        nbytes = 0
         for raw in frames:
-            nbytes += len(raw)
             try:
                 message = decode(raw)
             except msgspec.MsgspecError as exc:
@@ -293,7 +291,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 self._log.info("coinbase.subscriptions_changed")
         metrics = ctx.metrics
         metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(nbytes)
+        metrics.received_bytes.inc(sum(map(len, frames)))
         if unknown:
             metrics.drop("unknown_type", unknown)
         if duplicates:
