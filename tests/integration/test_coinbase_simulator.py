@@ -229,7 +229,7 @@ async def test_a_stalled_feed_is_detected_and_reopened_within_stale_after_plus_b
     first, second = simulator.sessions[0], simulator.sessions[1]
     assert first.stalled_at > 0
     # pings kept being answered: only the watchdog could see it
-    assert second.connected_at - first.stalled_at <= stale_after + max_backoff + 0.5
+    assert second.connected_at - first.stalled_at <= stale_after + max_backoff + 1.0
     assert "stale feed" in run.log
     check_every_trade_written_once_or_gap(run, simulator, "ticker")
 

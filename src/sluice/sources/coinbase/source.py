@@ -72,6 +72,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         self._matches = TradeIds(match_gaps)
         self._url = config.url
         self._conn: Connection | None = None
+        self._subscribed = False
         self._simulator: Any = None
         self._ctx: ComponentContext | None = None
         self._log: Any = None
@@ -105,7 +106,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
 
     async def readiness(self) -> Readiness:
         conn = self._conn
-        if conn is None or conn.closed is not None:
+        if conn is None or conn.closed is not None or not self._subscribed:
             return Readiness(False, "not connected")
         stale = self.config.stale_after_secs
         idle = time.monotonic() - conn.received_at
@@ -131,6 +132,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         self._conn = conn
         try:
             early = await self._subscribe(conn)
+            self._subscribed = True
             ctx.metrics.connected.set(1)
             if early:
                 batch = self._parse(early)
@@ -145,6 +147,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 if batch.records or batch.rejected:
                     yield batch
         finally:
+            self._subscribed = False
             ctx.metrics.connected.set(0)
             conn.close()
             self._conn = None
