@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import config_commands, monitor_command, run_commands
+from sluice.cli import config_commands, monitor_command, run_commands, simulate_command
 
 app = typer.Typer(
     name="sluice",
@@ -17,6 +17,7 @@ app = typer.Typer(
 run_commands.register(app)
 config_commands.register(app)
 monitor_command.register(app)
+simulate_command.register(app)
 
 
 def main() -> None:

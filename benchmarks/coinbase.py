@@ -1,0 +1,359 @@
+"""Benchmark: simulator (fast mode) -> coinbase source -> file sink, beside a hand-written loop.
+
+One simulator process serves pre-encoded tickers in large socket writes (fast mode), each
+connection ``--count`` of them. Each run is its own child process, so CPU time and peak RSS are
+per run:
+
+- ``drain``: a picows client that only counts frames; its rate is the feed's own rate (what the
+  simulator can serve), reported so that the results below can be seen to be the client's;
+- ``validating``: a minimal hand-written websocket client -> file loop doing the same job by hand
+  (picows, payloads collected in a callback, each decoded with the same msgspec spec, the
+  tickers' received bytes appended with one ``os.write`` per wake-up);
+- ``raw``: the same loop without looking at the JSON (an upper bound: receive and write only);
+- ``pipeline``: the real thing, ``Pipeline.build`` + ``run()`` with the coinbase source (typed
+  validation, trade-id tracking, records) and the file sink (batches, writes in a thread).
+
+Rates are tickers written per second, from the first frame to the last write. Runs alternate
+(raw, validating, pipeline) ``--runs`` times and the medians are compared, so noise from other work on
+the machine falls on both. Usage::
+
+    python benchmarks/coinbase.py [--count 1000000] [--runs 3] [--deflate] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+PRODUCTS = ["BTC-USD", "ETH-USD"]
+SUBSCRIBE = json.dumps(
+    {"type": "subscribe", "channels": [{"name": "ticker", "product_ids": PRODUCTS}]}
+).encode()
+
+
+# -- children -------------------------------------------------------------------------------------
+
+
+def _usage() -> tuple[float, int]:
+    """CPU seconds of this process (all threads) and its peak RSS in KiB.
+
+    Peak RSS is read from /proc (VmHWM, this process only): ``ru_maxrss`` would carry over the
+    parent's peak across fork and exec."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+    return usage.ru_utime + usage.ru_stime, peak
+
+
+OFFER = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
+
+
+async def child_drain(url: str, count: int, _: Path, deflate: bool) -> dict[str, Any]:
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    done = asyncio.get_running_loop().create_future()
+    state = {"frames": 0, "t0": 0.0}
+
+    class Drain(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type is WSMsgType.TEXT:
+                state["frames"] += 1
+                if state["frames"] == 2:  # the first ticker (after the subscriptions reply)
+                    state["t0"] = time.perf_counter()
+                if state["frames"] >= count + 1 and not done.done():
+                    done.set_result(time.perf_counter())
+
+    transport, _listener = await ws_connect(
+        Drain, url, read_buffer_init_size=256 * 1024, extra_headers=OFFER if deflate else None
+    )
+    transport.send(WSMsgType.TEXT, SUBSCRIBE)
+    t1 = await done
+    transport.disconnect()
+    return {"records": count, "secs": t1 - state["t0"]}
+
+
+async def child_baseline(
+    url: str, count: int, out: Path, validate: bool, deflate: bool
+) -> dict[str, Any]:
+    """The hand-written loop. ``validate``: decode each frame with the same typed msgspec spec as
+    the source (the job done by hand); else only look at the frame's first bytes."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    from sluice.sources.coinbase.protocol import Ticker, decode
+
+    class Collect(WSListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: list[bytes] = []
+            self.waiter: asyncio.Future[None] | None = None
+            self.inflater = zlib.decompressobj(-15)
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type is WSMsgType.TEXT:
+                payload = frame.get_payload_as_bytes()
+                if frame.rsv1:
+                    payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+                self.frames.append(payload)
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(None)
+
+    transport, listener = await ws_connect(
+        Collect, url, read_buffer_init_size=256 * 1024, extra_headers=OFFER if deflate else None
+    )
+    transport.send(WSMsgType.TEXT, SUBSCRIBE)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    written = 0
+    t0 = 0.0
+    cpu0 = 0.0
+    loop = asyncio.get_running_loop()
+    while written < count:
+        if not listener.frames:
+            listener.waiter = loop.create_future()
+            await listener.waiter
+            listener.waiter = None
+        frames, listener.frames = listener.frames, []
+        if validate:
+            tickers = [f for f in frames if isinstance(decode(f), Ticker)]
+        else:
+            tickers = [f for f in frames if f.startswith(b'{"type":"ticker"')]
+        if tickers and not t0:
+            t0 = time.perf_counter()
+            cpu0 = _usage()[0]
+        if tickers:
+            os.write(fd, b"\n".join(tickers) + b"\n")
+            written += len(tickers)
+    t1 = time.perf_counter()
+    cpu1, rss = _usage()
+    os.close(fd)
+    transport.disconnect()
+    return {"records": written, "secs": t1 - t0, "cpu_secs": cpu1 - cpu0, "peak_rss_kib": rss}
+
+
+async def child_pipeline(
+    url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+) -> dict[str, Any]:
+    from sluice.config.loader import load_config_text
+    from sluice.logs import configure_logging
+    from sluice.registry import Registry
+    from sluice.runtime.pipeline import Pipeline
+
+    configure_logging("warning")
+    if gc_threshold is not None:  # an experiment: the process's gen-0 GC threshold
+        import gc
+
+        gc.set_threshold(gc_threshold, 20, 20)
+    config = f"""
+data_dir: {out.parent / "data"}
+admin: {{enabled: false}}
+sources:
+  cb:
+    type: coinbase
+    url: "{url}"
+    products: {json.dumps(PRODUCTS)}
+    channels: [ticker]
+    compression: {"true" if deflate else "false"}
+sinks:
+  out:
+    type: file
+    path: {out}
+    inputs: [cb.ticker]
+"""
+    registry = Registry.from_entry_points()
+    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    registry_ = pipeline.metrics.registry
+    source_labels = {"component_id": "cb", "component_kind": "source", "component_type": "coinbase"}
+    sink_labels = {"component_id": "out", "component_kind": "sink", "component_type": "file"}
+    task = asyncio.create_task(pipeline.run())
+    t0 = cpu0 = 0.0
+    while True:
+        if (
+            not t0
+            and (
+                registry_.get_sample_value("sluice_component_received_events_total", source_labels)
+                or 0
+            )
+            > 0
+        ):
+            t0 = time.perf_counter()
+            cpu0 = _usage()[0]
+        written = registry_.get_sample_value("sluice_component_sent_events_total", sink_labels) or 0
+        if written >= count:
+            break
+        if task.done():
+            raise RuntimeError(f"pipeline ended early: {task.result()}")
+        await asyncio.sleep(0.002)
+    t1 = time.perf_counter()
+    cpu1, rss = _usage()
+    pipeline.stop()
+    result = await task
+    assert result.ok, result
+    return {"records": int(written), "secs": t1 - t0, "cpu_secs": cpu1 - cpu0, "peak_rss_kib": rss}
+
+
+def run_child(
+    kind: str, url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+) -> None:
+    if kind == "drain":
+        result = asyncio.run(child_drain(url, count, out, deflate))
+    elif kind == "raw":
+        result = asyncio.run(child_baseline(url, count, out, False, deflate))
+    elif kind == "validating":
+        result = asyncio.run(child_baseline(url, count, out, True, deflate))
+    else:
+        result = asyncio.run(child_pipeline(url, count, out, deflate, gc_threshold))
+    print(json.dumps(result))
+
+
+# -- the parent -----------------------------------------------------------------------------------
+
+
+def spawn(
+    kind: str, url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None = None
+) -> dict[str, Any]:
+    args = [sys.executable, __file__, "--child", kind, "--url", url, "--count", str(count)]
+    args += ["--out", str(out)] + (["--deflate"] if deflate else [])
+    if gc_threshold is not None:
+        args += ["--gc-threshold", str(gc_threshold)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} run failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["rate"] = result["records"] / result["secs"]
+    if out.exists():
+        lines = 0
+        with out.open("rb") as written:
+            while block := written.read(1 << 20):
+                lines += block.count(b"\n")
+        assert lines >= count, f"{kind} wrote {lines} lines, expected {count}"
+        out.unlink()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1_000_000, help="tickers per run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--deflate", action="store_true", help="negotiate permessage-deflate")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="experiment: gen-0 GC threshold in the pipeline run (Python's default is 700)",
+    )
+    parser.add_argument(
+        "--child", choices=["drain", "raw", "validating", "pipeline"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args.child, args.url, args.count, args.out, args.deflate, args.gc_threshold)
+        return
+
+    sim_args = [sys.executable, "-m", "sluice", "simulate", "coinbase", "--mode", "synthetic"]
+    sim_args += ["--fast", "--fast-count", str(args.count), "--port", "0"]
+    sim_args += ["--products", ",".join(PRODUCTS)] + ([] if args.deflate else ["--no-deflate"])
+    simulator = subprocess.Popen(sim_args, stderr=subprocess.PIPE, text=True)
+    assert simulator.stderr is not None
+    url = ""
+    for line in simulator.stderr:
+        found = re.search(r"url=(ws://\S+)", line)
+        if found:
+            url = found.group(1)
+            break
+    if not url:
+        raise SystemExit("the simulator did not start")
+    fast_done: list[dict[str, float]] = []
+
+    def read_simulator_log() -> None:
+        assert simulator.stderr is not None
+        for line in simulator.stderr:
+            if "simulator.fast_done" in line:
+                fields = dict(re.findall(r"(\w+)=(\S+)", line))
+                fast_done.append(
+                    {k: float(v) for k, v in fields.items() if k in ("frames", "frames_per_sec")}
+                )
+
+    threading.Thread(target=read_simulator_log, daemon=True).start()
+    kinds = ("raw", "validating", "pipeline")
+    results: dict[str, list[dict[str, Any]]] = {"drain": [], **{k: [] for k in kinds}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+            out = Path(tmp) / "out.jsonl"
+            results["drain"].append(spawn("drain", url, args.count, out, args.deflate))
+            for _ in range(args.runs):
+                for kind in kinds:
+                    threshold = args.gc_threshold if kind == "pipeline" else None
+                    results[kind].append(spawn(kind, url, args.count, out, args.deflate, threshold))
+    finally:
+        simulator.terminate()
+        simulator.wait(10)
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[kind])
+
+    summary: dict[str, Any] = {
+        "count": args.count,
+        "runs": args.runs,
+        "deflate": args.deflate,
+        "gc_threshold": args.gc_threshold,
+        "feed_rate": median("drain", "rate"),
+    }
+    for kind in kinds:
+        summary[kind] = {
+            "rate": median(kind, "rate"),
+            "cpu_pct": 100 * median(kind, "cpu_secs") / median(kind, "secs"),
+            "peak_rss_mib": median(kind, "peak_rss_kib") / 1024,
+        }
+    pipeline_rate = summary["pipeline"]["rate"]
+    summary["ratio_to_validating"] = pipeline_rate / summary["validating"]["rate"]
+    summary["ratio_to_raw"] = pipeline_rate / summary["raw"]["rate"]
+    summary["simulator_write_rates"] = [d["frames_per_sec"] for d in fast_done]
+    summary["runs_detail"] = results
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    labels = {
+        "raw": "raw loop (picows -> file, no JSON)",
+        "validating": "validating loop (picows + msgspec spec -> file)",
+        "pipeline": "sluice (coinbase source -> file sink)",
+    }
+    print(
+        f"coinbase benchmark: {args.count:,} tickers a run, median of {args.runs} runs, "
+        f"deflate={args.deflate}"
+    )
+    print(
+        f"  {'feed (simulator fast mode, counting client)':<50} {summary['feed_rate']:>11,.0f} msg/s"
+    )
+    for kind in kinds:
+        r = summary[kind]
+        print(
+            f"  {labels[kind]:<50} {r['rate']:>11,.0f} rec/s  cpu {r['cpu_pct']:>3.0f}%"
+            f"  peak RSS {r['peak_rss_mib']:>4.0f} MiB"
+        )
+    print(
+        f"  sluice / validating loop: {summary['ratio_to_validating']:.0%} (target >= 50%);"
+        f"  sluice / raw loop: {summary['ratio_to_raw']:.0%}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""A local websocket server that behaves like the Coinbase Exchange feed.
+
+Protocol, as the real feed: a client must subscribe within 5 s or is disconnected; a subscribe
+request (channel names with top-level ``product_ids``, or ``{name, product_ids}`` objects) is
+answered with a ``subscriptions`` frame listing everything subscribed, then each product's latest
+ticker (``ticker``) or ``last_match`` (``matches``); unknown channels and products, channels that
+need authentication and requests without channels are answered with an ``error`` frame
+(``Failed to subscribe`` and a reason); ``heartbeat`` sends one frame a second per product;
+permessage-deflate is accepted when offered. A client whose unsent backlog passes
+``Faults.slow_consumer_bytes`` is sent an ``ErrSlowConsume`` error and disconnected.
+
+Faults (:class:`sluice.simulator.options.Faults`) are injected per connection. Fast mode serves
+pre-encoded tickers in large socket writes, as fast as the client reads, for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from typing import Any
+
+import structlog
+from picows import (
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from sluice.simulator.fast import Chunk, FastStream
+from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
+from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
+from sluice.simulator.session import Session
+
+__all__ = ["CoinbaseSimulator"]
+
+
+class CoinbaseSimulator:
+    """Serve a simulated Coinbase feed on ``ws://host:port``."""
+
+    def __init__(self, options: SimulatorOptions | None = None) -> None:
+        self.options = options = options or SimulatorOptions()
+        self.market: Market
+        if options.mode == "replay":
+            self.market = ReplayMarket(options.speed, options.loop)
+        else:
+            products = options.products or DEFAULT_SYNTHETIC_PRODUCTS
+            self.market = SyntheticMarket(tuple(products), options.trades_per_sec)
+        if options.record_sent:
+            self.market.history = []
+        self.sessions: list[Session] = []
+        """Every connection so far, in order (open or closed)."""
+        self.log: Any = structlog.get_logger("sluice.simulator")
+        self.url = ""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._market_task: asyncio.Task[None] | None = None
+        self._fast_cache: dict[tuple[tuple[str, ...], bool], list[Chunk]] = {}
+
+    @property
+    def open_sessions(self) -> list[Session]:
+        return [s for s in self.sessions if s.transport is not None and not s.disconnected]
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (0: a free port; see :attr:`url`)."""
+        self._server = await ws_create_server(
+            self._accept,
+            host,
+            port,
+            websocket_handshake_timeout=5,
+            logger_name="sluice.simulator",
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://{host}:{self.port}"
+        self._market_task = asyncio.create_task(self._run_market(), name="simulator-market")
+
+    async def _run_market(self) -> None:
+        try:
+            await self.market.run(self._publish)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("simulator.market_failed")
+            raise
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        for session in self.open_sessions:
+            session.abort()
+        if self._market_task is not None:
+            self._market_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._market_task
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        for session in self.sessions:
+            session.stop_tasks()
+
+    def _accept(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
+        number = len(self.sessions) + 1
+        faults = self.options.faults
+        if faults.connections is not None and number > faults.connections:
+            faults = Faults()
+        offered = request.headers.get("Sec-WebSocket-Extensions", "")
+        deflate = self.options.deflate and "permessage-deflate" in offered
+        session = Session(self, number, faults, deflate)
+        self.sessions.append(session)
+        headers = {"Sec-WebSocket-Extensions": "permessage-deflate"} if deflate else None
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response(extra_headers=headers), session
+        )
+
+    def fast_chunks(self, products: list[str], compressed: bool) -> list[Chunk]:
+        """The fast-mode stream for ``products`` (a fixed count), built once and shared by every
+        connection: serving it is then only socket writes. Compressed, it is one deflate stream
+        from a fresh context, as each connection's inflater starts."""
+        key = (tuple(products), compressed)
+        chunks = self._fast_cache.get(key)
+        if chunks is None:
+            options = self.options
+            compressor = zlib.compressobj(wbits=-15) if compressed else None
+            stream = FastStream(
+                self.market, products, options.fast_count, options.fast_write_bytes, compressor
+            )
+            chunks = self._fast_cache[key] = list(stream.chunks())
+        return chunks
+
+    def _publish(self, events: list[Event]) -> None:
+        for session in self.sessions:
+            if session.live:
+                session.on_events(events)

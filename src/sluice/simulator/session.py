@@ -1,0 +1,442 @@
+"""One client connection to the simulator: the protocol, the faults, the fast mode."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import zlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from sluice.simulator.fast import Chunk, FastStream
+from sluice.simulator.markets import Event, rfc3339
+from sluice.simulator.options import Faults
+
+if TYPE_CHECKING:
+    from sluice.simulator.server import CoinbaseSimulator
+
+__all__ = ["AUTH_CHANNELS", "CHANNELS", "Session"]
+
+CHANNELS = frozenset({"ticker", "ticker_batch", "heartbeat", "matches", "status"})
+AUTH_CHANNELS = frozenset({"full", "level2", "level3", "user"})
+AUTH_REASON = (
+    "level2, level3, and full channels now require authentication. "
+    "https://docs.cloud.coinbase.com/exchange/docs/websocket-auth"
+)
+GARBAGE = b"#garbage: this frame is not JSON"
+HEARTBEAT = b'{"type":"heartbeat","last_trade_id":%d,"product_id":"%s","sequence":%d,"time":"%s"}'
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
+_STATUS_EVERY = 5
+"""Heartbeat ticks between two ``status`` frames."""
+
+
+def _error(message: str, reason: str) -> bytes:
+    return orjson.dumps({"type": "error", "message": message, "reason": reason})
+
+
+class Session(WSListener):
+    """One client connection."""
+
+    def __init__(
+        self, simulator: CoinbaseSimulator, number: int, faults: Faults, deflate: bool
+    ) -> None:
+        super().__init__()
+        self.simulator = simulator
+        self.market = simulator.market
+        self.options = simulator.options
+        self.number = number
+        self.faults = faults
+        self.log: Any = simulator.log.bind(connection=number)
+        self.transport: WSTransport | None = None
+        self.channels: dict[str, list[str]] = {}
+        self.live = False
+        """Subscribed and still sending."""
+        self.disconnected = False
+        self.stalled = False
+        self.closing = False
+        self.sent_frames = 0
+        self.trade_frames = 0
+        self.sent: list[bytes] | None = [] if self.options.record_sent else None
+        """Every frame sent (bytes as the client decodes them), when recording."""
+        self.close_reason = ""
+        self.connected_at = 0.0
+        self.stalled_at = 0.0
+        """Monotonic times of the connection and of a ``stall_after`` fault (tests)."""
+        self.deflate = deflate
+        # fast mode sends its replies and heartbeats uncompressed (RSV1 clear, which RFC 7692
+        # allows), so that its pre-compressed stream owns the compression context
+        self._compressor = (
+            zlib.compressobj(wbits=-15) if deflate and not self.options.fast else None
+        )
+        self._decompressor = zlib.decompressobj(wbits=-15) if deflate else None
+        self._held: Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deadline: asyncio.TimerHandle | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._tickers: set[str] = set()
+        self._matches: set[str] = set()
+        self._fast_ids: dict[str, int] | None = None
+
+    # -- picows callbacks ------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.connected_at = time.monotonic()
+        if self.faults.slow_consumer_bytes is not None:
+            # a small send buffer makes a slow reader's backlog show up in user space soon
+            sock = transport.underlying_transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        self.log.info("simulator.connected", compressed=self.deflate)
+        self._deadline = asyncio.get_running_loop().call_later(
+            self.options.subscribe_timeout_secs, self._no_subscribe
+        )
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.TEXT or msg_type is WSMsgType.BINARY:
+            payload = frame.get_payload_as_bytes()
+            if frame.rsv1 and self._decompressor is not None:
+                payload = self._decompressor.decompress(payload + _DEFLATE_TAIL)
+            self._on_request(payload)
+        elif msg_type is WSMsgType.CLOSE:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.disconnected = True
+        self.live = False
+        self.stop_tasks()
+        self.log.info("simulator.disconnected", frames_sent=self.sent_frames)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _no_subscribe(self) -> None:
+        if not self.channels and not self.disconnected:
+            self.log.info(
+                "simulator.no_subscribe", timeout_secs=self.options.subscribe_timeout_secs
+            )
+            self._send_control(
+                _error(
+                    "Failed to subscribe",
+                    f"no subscribe message within {self.options.subscribe_timeout_secs:g} seconds",
+                )
+            )
+            self.close("no subscribe in time")
+
+    def _on_request(self, payload: bytes) -> None:
+        try:
+            request = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self._send_control(_error("Malformed JSON", "the message is not valid JSON"))
+            return
+        if not isinstance(request, dict) or request.get("type") not in ("subscribe", "unsubscribe"):
+            self._send_control(_error("Failed to subscribe", "Unknown message type"))
+            return
+        wanted, reason = self._parse_channels(request)
+        if reason is not None:
+            self.log.info("simulator.subscribe_refused", reason=reason)
+            self._send_control(_error("Failed to subscribe", reason))
+            return
+        if request["type"] == "unsubscribe":
+            for name, products in wanted.items():
+                left = [p for p in self.channels.get(name, []) if p not in products]
+                if left or (name == "status" and name not in wanted):
+                    self.channels[name] = left
+                else:
+                    self.channels.pop(name, None)
+        else:
+            for name, products in wanted.items():
+                merged = self.channels.setdefault(name, [])
+                merged += [p for p in products if p not in merged]
+        self._subscribed(new=wanted if request["type"] == "subscribe" else {})
+
+    def _parse_channels(self, request: dict[str, Any]) -> tuple[dict[str, list[str]], str | None]:
+        top = request.get("product_ids") or []
+        channels = request.get("channels") or []
+        if not isinstance(channels, list) or not channels:
+            return {}, "No channels provided"
+        wanted: dict[str, list[str]] = {}
+        for channel in channels:
+            if isinstance(channel, str):
+                name, products = channel, top
+            elif isinstance(channel, dict) and isinstance(channel.get("name"), str):
+                name, products = channel["name"], channel.get("product_ids") or top
+            else:
+                return {}, "Malformed channel"
+            if name in AUTH_CHANNELS:
+                return {}, AUTH_REASON
+            if name not in CHANNELS:
+                return {}, f"{name} is not a valid channel"
+            if name == "status":
+                wanted[name] = []
+                continue
+            if not isinstance(products, list) or not products:
+                return {}, " is not a valid product"
+            for product in products:
+                if product not in self.market.products:
+                    return {}, f"{product} is not a valid product"
+            wanted[name] = list(products)
+        return wanted, None
+
+    def _subscribed(self, new: dict[str, list[str]]) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        reply = {
+            "type": "subscriptions",
+            "channels": [{"name": n, "product_ids": p} for n, p in self.channels.items()],
+        }
+        self._send_control(orjson.dumps(reply))
+        self._tickers = set(self.channels.get("ticker", ())) | set(
+            self.channels.get("ticker_batch", ())
+        )
+        self._matches = set(self.channels.get("matches", ()))
+        self.log.info("simulator.subscribed", channels=sorted(self.channels))
+        self.live = bool(self.channels) and not (self.stalled or self.closing)
+        market = self.market
+        if not self.options.fast:
+            for product in new.get("ticker", []):
+                frame = market.latest_ticker.get(product)
+                if frame is not None:
+                    self._send_trade_frame(frame)
+        for product in new.get("matches", []):
+            frame = market.last_match_frame(product)
+            if frame is not None:
+                self._send_trade_frame(frame)
+        if "status" in new:
+            self._send(self._status_frame())
+        if not self._tasks and self.channels:
+            self._tasks.append(asyncio.create_task(self._ticks(), name=f"sim-ticks-{self.number}"))
+            if self.options.fast:
+                self._tasks.append(
+                    asyncio.create_task(self._fast(), name=f"sim-fast-{self.number}")
+                )
+        market.started.set()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def on_events(self, events: list[Event]) -> None:
+        """Market events, as they happen."""
+        if self.options.fast:
+            return
+        tickers, matches = self._tickers, self._matches
+        for event in events:
+            if event.channel == "ticker":
+                if event.product_id in tickers:
+                    self._send_trade(event)
+            elif event.product_id in matches:
+                self._send_trade(event)
+            if not self.live:
+                return
+
+    def _send_trade(self, event: Event) -> None:
+        f = self.faults
+        self.trade_frames += 1
+        n = self.trade_frames
+        if f.skip_every and n % f.skip_every == 0:
+            return
+        if f.reorder_every:
+            held = self._held
+            if held is not None:
+                self._held = None
+                self._send_trade_frame(event.frame)
+                self._send_trade_frame(held.frame)
+                return
+            if n % f.reorder_every == 0:
+                self._held = event
+                return
+        frame = event.frame
+        if f.truncate_every and n % f.truncate_every == 0:
+            frame = frame[: len(frame) // 2]
+        self._send_trade_frame(frame)
+        if f.repeat_every and n % f.repeat_every == 0:
+            self._send_trade_frame(frame)
+
+    def _send_trade_frame(self, frame: bytes) -> None:
+        self._send(frame)
+
+    def _send_control(self, frame: bytes) -> None:
+        """A reply (subscriptions, error): not subject to faults."""
+        transport = self.transport
+        if transport is None or self.disconnected:
+            return
+        self._write(transport, frame)
+        if self.sent is not None:
+            self.sent.append(frame)
+
+    def _write(self, transport: WSTransport, frame: bytes) -> None:
+        compressor = self._compressor
+        if compressor is None:
+            transport.send(WSMsgType.TEXT, frame)
+        else:
+            data = compressor.compress(frame) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            transport.send(WSMsgType.TEXT, data[:-4], rsv1=True)
+
+    def _send(self, frame: bytes) -> None:
+        """A data frame, through the faults."""
+        transport = self.transport
+        if transport is None or self.disconnected or self.stalled or self.closing:
+            return
+        self._write(transport, frame)
+        self.sent_frames += 1
+        if self.sent is not None:
+            self.sent.append(frame)
+        f = self.faults
+        if f.garbage_every and self.sent_frames % f.garbage_every == 0:
+            self._write(transport, GARBAGE)
+            if self.sent is not None:
+                self.sent.append(GARBAGE)
+        if (
+            f.slow_consumer_bytes is not None
+            and transport.underlying_transport.get_write_buffer_size() > f.slow_consumer_bytes
+        ):
+            self._slow_consumer()
+        elif f.close_after is not None and self.sent_frames >= f.close_after:
+            self.log.info("simulator.fault", fault="close_after", frames=self.sent_frames)
+            self.abort()
+        elif f.stall_after is not None and self.sent_frames >= f.stall_after:
+            self.log.info("simulator.fault", fault="stall_after", frames=self.sent_frames)
+            self.stalled = True
+            self.stalled_at = time.monotonic()
+            self.live = False
+
+    def _slow_consumer(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        backlog = transport.underlying_transport.get_write_buffer_size()
+        self.log.info("simulator.slow_consumer", unsent_bytes=backlog)
+        self._write(transport, _error("Slow consumer", "ErrSlowConsume"))
+        self.close("ErrSlowConsume")
+        # a client that stopped reading altogether is cut off
+        asyncio.get_running_loop().call_later(10.0, self.abort)
+
+    def close(self, reason: str) -> None:
+        """Close with a close frame, after what is already queued."""
+        self.closing = True
+        self.live = False
+        self.close_reason = reason
+        if self.transport is not None and not self.disconnected:
+            self.transport.send_close(WSCloseCode.POLICY_VIOLATION, reason.encode())
+            self.transport.disconnect(graceful=True)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame."""
+        self.closing = True
+        self.live = False
+        if self.transport is not None and not self.disconnected:
+            self.transport.underlying_transport.abort()
+
+    def stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _status_frame(self) -> bytes:
+        products = [
+            {
+                "id": p,
+                "base_currency": p.split("-")[0],
+                "quote_currency": p.split("-")[1],
+                "base_increment": "0.00000001",
+                "quote_increment": "0.01",
+                "display_name": p,
+                "status": "online",
+                "status_message": None,
+                "min_market_funds": "1",
+                "post_only": False,
+                "limit_only": False,
+                "cancel_only": False,
+                "fx_stablecoin": False,
+            }
+            for p in self.market.products
+        ]
+        currencies = sorted({c for p in self.market.products for c in p.split("-")})
+        return orjson.dumps(
+            {
+                "type": "status",
+                "products": products,
+                "currencies": [
+                    {"id": c, "name": c, "min_size": "0.00000001", "status": "online"}
+                    for c in currencies
+                ],
+            }
+        )
+
+    async def _ticks(self) -> None:
+        """Heartbeats once a second per product, and status frames now and then."""
+        interval = self.options.heartbeat_interval_secs
+        market = self.market
+        tick = 0
+        while True:
+            await asyncio.sleep(interval)
+            tick += 1
+            if self.stalled or self.closing:
+                continue
+            now = rfc3339(market.clock()).encode()
+            for product in self.channels.get("heartbeat", ()):
+                self._send(
+                    HEARTBEAT
+                    % (
+                        self._last_trade_id(product),
+                        product.encode(),
+                        market.sequence.get(product, 0),
+                        now,
+                    )
+                )
+            if "status" in self.channels and tick % _STATUS_EVERY == 0:
+                self._send(self._status_frame())
+
+    def _last_trade_id(self, product: str) -> int:
+        fast = self._fast_ids
+        if fast is not None and product in fast:
+            return fast[product]
+        return self.market.last_trade_id.get(product, 0)
+
+    async def _fast(self) -> None:
+        """Fast mode: pre-encoded tickers in large socket writes, as fast as the client reads."""
+        products = sorted(self._tickers)
+        if not products:
+            return
+        options = self.options
+        transport = self.transport
+        assert transport is not None
+        raw = transport.underlying_transport
+        chunks: Iterable[Chunk]
+        if options.fast_count is not None:
+            chunks = self.simulator.fast_chunks(products, compressed=self.deflate)
+        else:
+            compressor = zlib.compressobj(wbits=-15) if self.deflate else None
+            stream = FastStream(self.market, products, None, options.fast_write_bytes, compressor)
+            chunks = stream.chunks()
+        fast_ids = self._fast_ids = {}
+        started = time.monotonic()
+        for chunk in chunks:
+            await self._writable.wait()
+            if self.disconnected or self.closing or self.stalled:
+                return
+            raw.write(chunk.data)
+            self.sent_frames += chunk.frames
+            fast_ids.update(zip(products, chunk.last_trade_ids, strict=True))
+            await asyncio.sleep(0)
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "simulator.fast_done",
+            frames=self.sent_frames,
+            elapsed_secs=round(elapsed, 4),
+            frames_per_sec=round(self.sent_frames / elapsed) if elapsed > 0 else 0,
+        )

@@ -1,0 +1,190 @@
+"""The ``coinbase`` source's config model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sluice.config.models import RetryPolicy, SourceConfig, StrictModel
+
+__all__ = [
+    "AUTH_CHANNELS",
+    "DEFAULT_URL",
+    "ChannelSpec",
+    "CoinbaseSourceConfig",
+    "EmbeddedSimulator",
+]
+
+DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
+
+AUTH_CHANNELS = frozenset({"full", "level2", "level3", "user"})
+"""Channels Coinbase serves only to signed subscriptions, which this source does not make."""
+
+_PRODUCT_PATTERN = r"^[A-Za-z0-9]+-[A-Za-z0-9]+$"
+
+
+class ChannelSpec(StrictModel):
+    """A channel with its own products (Coinbase's `{name, product_ids}` form)."""
+
+    name: str = Field(description="Channel name, e.g. `ticker`.", min_length=1)
+    product_ids: list[str] | None = Field(
+        None,
+        description="Products for this channel only; unset uses the source's `products`.",
+    )
+
+
+class EmbeddedSimulator(StrictModel):
+    """Start a local Coinbase simulator inside this process and read from it (offline demos)."""
+
+    mode: Literal["replay", "synthetic"] = Field(
+        "replay",
+        description=(
+            "`replay`: frames recorded from the real feed (10 products, 2021-04-17), looped; "
+            "`synthetic`: an endless generated feed."
+        ),
+    )
+    speed: float = Field(1.0, gt=0, description="Replay speed (1 = the recorded timing).")
+    trades_per_sec: float = Field(
+        20.0, gt=0, description="Synthetic mode: trades per second, all products together."
+    )
+
+
+class CoinbaseSourceConfig(SourceConfig):
+    """Read the Coinbase Exchange websocket feed (tickers, matches, heartbeats, status)."""
+
+    type: Literal["coinbase"] = "coinbase"
+    url: str = Field(
+        DEFAULT_URL,
+        description="Websocket URL: the exchange, its sandbox, or a local simulator.",
+        examples=["ws://127.0.0.1:8765"],
+    )
+    products: list[str] = Field(
+        description="Products to subscribe to.",
+        min_length=1,
+        examples=[["BTC-USD", "ETH-USD"]],
+    )
+    channels: list[str | ChannelSpec] = Field(
+        default=["ticker", "heartbeat"],
+        description=(
+            "Channels: names (`ticker`, `heartbeat`, `matches`, `ticker_batch`, `status`) or "
+            "`{name, product_ids}` objects. Subscribe to `heartbeat` for liveness and gap checks."
+        ),
+        min_length=1,
+    )
+    gap_detection: Literal["auto", "matches", "ticker", "off"] = Field(
+        "auto",
+        description=(
+            "Which trade ids reveal missed trades: `matches` (every trade, exact), `ticker` "
+            "(Coinbase may fold cascading matches into one ticker, so a gap can also mean trades "
+            "without a ticker of their own), `auto` (`matches` where subscribed, else `ticker`) "
+            "or `off`. Duplicates are dropped in every mode."
+        ),
+    )
+    stale_after_secs: float | None = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Reconnect when no frame arrives for this long (heartbeats come every second per "
+            "product). Unset disables the watchdog."
+        ),
+    )
+    subscribe_timeout_secs: float = Field(
+        5.0, gt=0, description="Longest wait for the `subscriptions` reply."
+    )
+    connect_timeout_secs: float = Field(
+        10.0, gt=0, description="Longest wait for the TCP, TLS and websocket handshakes."
+    )
+    ping_interval_secs: float = Field(
+        10.0, gt=0, description="Send a websocket ping after this long without incoming data."
+    )
+    ping_timeout_secs: float = Field(
+        10.0, gt=0, description="Drop the connection when a ping gets no pong within this."
+    )
+    compression: bool = Field(
+        True, description="Offer permessage-deflate (Coinbase recommends it; ~7x less traffic)."
+    )
+    receive_buffer_bytes: int | None = Field(
+        None,
+        ge=65536,
+        description=(
+            "Socket receive buffer (SO_RCVBUF). Unset keeps the kernel's autotuning, which on "
+            "Linux grows to `net.ipv4.tcp_rmem` (6 MiB by default); a set size is fixed and "
+            "capped by `net.core.rmem_max`."
+        ),
+    )
+    max_batch_events: int = Field(
+        5000, gt=0, description="Frames handled per batch at most (bounds each loop step)."
+    )
+    max_pending_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Received bytes held before reading pauses (backpressure: Coinbase then disconnects "
+            "with ErrSlowConsume and the lost trades show up as a gap)."
+        ),
+    )
+    reconnect: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(
+            initial_backoff_secs=1.0, max_backoff_secs=60.0, multiplier=2.0, jitter="full"
+        ),
+        description=(
+            "Delays between reconnects: exponential with full jitter, at least "
+            "`initial_backoff_secs` (keeps under Coinbase's connection rate limit)."
+        ),
+    )
+    simulator: EmbeddedSimulator | None = Field(
+        None,
+        description=(
+            "Run a local simulator in this process and connect to it instead of `url` "
+            "(offline demos; `sluice simulate coinbase` serves the same feed standalone)."
+        ),
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("expected a ws:// or wss:// URL")
+        return value
+
+    @field_validator("products")
+    @classmethod
+    def _product_ids(cls, value: list[str]) -> list[str]:
+        import re
+
+        for product in value:
+            if not re.match(_PRODUCT_PATTERN, product):
+                raise ValueError(f"'{product}' is not a product id like BTC-USD")
+        if len(set(value)) != len(value):
+            raise ValueError("products are listed more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _public_channels(self) -> CoinbaseSourceConfig:
+        for name in self.channel_names():
+            if name in AUTH_CHANNELS:
+                raise ValueError(
+                    f"channel '{name}' requires an authenticated (signed) subscription, "
+                    "which the coinbase source does not make; use ticker, matches, heartbeat, "
+                    "ticker_batch or status"
+                )
+        return self
+
+    def channel_names(self) -> list[str]:
+        return [c if isinstance(c, str) else c.name for c in self.channels]
+
+    def subscription(self) -> dict[str, list[str]]:
+        """What is asked for: channel name -> products (empty for product-less channels)."""
+        wanted: dict[str, list[str]] = {}
+        for channel in self.channels:
+            if isinstance(channel, str):
+                name, products = channel, list(self.products)
+            else:
+                name = channel.name
+                products = list(channel.product_ids or self.products)
+            if name == "status":
+                products = []
+            merged = wanted.setdefault(name, [])
+            merged += [p for p in products if p not in merged]
+        return wanted

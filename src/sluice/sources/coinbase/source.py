@@ -1,0 +1,362 @@
+"""The ``coinbase`` source: the Coinbase Exchange websocket feed, validated, de-duplicated and with
+its gaps reported.
+
+Delivery: at-most-once with gap reporting. A websocket feed cannot be replayed: what arrives while
+the connection is down is lost, and a crash loses what was received but not yet written (use a
+sink's disk buffer to narrow that). What is lost is not silent: each product's trade ids are
+followed, and every run of missed trade ids is counted (``sluice_source_gaps``,
+``sluice_source_missed_events``), logged and emitted as a ``gap`` record.
+
+On reconnect: the runner calls :meth:`CoinbaseSource.batches` again after a backoff with full
+jitter (``reconnect``); the source opens a new connection, subscribes again and checks the reply.
+Coinbase then sends each product's latest ticker (``ticker``) or ``last_match`` (``matches``): the
+first is a duplicate when nothing was missed and is dropped, else it reveals the gap.
+
+Records: each accepted frame is one record whose ``raw`` is the frame's exact JSON text, of kind
+``ticker``, ``heartbeat``, ``match`` (``match`` and ``last_match`` frames; the ``type`` field tells
+them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. A frame that fails its
+spec goes to the dead letters with the reason; a frame of an unknown ``type`` is counted
+(``unknown_type``) and skipped, as Coinbase asks of clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from sluice.errors import SluiceError
+from sluice.plugin import ComponentContext, Readiness, Source
+from sluice.records import Record, Rejected, SourceBatch
+from sluice.sources.coinbase.client import Connection, FeedUnavailable, open_connection
+from sluice.sources.coinbase.config import CoinbaseSourceConfig
+from sluice.sources.coinbase.gaps import DUPLICATE, Gap, TradeIds
+from sluice.sources.coinbase.protocol import (
+    Error,
+    Heartbeat,
+    Match,
+    Status,
+    Subscriptions,
+    Ticker,
+    classify,
+    decode,
+    subscribe_request,
+)
+
+__all__ = ["CoinbaseSource", "SubscriptionRefused"]
+
+
+class SubscriptionRefused(SluiceError):
+    """Coinbase answered the subscribe request with an error: retrying the same request cannot
+    help (an unknown product or channel, or a channel that needs authentication)."""
+
+
+class CoinbaseSource(Source[CoinbaseSourceConfig]):
+    """Coinbase Exchange websocket feed (at-most-once; gaps in trade ids reported as records)."""
+
+    config_model = CoinbaseSourceConfig
+    description = (
+        "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
+        "a stale-feed watchdog and trade-id gap records."
+    )
+
+    def __init__(self, component_id: str, config: CoinbaseSourceConfig) -> None:
+        super().__init__(component_id, config)
+        self._subscription = config.subscription()
+        self._request = subscribe_request(self._subscription)
+        ticker_gaps, match_gaps = _gap_products(config, self._subscription)
+        self._tickers = TradeIds(ticker_gaps)
+        self._matches = TradeIds(match_gaps)
+        self._url = config.url
+        self._conn: Connection | None = None
+        self._subscribed = False
+        self._simulator: Any = None
+        self._ctx: ComponentContext | None = None
+        self._log: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        self._ctx = ctx
+        self._log = ctx.log
+        if self.config.simulator is not None:
+            from sluice.simulator import CoinbaseSimulator, SimulatorOptions
+
+            sim = self.config.simulator
+            self._simulator = CoinbaseSimulator(
+                SimulatorOptions(
+                    mode=sim.mode,
+                    speed=sim.speed,
+                    trades_per_sec=sim.trades_per_sec,
+                    products=tuple(self.config.products) if sim.mode == "synthetic" else None,
+                )
+            )
+            await self._simulator.start("127.0.0.1", 0)
+            self._url = self._simulator.url
+            self._log.info("coinbase.simulator_started", url=self._url, mode=sim.mode)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._simulator is not None:
+            await self._simulator.close()
+            self._simulator = None
+
+    async def readiness(self) -> Readiness:
+        conn = self._conn
+        if conn is None or conn.closed is not None or not self._subscribed:
+            return Readiness(False, "not connected")
+        stale = self.config.stale_after_secs
+        idle = time.monotonic() - conn.received_at
+        if stale is not None and idle > stale and not conn.listener.frames:
+            return Readiness(False, f"no frame for {idle:.0f} s")
+        return Readiness(True)
+
+    # -- the feed ------------------------------------------------------------------------------
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        c = self.config
+        ctx = self._ctx
+        assert ctx is not None, "start() was not called"
+        conn = await open_connection(
+            self._url,
+            compression=c.compression,
+            connect_timeout_secs=c.connect_timeout_secs,
+            ping_interval_secs=c.ping_interval_secs,
+            ping_timeout_secs=c.ping_timeout_secs,
+            receive_buffer_bytes=c.receive_buffer_bytes,
+            max_pending_bytes=c.max_pending_bytes,
+        )
+        self._conn = conn
+        try:
+            early = await self._subscribe(conn)
+            self._subscribed = True
+            ctx.metrics.connected.set(1)
+            if early:
+                batch = self._parse(early)
+                if batch.records or batch.rejected:
+                    yield batch
+            stale = c.stale_after_secs
+            max_events = c.max_batch_events
+            parse = self._parse
+            while True:
+                frames = await self._take(conn, max_events, stale)
+                batch = parse(frames)
+                if batch.records or batch.rejected:
+                    yield batch
+        finally:
+            self._subscribed = False
+            ctx.metrics.connected.set(0)
+            conn.close()
+            self._conn = None
+
+    async def _take(self, conn: Connection, max_events: int, stale: float | None) -> list[bytes]:
+        if stale is None:
+            return await conn.take(max_events, None)
+        try:
+            return await conn.take(max_events, conn.received_at + stale - time.monotonic())
+        except TimeoutError:
+            raise FeedUnavailable(
+                f"{conn.host}: no frame for {stale:g} s (stale feed), reconnecting"
+            ) from None
+
+    async def _subscribe(self, conn: Connection) -> list[bytes]:
+        """Send the subscribe request and wait for the reply; returns other frames received
+        meanwhile. Raises SubscriptionRefused on an ``error`` reply."""
+        c = self.config
+        conn.send(self._request)
+        deadline = time.monotonic() + c.subscribe_timeout_secs
+        early: list[bytes] = []
+        while True:
+            try:
+                frames = await conn.take(c.max_batch_events, deadline - time.monotonic())
+            except TimeoutError:
+                raise FeedUnavailable(
+                    f"{conn.host}: no reply to the subscribe request within "
+                    f"{c.subscribe_timeout_secs:g} s"
+                ) from None
+            for index, raw in enumerate(frames):
+                try:
+                    message = decode(raw)
+                except msgspec.MsgspecError:
+                    early.append(raw)
+                    continue
+                if isinstance(message, Error):
+                    self._refused(message)
+                if isinstance(message, Subscriptions):
+                    self._check_reply(message, conn)
+                    return early + frames[index + 1 :]
+                early.append(raw)
+
+    def _refused(self, error: Error) -> None:
+        assert self._ctx is not None
+        self._ctx.metrics.error("coinbase_error")
+        self._log.error("coinbase.subscribe_refused", message=error.message, reason=error.reason)
+        detail = f"{error.message}: {error.reason}" if error.reason else error.message
+        if "authentication" in (error.reason or error.message).lower():
+            raise SubscriptionRefused(
+                f"Coinbase refused the subscription because a channel requires authentication, "
+                f"which the coinbase source does not support ({detail})"
+            )
+        raise SubscriptionRefused(f"Coinbase refused the subscription ({detail})")
+
+    def _check_reply(self, reply: Subscriptions, conn: Connection) -> None:
+        assert self._ctx is not None
+        granted = {ch.name: set(ch.product_ids) for ch in reply.channels}
+        missing: list[str] = []
+        for name, products in self._subscription.items():
+            if name not in granted:
+                missing.append(name)
+                continue
+            missing += [f"{name}:{p}" for p in products if p not in granted[name]]
+        if missing:
+            self._ctx.metrics.error("subscription_mismatch")
+            self._log.warning(
+                "coinbase.subscription_incomplete",
+                missing=missing,
+                detail="Coinbase did not confirm every channel and product asked for",
+            )
+        self._log.info(
+            "coinbase.subscribed",
+            url=self._url,
+            channels=sorted(granted),
+            compressed=conn.compressed,
+        )
+
+    # -- frames to records ---------------------------------------------------------------------
+
+    def _parse(self, frames: list[bytes]) -> SourceBatch:
+        """Turn received frames into records; runs on the loop, at most max_batch_events each."""
+        ctx = self._ctx
+        assert ctx is not None
+        records: list[Record] = []
+        rejected: list[Rejected] = []
+        unknown = duplicates = out_of_order = 0
+        tickers, matches = self._tickers, self._matches
+        ticker_ids = tickers.last_ids
+        append = records.append
+        for raw in frames:
+            try:
+                message = decode(raw)
+            except msgspec.MsgspecError as exc:
+                reason = classify(raw, exc)
+                if reason is None:
+                    unknown += 1
+                else:
+                    rejected.append(Rejected(raw, reason))
+                continue
+            if isinstance(message, Ticker):
+                # the common case inline: the next trade id of a product already seen
+                product, trade_id = message.product_id, message.trade_id
+                last = ticker_ids.get(product)
+                if last is not None and trade_id == last + 1:
+                    ticker_ids[product] = trade_id
+                    append(Record(raw, "ticker", message.time.timestamp()))
+                    continue
+                verdict = tickers.observe(product, trade_id)
+                if verdict:
+                    if verdict == DUPLICATE:
+                        duplicates += 1
+                    else:
+                        out_of_order += 1
+                    continue
+                timestamp = message.time.timestamp()
+                if tickers.gaps:
+                    self._emit_gaps(tickers, "ticker", timestamp, records)
+                append(Record(raw, "ticker", timestamp))
+            elif isinstance(message, Heartbeat):
+                timestamp = message.time.timestamp()
+                tracker = matches if message.product_id in matches.gap_products else tickers
+                tracker.heartbeat(message.product_id, message.last_trade_id)
+                if tracker.gaps:
+                    self._emit_gaps(tracker, _stream_name(tracker, matches), timestamp, records)
+                append(Record(raw, "heartbeat", timestamp))
+            elif isinstance(message, Match):  # and LastMatch
+                verdict = matches.observe(message.product_id, message.trade_id)
+                if verdict:
+                    if verdict == DUPLICATE:
+                        duplicates += 1
+                    else:
+                        out_of_order += 1
+                    continue
+                timestamp = message.time.timestamp()
+                if matches.gaps:
+                    self._emit_gaps(matches, "matches", timestamp, records)
+                append(Record(raw, "match", timestamp))
+            elif isinstance(message, Status):
+                append(Record(raw, "status", None))
+            elif isinstance(message, Error):
+                ctx.metrics.error("coinbase_error")
+                self._log.warning("coinbase.error", message=message.message, reason=message.reason)
+            elif isinstance(message, Subscriptions):
+                self._log.info("coinbase.subscriptions_changed")
+        metrics = ctx.metrics
+        metrics.received_events.inc(len(frames))
+        metrics.received_bytes.inc(sum(map(len, frames)))
+        if unknown:
+            metrics.drop("unknown_type", unknown)
+        if duplicates:
+            metrics.drop("duplicate", duplicates)
+        if out_of_order:
+            metrics.drop("out_of_order", out_of_order)
+        return SourceBatch(records, rejected)
+
+    def _emit_gaps(
+        self, tracker: TradeIds, stream: str, timestamp: float, records: list[Record]
+    ) -> None:
+        assert self._ctx is not None
+        metrics = self._ctx.metrics
+        detected_at = _rfc3339(time.time())
+        for gap in tracker.take_gaps():
+            metrics.gaps.inc()
+            metrics.missed.inc(gap.missed)
+            self._log.warning(
+                "coinbase.gap",
+                product_id=gap.product_id,
+                stream=stream,
+                first_missing_trade_id=gap.first,
+                last_missing_trade_id=gap.last,
+                missed=gap.missed,
+            )
+            records.append(Record(gap_json(gap, stream, detected_at), "gap", timestamp))
+
+
+def gap_json(gap: Gap, stream: str, detected_at: str) -> bytes:
+    """The JSON of a ``gap`` record."""
+    return msgspec.json.encode(
+        {
+            "type": "gap",
+            "product_id": gap.product_id,
+            "stream": stream,
+            "first_missing_trade_id": gap.first,
+            "last_missing_trade_id": gap.last,
+            "missed": gap.missed,
+            "detected_at": detected_at,
+        }
+    )
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _stream_name(tracker: TradeIds, matches: TradeIds) -> str:
+    return "matches" if tracker is matches else "ticker"
+
+
+def _gap_products(
+    config: CoinbaseSourceConfig, subscription: dict[str, list[str]]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Products whose gaps the ticker and the match streams report."""
+    mode = config.gap_detection
+    on_matches = set(subscription.get("matches", ()))
+    on_ticker = set(subscription.get("ticker", ()))
+    if mode == "off":
+        return frozenset(), frozenset()
+    if mode == "matches":
+        return frozenset(), frozenset(on_matches)
+    if mode == "ticker":
+        return frozenset(on_ticker), frozenset()
+    return frozenset(on_ticker - on_matches), frozenset(on_matches)

@@ -1,0 +1,425 @@
+"""The real coinbase source, through the real pipeline into file sinks, against the simulator
+over a real socket: one test per fault, plus the replay of the recorded frames."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from sluice.config.loader import load_config_text
+from sluice.logs import configure_logging
+from sluice.registry import Registry
+from sluice.runtime.pipeline import Pipeline, RunResult
+from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+from sluice.simulator.markets import load_recording
+
+LABELS = {"component_id": "cb", "component_kind": "source", "component_type": "coinbase"}
+
+
+@dataclass
+class Run:
+    result: RunResult
+    pipeline: Pipeline
+    records: list[dict[str, Any]]
+    lines: list[bytes]
+    dead_letters: list[dict[str, Any]]
+    log: str
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.pipeline.metrics.registry.get_sample_value(name, {**LABELS, **labels})
+        return value or 0.0
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["type"] in types]
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
+    sim = CoinbaseSimulator(request.param)
+    await sim.start()
+    yield sim
+    await sim.close()
+
+
+async def run_until(
+    tmp_path: Path,
+    url: str,
+    until: Callable[[], bool],
+    *,
+    products: list[str],
+    source: str = "",
+    timeout: float = 30.0,
+) -> Run:
+    """Run a pipeline (coinbase -> file) until ``until()`` holds, then stop it gracefully."""
+    log = io.StringIO()
+    configure_logging("info", "text", stream=log)
+    out = tmp_path / "out.jsonl"
+    config = f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb:
+    type: coinbase
+    url: {url}
+    products: {orjson.dumps(products).decode()}
+    reconnect: {{initial_backoff_secs: 0.2, max_backoff_secs: 0.5, jitter: full}}
+{source}
+sinks:
+  out:
+    type: file
+    path: {out}
+    inputs: [cb]
+    batch: {{max_age_secs: 0.05}}
+"""
+    registry = Registry.from_entry_points()
+    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    task = asyncio.create_task(pipeline.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not until():
+            assert not task.done(), f"the pipeline ended early: {task.result()}"
+            assert time.monotonic() < deadline, "the condition did not come true in time"
+            await asyncio.sleep(0.02)
+    finally:
+        pipeline.stop()
+        result = await asyncio.wait_for(task, 30)
+    lines = out.read_bytes().splitlines() if out.exists() else []
+    dead_path = tmp_path / "data" / "dead_letters.jsonl"
+    dead = (
+        [orjson.loads(x) for x in dead_path.read_bytes().splitlines()] if dead_path.exists() else []
+    )
+    return Run(result, pipeline, [orjson.loads(x) for x in lines], lines, dead, log.getvalue())
+
+
+def written_count(tmp_path: Path) -> int:
+    path = tmp_path / "out.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def check_every_trade_written_once_or_gap(run: Run, sim: CoinbaseSimulator, stream: str) -> None:
+    """The Done-when check: each trade frame the simulator sent is written once or lies in a
+    reported gap, and no trade between the first and last written one vanished silently."""
+    types = ("ticker",) if stream == "ticker" else ("match", "last_match")
+    written: dict[str, list[int]] = {}
+    for record in run.of_type(*types):
+        written.setdefault(record["product_id"], []).append(record["trade_id"])
+    for product, ids in written.items():
+        assert len(ids) == len(set(ids)), f"{product}: a trade was written twice"
+    gaps: dict[str, list[tuple[int, int]]] = {}
+    for gap in run.of_type("gap"):
+        assert gap["stream"] == ("ticker" if stream == "ticker" else "matches")
+        gaps.setdefault(gap["product_id"], []).append(
+            (gap["first_missing_trade_id"], gap["last_missing_trade_id"])
+        )
+
+    def accounted(product: str, trade_id: int) -> bool:
+        return trade_id in set(written.get(product, ())) or any(
+            a <= trade_id <= b for a, b in gaps.get(product, ())
+        )
+
+    # frames after the newest written or gap-reported id of a product were still in flight when
+    # the pipeline was stopped: a websocket source cannot be drained (at-most-once at shutdown)
+    newest = {
+        p: max([*written.get(p, ()), *(b for _, b in gaps.get(p, ()))]) for p in {*written, *gaps}
+    }
+    sent = 0
+    for session in sim.sessions:
+        assert session.sent is not None
+        for frame in session.sent:
+            try:
+                message = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                continue  # garbage or truncated: checked against the dead letters
+            if message.get("type") in types:
+                if message["trade_id"] > newest.get(message["product_id"], -1):
+                    continue
+                sent += 1
+                assert accounted(message["product_id"], message["trade_id"]), message
+    assert sent > 0
+    for product, ids in written.items():
+        for trade_id in range(min(ids), max(ids) + 1):
+            assert accounted(product, trade_id), f"{product} trade {trade_id} vanished"
+
+
+def synthetic(**faults: Any) -> SimulatorOptions:
+    return SimulatorOptions(
+        mode="synthetic",
+        trades_per_sec=faults.pop("trades_per_sec", 400),
+        heartbeat_interval_secs=0.2,
+        record_sent=True,
+        faults=Faults(**faults),
+    )
+
+
+PRODUCTS = ["BTC-USD", "ETH-USD"]
+TICKERS = "    channels: [ticker, heartbeat]"
+
+
+@pytest.mark.parametrize(
+    "simulator",
+    [SimulatorOptions(mode="replay", speed=20, loop=False, record_sent=True)],
+    indirect=True,
+)
+async def test_replay_writes_exactly_the_recorded_tickers(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    recording = load_recording()
+    recorded = sorted(
+        [e.frame for e in recording.events if e.channel == "ticker"]
+        + list(recording.initial_tickers.values())
+    )
+    assert len(recorded) == 107
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: written_count(tmp_path) >= len(recorded),
+        products=list(recording.products),
+        source="    channels: [ticker]",
+    )
+    assert run.result.ok
+    assert sorted(run.lines) == recorded  # byte for byte: every field equals the original text
+    originals = {orjson.loads(f)["trade_id"]: orjson.loads(f) for f in recorded}
+    for record in run.records:
+        assert record == originals[record["trade_id"]]
+    assert run.of_type("gap") == []
+    assert run.dead_letters == []
+
+
+@pytest.mark.parametrize("simulator", [synthetic(close_after=40, connections=1)], indirect=True)
+async def test_a_dropped_connection_reconnects_and_the_lost_trades_are_a_gap(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: len(simulator.sessions) >= 2 and simulator.sessions[1].sent_frames >= 40,
+        products=PRODUCTS,
+        source=TICKERS,
+    )
+    assert run.result.ok
+    assert run.metric("sluice_source_reconnects_total") >= 1
+    assert "closed without a close frame" in run.log
+    assert run.of_type("gap"), "trades made while reconnecting must show up as a gap"
+    assert run.metric("sluice_source_missed_events_total") == sum(
+        g["missed"] for g in run.of_type("gap")
+    )
+    check_every_trade_written_once_or_gap(run, simulator, "ticker")
+
+
+@pytest.mark.parametrize("simulator", [synthetic(stall_after=30, connections=1)], indirect=True)
+async def test_a_stalled_feed_is_detected_and_reopened_within_stale_after_plus_backoff(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    stale_after, max_backoff = 1.0, 0.5
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: len(simulator.sessions) >= 2 and simulator.sessions[1].sent_frames >= 20,
+        products=PRODUCTS,
+        source=f"{TICKERS}\n    stale_after_secs: {stale_after}",
+    )
+    first, second = simulator.sessions[0], simulator.sessions[1]
+    assert first.stalled_at > 0
+    # pings kept being answered: only the watchdog could see it
+    assert second.connected_at - first.stalled_at <= stale_after + max_backoff + 1.0
+    assert "stale feed" in run.log
+    check_every_trade_written_once_or_gap(run, simulator, "ticker")
+
+
+@pytest.mark.parametrize(
+    "simulator", [synthetic(garbage_every=10, truncate_every=7)], indirect=True
+)
+async def test_garbage_and_truncated_frames_land_in_the_dead_letters_with_reasons(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: simulator.sessions and simulator.sessions[0].sent_frames >= 300,
+        products=PRODUCTS,
+        source=TICKERS,
+    )
+    assert run.result.ok
+    session = simulator.sessions[0]
+    assert session.sent is not None
+    bad = []
+    for frame in session.sent:
+        try:
+            orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            bad.append(frame)
+    assert len(bad) > 40
+    assert sorted(d["raw"].encode() for d in run.dead_letters) == sorted(bad)
+    assert all("not valid JSON" in d["reason"] for d in run.dead_letters)
+    assert all(d["component_id"] == "cb" for d in run.dead_letters)
+    check_every_trade_written_once_or_gap(run, simulator, "ticker")
+
+
+@pytest.mark.parametrize(
+    "simulator", [synthetic(skip_every=9, repeat_every=7, reorder_every=11)], indirect=True
+)
+async def test_skipped_repeated_and_reordered_trade_ids_are_gaps_and_dropped_duplicates(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: simulator.sessions and simulator.sessions[0].trade_frames >= 400,
+        products=PRODUCTS,
+        source="    channels: [matches, heartbeat]",
+    )
+    assert run.result.ok
+    assert run.metric("sluice_component_dropped_events_total", reason="duplicate") > 0
+    assert run.metric("sluice_component_dropped_events_total", reason="out_of_order") > 0
+    assert len(run.of_type("gap")) >= 400 // 9
+    check_every_trade_written_once_or_gap(run, simulator, "matches")
+
+
+@pytest.mark.parametrize(
+    "simulator",
+    [synthetic(trades_per_sec=3000, slow_consumer_bytes=256 * 1024, connections=1)],
+    indirect=True,
+)
+async def test_a_too_slow_pipeline_is_disconnected_and_recovers_with_the_loss_as_a_gap(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    # the pipeline takes 300 records/s while the market makes 3000 trades/s
+    source = (
+        f"{TICKERS}\n    rate_limit: {{events_per_sec: 300, burst: 100}}\n"
+        "    max_pending_bytes: 65536\n    max_batch_events: 100\n    stale_after_secs: 30\n"
+        "    receive_buffer_bytes: 65536\n    compression: false"
+    )
+    run = await run_until(
+        tmp_path,
+        simulator.url,
+        lambda: (
+            len(simulator.sessions) >= 2
+            and written_count(tmp_path) > 0
+            and any(
+                b'"type":"gap"' in line
+                for line in (tmp_path / "out.jsonl").read_bytes().splitlines()
+            )
+        ),
+        products=PRODUCTS,
+        source=source,
+        timeout=60,
+    )
+    assert simulator.sessions[0].close_reason == "ErrSlowConsume"
+    assert "ErrSlowConsume" in run.log
+    assert run.metric("sluice_component_errors_total", error_type="coinbase_error") >= 1
+    assert run.metric("sluice_source_reconnects_total") >= 1
+    assert run.of_type("gap")
+    check_every_trade_written_once_or_gap(run, simulator, "ticker")
+
+
+@pytest.mark.parametrize("simulator", [synthetic()], indirect=True)
+async def test_an_unknown_product_is_a_clear_fatal_error_not_a_retry_loop(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    registry = Registry.from_entry_points()
+    config = f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb: {{type: coinbase, url: "{simulator.url}", products: [FOO-USD]}}
+sinks:
+  out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
+"""
+    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    result = await asyncio.wait_for(pipeline.run(), 15)
+    assert not result.ok
+    assert result.error is not None
+    assert "FOO-USD is not a valid product" in result.error
+    assert len(simulator.sessions) == 1  # no retry loop
+
+
+async def test_an_unreachable_feed_is_said_once_per_attempt_and_retried(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    attempts: list[float] = []
+
+    def two_attempts() -> bool:
+        attempts[:] = [1.0] * run_log.getvalue().count("source.restarting")
+        return len(attempts) >= 2
+
+    run_log = io.StringIO()
+    configure_logging("info", "text", stream=run_log)
+    registry = Registry.from_entry_points()
+    config = f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb:
+    type: coinbase
+    url: ws://127.0.0.1:{port}
+    products: [BTC-USD]
+    reconnect: {{initial_backoff_secs: 0.1, max_backoff_secs: 0.2, jitter: full}}
+sinks:
+  out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
+"""
+    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    task = asyncio.create_task(pipeline.run())
+    deadline = time.monotonic() + 10
+    while not two_attempts():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    readiness = (await pipeline.readiness())["source/cb"]
+    pipeline.stop()
+    assert (await task).ok
+    lines = [line for line in run_log.getvalue().splitlines() if "source.restarting" in line]
+    assert all(
+        f"cannot reach 127.0.0.1:{port}" in line and "retry_in_secs=" in line for line in lines
+    )
+    assert readiness.ready is False
+    assert f"cannot reach 127.0.0.1:{port}" in readiness.reason  # the runner names the restart
+
+
+@pytest.mark.parametrize("simulator", [synthetic(stall_after=60, connections=1)], indirect=True)
+async def test_readiness_follows_the_connection_and_the_feed(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    states: list[bool] = []
+    pipeline_ref: list[Pipeline] = []
+
+    registry = Registry.from_entry_points()
+    config = f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb:
+    type: coinbase
+    url: "{simulator.url}"
+    products: [BTC-USD]
+    stale_after_secs: 1.0
+    reconnect: {{initial_backoff_secs: 5, max_backoff_secs: 5}}
+sinks:
+  out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
+"""
+    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    pipeline_ref.append(pipeline)
+    task = asyncio.create_task(pipeline.run())
+    deadline = time.monotonic() + 15
+    while not (simulator.sessions and simulator.sessions[0].sent_frames >= 10):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    states.append((await pipeline.readiness())["source/cb"].ready)
+    while not simulator.sessions[0].disconnected:  # stalled, then dropped by the watchdog
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    states.append((await pipeline.readiness())["source/cb"].ready)
+    pipeline.stop()
+    assert (await task).ok
+    assert states == [True, False]
+    value = pipeline.metrics.registry.get_sample_value("sluice_source_connected", LABELS)
+    assert value == 0.0

@@ -1,0 +1,116 @@
+"""Frames to records, without a network: kinds, exact bytes, dead letters, duplicates, gaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import structlog
+
+from sluice.metrics import Metrics
+from sluice.plugin import ComponentContext
+from sluice.sources.coinbase import CoinbaseSource, CoinbaseSourceConfig
+from sluice.sources.coinbase.protocol import Error
+from sluice.sources.coinbase.source import SubscriptionRefused
+
+TICKER = (
+    b'{"type":"ticker","sequence":%d,"product_id":"BTC-USD","price":"60000.01",'
+    b'"time":"2026-01-01T00:00:00.000001Z","trade_id":%d}'
+)
+MATCH = (
+    b'{"type":"match","trade_id":%d,"maker_order_id":"m","taker_order_id":"t","side":"buy",'
+    b'"size":"0.1","price":"1.5","product_id":"BTC-USD","sequence":%d,'
+    b'"time":"2026-01-01T00:00:01Z"}'
+)
+HEARTBEAT = (
+    b'{"type":"heartbeat","last_trade_id":%d,"product_id":"BTC-USD","sequence":1,'
+    b'"time":"2026-01-01T00:00:02Z"}'
+)
+
+
+def _source(tmp_path: Path, **fields: object) -> tuple[CoinbaseSource, Metrics]:
+    config = CoinbaseSourceConfig.model_validate({"products": ["BTC-USD"], **fields})
+    source = CoinbaseSource("cb", config)
+    metrics = Metrics()
+    source._ctx = ComponentContext(
+        "cb",
+        "source",
+        "coinbase",
+        tmp_path,
+        structlog.get_logger(),
+        metrics.component("cb", "source", "coinbase"),
+    )
+    source._log = source._ctx.log
+    return source, metrics
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(
+        name,
+        {"component_id": "cb", "component_kind": "source", "component_type": "coinbase", **labels},
+    )
+    return value or 0.0
+
+
+def test_records_keep_the_frame_bytes_kind_and_event_time(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path, channels=["ticker", "heartbeat", "matches"])
+    frames = [TICKER % (1, 10), MATCH % (10, 1), HEARTBEAT % 10]
+    batch = source._parse(frames)
+    assert [r.raw for r in batch.records] == frames
+    assert [r.kind for r in batch.records] == ["ticker", "match", "heartbeat"]
+    assert batch.records[0].time == pytest.approx(1767225600.000001)
+    assert batch.rejected == []
+
+
+def test_malformed_frames_are_rejected_and_unknown_types_skipped(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    batch = source._parse(
+        [b"not json", b'{"type":"ticker"}', b'{"type":"l2update"}', TICKER % (1, 1)]
+    )
+    assert [r.raw for r in batch.rejected] == [b"not json", b'{"type":"ticker"}']
+    assert "not valid JSON" in batch.rejected[0].reason
+    assert "product_id" in batch.rejected[1].reason
+    assert len(batch.records) == 1
+    assert _value(metrics, "sluice_component_dropped_events_total", reason="unknown_type") == 1
+
+
+def test_duplicates_are_dropped_and_a_jump_emits_a_gap_record(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    batch = source._parse([TICKER % (1, 10), TICKER % (2, 10), TICKER % (3, 9), TICKER % (4, 14)])
+    kinds = [r.kind for r in batch.records]
+    assert kinds == ["ticker", "gap", "ticker"]
+    gap = orjson.loads(batch.records[1].raw)
+    assert gap["product_id"] == "BTC-USD"
+    assert (gap["first_missing_trade_id"], gap["last_missing_trade_id"], gap["missed"]) == (
+        11,
+        13,
+        3,
+    )
+    assert gap["stream"] == "ticker"
+    assert gap["detected_at"].endswith("Z")
+    assert _value(metrics, "sluice_component_dropped_events_total", reason="duplicate") == 1
+    assert _value(metrics, "sluice_component_dropped_events_total", reason="out_of_order") == 1
+    assert _value(metrics, "sluice_source_gaps_total") == 1
+    assert _value(metrics, "sluice_source_missed_events_total") == 3
+
+
+def test_with_matches_subscribed_gaps_follow_matches_not_tickers(tmp_path: Path) -> None:
+    source, _metrics = _source(tmp_path, channels=["ticker", "matches"])
+    batch = source._parse([TICKER % (1, 10), TICKER % (2, 20), MATCH % (10, 1), MATCH % (12, 2)])
+    gaps = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap"]
+    assert [(g["stream"], g["first_missing_trade_id"]) for g in gaps] == [("matches", 11)]
+
+
+def test_a_refused_subscription_is_fatal_and_auth_is_named(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    with pytest.raises(SubscriptionRefused, match="requires authentication"):
+        source._refused(
+            Error(
+                "Failed to subscribe",
+                "level2, level3, and full channels now require authentication.",
+            )
+        )
+    with pytest.raises(SubscriptionRefused, match="FOO-USD is not a valid product"):
+        source._refused(Error("Failed to subscribe", "FOO-USD is not a valid product"))
+    assert _value(metrics, "sluice_component_errors_total", error_type="coinbase_error") == 2
