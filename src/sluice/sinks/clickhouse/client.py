@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -62,6 +62,13 @@ class Client(ABC):
     @abstractmethod
     async def insert(self, table: str, body: bytes, settings: Mapping[str, str]) -> None:
         """Insert JSONEachRow ``body`` (lines ending with a newline) into ``table`` (quoted)."""
+
+    @abstractmethod
+    async def insert_stream(
+        self, table: str, chunks: AsyncIterator[bytes], settings: Mapping[str, str]
+    ) -> None:
+        """Insert JSONEachRow ``chunks`` as one INSERT, sending each as soon as it is made, so
+        the far side parses while the next chunk is being prepared."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -172,6 +172,40 @@ class EmbeddedClient(Client):
                 raise
 
         await self._call(self._write_thread, run)
+
+    async def insert_stream(
+        self, table: str, chunks: AsyncIterator[bytes], settings: Mapping[str, str]
+    ) -> None:
+        clause = ", ".join(f"{k}={_quote(v)}" for k, v in settings.items())
+        statement = f"INSERT INTO {table}" + (f" SETTINGS {clause}" if clause else "")
+        writer = self._writer
+        pool = self._write_thread
+        inserter: Any = await self._call(pool, lambda: writer.send_insert(statement, "JSONEachRow"))
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in chunks:
+                # the engine parses the previous chunk (without the GIL) while this one was made
+                if pending is not None:
+                    await self._wait(pending)
+                pending = loop.run_in_executor(pool, inserter.append, chunk)
+            if pending is not None:
+                await self._wait(pending)
+                pending = None
+            await self._call(pool, inserter.finish)
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await pending
+            with contextlib.suppress(Exception):
+                await self._call(pool, inserter.cancel)
+            raise
+
+    async def _wait(self, future: asyncio.Future[None]) -> None:
+        try:
+            await future
+        except (RuntimeError, ValueError) as exc:
+            raise ClickHouseError.from_text(str(exc)) from exc
 
     async def close(self) -> None:
         for name in ("_writer", "_reader"):

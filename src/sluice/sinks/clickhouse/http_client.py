@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
@@ -39,7 +39,7 @@ class HttpClient(Client):
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if not self._config.tls_verify:
+        if not self._url.startswith("https:") or not self._config.tls_verify:
             return False
         if self._config.tls_ca_file is not None:
             return ssl.create_default_context(cafile=str(self._config.tls_ca_file))
@@ -57,7 +57,10 @@ class HttpClient(Client):
         return self._session
 
     async def _post(
-        self, params: Mapping[str, str], body: bytes, headers: Mapping[str, str] | None = None
+        self,
+        params: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes],
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         session = self._get_session()
         try:
@@ -108,10 +111,29 @@ class HttpClient(Client):
             headers["Content-Encoding"] = "gzip"
         await self._post(params, body, headers)
 
+    async def insert_stream(
+        self, table: str, chunks: AsyncIterator[bytes], settings: Mapping[str, str]
+    ) -> None:
+        params = {"query": f"INSERT INTO {table} FORMAT JSONEachRow", **settings}
+        headers: dict[str, str] = {}
+        if self._gzip:
+            chunks = _gzip_stream(chunks)
+            headers["Content-Encoding"] = "gzip"
+        await self._post(params, chunks, headers)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _gzip_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    async for chunk in chunks:
+        packed = compressor.compress(chunk)
+        if packed:
+            yield packed
+    yield compressor.flush()
 
 
 def _gzip(body: bytes) -> bytes:

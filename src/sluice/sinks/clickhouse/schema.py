@@ -218,18 +218,26 @@ class Converter:
     ) -> Prepared:
         """Check ``records[start:stop]`` (appending to ``into``); one lenient decode per record."""
         prepared = into if into is not None else Prepared([], [])
+        stop = len(records) if stop is None else stop
+        raws = [record.raw for record in records[start:stop]]
         decode = self._decoder.decode
+        if self.passthrough:
+            try:
+                for raw in raws:  # the common case, kept to the bare decode
+                    decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
+            else:
+                prepared.rows.extend(raws)
+                prepared.indexes.extend(range(start, stop))
+                return prepared
         encode = self._encoder.encode
-        rows = prepared.rows
-        indexes = prepared.indexes
-        passthrough = self.passthrough
-        for index in range(start, len(records) if stop is None else stop):
-            raw = records[index].raw
+        for index, raw in enumerate(raws, start):
             try:
                 value = decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 prepared.rejected[index] = f"cannot convert to {self.table}: {exc}"
                 continue
-            rows.append(raw if passthrough else encode(value))
-            indexes.append(index)
+            prepared.rows.append(raw if self.passthrough else encode(value))
+            prepared.indexes.append(index)
         return prepared
