@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import config_commands, run_commands
+from sluice.cli import config_commands, run_commands, sql_command
 
 app = typer.Typer(
     name="sluice",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 run_commands.register(app)
 config_commands.register(app)
+sql_command.register(app)
 
 
 def main() -> None:

@@ -138,5 +138,6 @@ class ClickHouseError(RetriableError):
         cls, text: str, status: int | None = None, code: int | None = None
     ) -> ClickHouseError:
         """Build from an exception text; ``code`` (from a header) wins over the text's."""
-        message = " ".join(text.strip().split())[:1000] or f"HTTP {status}"
+        start = text.find("Code: ")  # chDB puts its own words before the engine's
+        message = " ".join(text[max(start, 0) :].strip().split())[:1000] or f"HTTP {status}"
         return cls(message, code if code is not None else code_from_text(text), status)

@@ -9,6 +9,7 @@ credentials as HTTP Basic auth, never in the URL. Queries run with ``readonly`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
@@ -35,7 +36,8 @@ class HttpClient(Client):
         self._url = config.url + "/"
         self._gzip = config.use_gzip()
         password = config.password.get_secret_value() if config.password is not None else ""
-        self._auth = aiohttp.BasicAuth(config.user, password)
+        token = base64.b64encode(f"{config.user}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}"}
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -52,7 +54,7 @@ class HttpClient(Client):
             )
             connector = aiohttp.TCPConnector(limit=4, ssl=self._ssl(), enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(
-                timeout=timeout, connector=connector, auth=self._auth, raise_for_status=False
+                timeout=timeout, connector=connector, headers=self._headers, raise_for_status=False
             )
         return self._session
 

@@ -133,13 +133,14 @@ class LocalServer:
 
     def start(self, timeout: float = 60.0) -> None:
         config = self.write_config()
-        self.process = subprocess.Popen(
-            [SERVER_BINARY, f"--config-file={config}"],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.root / "log" / "stderr.log").open("ab"),
-            cwd=self.root,
-            start_new_session=True,
-        )
+        with (self.root / "log" / "stderr.log").open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [SERVER_BINARY, f"--config-file={config}"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=self.root,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -163,7 +164,11 @@ class LocalServer:
         self.process = None
 
     def query(self, sql: str) -> str:
-        request = urllib.request.Request(f"{self.url}/", data=sql.encode(), method="POST")
+        request = urllib.request.Request(
+            f"{self.url}/?output_format_json_quote_64bit_integers=0",
+            data=sql.encode(),
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             return str(answer.read().decode())
 
