@@ -342,3 +342,28 @@ sinks:
     assert (exact, distinct) == (total, total)
     print(f"18.16 after a kill: {raw_count - total} row(s) stored twice, collapsed by FINAL")
     assert total <= raw_count <= total + 2000
+
+
+async def test_one_process_can_open_one_chdb_directory_shared_by_its_sinks(
+    tmp_path: Path, table: str
+) -> None:
+    ListSource.records["src"] = [ticker_record(n) for n in range(100)]
+
+    def two_sinks(second_path: Path) -> str:
+        return f"""
+admin: {{enabled: false}}
+data_dir: {tmp_path / "data"}
+sources: {{src: {{type: test_list, name: src}}}}
+sinks:
+  a: {{type: clickhouse, inputs: [src], path: {tmp_path / "one"}, database: d, table: {table}}}
+  b: {{type: clickhouse, inputs: [src], path: {second_path}, database: d, table: {table}_b}}
+"""
+
+    shared = await run_pipeline(two_sinks(tmp_path / "one"))
+    assert shared.ok, shared.error
+    assert Store(None, tmp_path / "one").rows(
+        f"SELECT (SELECT count() FROM d.{table}), (SELECT count() FROM d.{table}_b)"
+    ) == [[100, 100]]
+    refused = await run_pipeline(two_sinks(tmp_path / "two"))
+    assert not refused.ok
+    assert "one engine per process" in str(refused.error)

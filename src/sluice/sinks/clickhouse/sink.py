@@ -86,7 +86,13 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         self._token_prefix = f"{self.component_id}-{uuid.uuid4().hex[:16]}"
         client = self.make_client()
         try:
-            self._server = await client.open()
+            try:
+                self._server = await client.open()
+            except ClickHouseError as exc:
+                if exc.is_transient:  # down or overloaded: the runner retries the start
+                    raise
+                # a wrong password or a missing grant will not pass by waiting
+                raise RuntimeError(f"{self.config.target}: {exc}") from exc
             self._client = client
             await self._load_table()
         except BaseException:
