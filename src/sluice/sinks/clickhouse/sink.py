@@ -254,6 +254,7 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
             self._log.warning(
                 "clickhouse.rows_refused", rows=len(refused), reason=next(iter(refused.values()))
             )
+        self._last_batch = None  # written: it will not be retried, so let its memory go
         if rejected:
             raise RejectedRecords(rejected)
 
