@@ -59,6 +59,11 @@ def test_gzip_is_used_unless_the_server_is_on_loopback() -> None:
     assert not config(url="https://ch.example", compression="none").use_gzip()
 
 
+def test_a_batch_stays_one_atomic_insert() -> None:
+    with pytest.raises(ValidationError, match="at most 1,000,000"):
+        config(path="d", batch={"max_events": 2_000_000})
+
+
 def test_defaults_suit_clickhouse_large_batches_about_once_a_second() -> None:
     batch = config(path="d").batch
     assert (batch.max_events, batch.max_age_secs) == (50_000, 1.0)

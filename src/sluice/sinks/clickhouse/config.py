@@ -11,7 +11,10 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 
 from sluice.config.models import BatchPolicy, BufferPolicy, MiB, SinkConfig
 
-__all__ = ["ClickHouseSinkConfig", "Identifier"]
+__all__ = ["MAX_BATCH_ROWS", "ClickHouseSinkConfig", "Identifier"]
+
+MAX_BATCH_ROWS = 1_000_000
+"""Below ClickHouse's max_insert_block_size (1,048,576): one batch, one block, one atomic part."""
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 """A database or table name: letters, digits and underscores, not starting with a digit."""
@@ -131,6 +134,10 @@ class ClickHouseSinkConfig(SinkConfig):
     def _one_target(self) -> ClickHouseSinkConfig:
         if (self.url is None) == (self.path is None):
             raise ValueError("give exactly one of `url` (a server) or `path` (embedded, chDB)")
+        if self.batch.max_events > MAX_BATCH_ROWS:
+            # above max_insert_block_size the server cuts an insert into several parts, and a
+            # failure between them leaves half a batch stored
+            raise ValueError(f"batch.max_events must be at most {MAX_BATCH_ROWS:,} for clickhouse")
         return self
 
     @property

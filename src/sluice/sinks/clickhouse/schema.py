@@ -206,9 +206,6 @@ class Converter:
         """True when records are sent as they came (the server converts); else re-encoded."""
         self._encoder = msgspec.json.Encoder(decimal_format="number")
 
-    def describe(self) -> str:
-        return ", ".join(f"{c.name} {c.type}" for c in self.columns)
-
     def prepare(
         self,
         records: Sequence[Record],
