@@ -367,3 +367,44 @@ sinks:
     refused = await run_pipeline(two_sinks(tmp_path / "two"))
     assert not refused.ok
     assert "one engine per process" in str(refused.error)
+
+
+@pytest.mark.clickhouse_server
+async def test_a_table_dropped_mid_run_is_created_again_and_writing_goes_on(
+    clickhouse_server: LocalServer, tmp_path: Path, table: str
+) -> None:
+    total = 6000
+    ListSource.records["src"] = [ticker_record(n) for n in range(total)]
+    yaml = f"""
+admin: {{enabled: false}}
+data_dir: {tmp_path / "data"}
+sources:
+  src: {{type: test_list, name: src, batch_size: 200, events_per_sec: 2000}}
+sinks:
+  ch:
+    type: clickhouse
+    inputs: [src]
+    url: {clickhouse_server.url}
+    database: sluice_test
+    table: {table}
+    batch: {{max_events: 500, max_age_secs: 0.2}}
+    retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.5}}
+"""
+    run = asyncio.create_task(run_pipeline(yaml))
+    deadline = time.monotonic() + 30
+    while clickhouse_server.rows(f"EXISTS TABLE sluice_test.{table}") != [[1]] or not int(
+        clickhouse_server.query(f"SELECT count() FROM sluice_test.{table}").strip()
+    ):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    clickhouse_server.query(f"DROP TABLE sluice_test.{table}")
+    dropped_at = ListSource.emitted["src"]
+    result = await asyncio.wait_for(run, timeout=60)
+    assert result.ok, result.error
+    assert dropped_at < total
+    [[count, last]] = clickhouse_server.rows(
+        f"SELECT count(), max(sequence) FROM sluice_test.{table}"
+    )
+    assert last == 100_000_000_000 + total - 1  # written after the table came back
+    assert 0 < count <= total
+    assert dead_letters(tmp_path) == []
