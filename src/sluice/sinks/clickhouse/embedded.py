@@ -81,6 +81,11 @@ def _claim_engine(path: Path) -> None:
         _engine_users += 1
 
 
+def _engine_open_at(path: Path) -> bool:
+    with _engine_lock:
+        return _engine_users > 0 and _engine_path == path
+
+
 def _release_engine() -> None:
     global _engine_users, _engine_path
     with _engine_lock:
@@ -112,18 +117,15 @@ class EmbeddedClient(Client):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, fn)
-        except (RuntimeError, ValueError) as exc:
+        except Exception as exc:  # chDB raises RuntimeError or ChdbError, the code in the text
             raise ClickHouseError.from_text(str(exc)) from exc
-        except Exception as exc:
-            if type(exc).__name__ == "ChdbError":
-                raise ClickHouseError.from_text(str(exc)) from exc
-            raise
 
     async def open(self) -> ServerInfo:
         state = _chdb_state()
         if self._read_only and not (self._path / "metadata").is_dir():
             raise FileNotFoundError(f"{self._path}: no chDB data here")
-        await asyncio.to_thread(check_not_locked, self._path)
+        if not _engine_open_at(self._path):  # our own engine holds the lock: no other process
+            await asyncio.to_thread(check_not_locked, self._path)
         _claim_engine(self._path)
         self._claimed = True
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chdb-write")
@@ -204,7 +206,7 @@ class EmbeddedClient(Client):
     async def _wait(self, future: asyncio.Future[None]) -> None:
         try:
             await future
-        except (RuntimeError, ValueError) as exc:
+        except Exception as exc:
             raise ClickHouseError.from_text(str(exc)) from exc
 
     async def close(self) -> None:
