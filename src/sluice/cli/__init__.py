@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from sluice.cli import config_commands, monitor_command, run_commands, simulate_command
+from sluice.cli import (
+    config_commands,
+    monitor_command,
+    run_commands,
+    simulate_command,
+    sql_command,
+)
 
 app = typer.Typer(
     name="sluice",
@@ -16,6 +22,7 @@ app = typer.Typer(
 )
 run_commands.register(app)
 config_commands.register(app)
+sql_command.register(app)
 monitor_command.register(app)
 simulate_command.register(app)
 

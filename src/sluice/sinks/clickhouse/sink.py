@@ -1,0 +1,325 @@
+"""The ``clickhouse`` sink: batches of records into a table of a server or of embedded chDB.
+
+Delivery: at-least-once, and exactly-once for retries where the server deduplicates inserts.
+Each batch is one INSERT (JSONEachRow), atomic on the server (one block, one part, as long as a batch
+stays under ``max_insert_block_size``, a million rows). It carries an
+``insert_deduplication_token`` that stays the same while the runner retries that batch, so an insert
+that the server stored but could not acknowledge (connection cut, server killed after the commit) is
+not stored again: on chDB and on servers from 22.2 (a non-replicated table needs
+``non_replicated_deduplication_window``, which the shipped DDL sets). Servers before 22.2 have no
+token: such a retry stores the batch twice; the shipped DDL's ReplacingMergeTree collapses the copy
+at the next merge and ``FINAL`` reads exactly. Parts of a batch already stored while isolating bad
+rows are remembered and never sent again, on any server.
+
+Bad records: a record that does not fit the table's columns (missing a field for a column without
+default, a value that cannot be converted) goes to the dead letters with the reason, before the
+insert. A row that the server refuses (a data error code) is found by splitting the batch in halves;
+it goes to the dead letters with the server's reason, and every other row is stored.
+
+On a lost connection or a server down, inserts are retried by the runner with backoff; a start
+against a server that is down is retried the same way. If the table or a column disappears, the
+sink reads the table again (recreating it with ``create``) before the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sluice.errors import RejectedRecords, RetriableError
+from sluice.plugin import ComponentContext, QueryResult, Readiness, Sink
+from sluice.records import Record
+from sluice.sinks.clickhouse.client import Client, check_read_only
+from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
+from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
+from sluice.sinks.clickhouse.errors import ClickHouseError
+from sluice.sinks.clickhouse.schema import Converter, Prepared, ServerInfo
+
+__all__ = ["ClickHouseSink"]
+
+_PREPARE_CHUNK = 4096
+"""Records checked per chunk of a streamed insert (about 1.7 MB of tickers)."""
+
+_DEDUP_WINDOW = re.compile(r"non_replicated_deduplication_window\s*=\s*(\d+)")
+
+
+class ClickHouseSink(Sink[ClickHouseSinkConfig]):
+    """ClickHouse table (at-least-once; retries deduplicated by token on chDB and servers >= 22.2)."""
+
+    config_model = ClickHouseSinkConfig
+    description = "Insert into a ClickHouse table: a server over HTTP(S), or embedded (chDB)."
+
+    def __init__(self, component_id: str, config: ClickHouseSinkConfig) -> None:
+        super().__init__(component_id, config)
+        self._client: Client | None = None
+        self._server: ServerInfo | None = None
+        self._converter: Converter | None = None
+        self._log: Any = None
+        self._token_prefix = ""
+        self._serial = 0
+        self._last_batch: Sequence[Record] | None = None
+        self._token = ""
+        self._stored: set[tuple[int, int]] = set()
+        """Row ranges of the current batch already stored (while isolating bad rows)."""
+        self._schema_stale = False
+        self.dedup = "none"
+        """How retries are kept from storing twice: ``token`` or ``none`` (for logs and tests)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def make_client(self, *, read_only: bool = False) -> Client:
+        """A client for this sink's target (not yet open)."""
+        if self.config.url is not None:
+            from sluice.sinks.clickhouse.http_client import HttpClient
+
+            return HttpClient(self.config)
+        from sluice.sinks.clickhouse.embedded import EmbeddedClient
+
+        assert self.config.path is not None
+        return EmbeddedClient(self.config.path, read_only=read_only)
+
+    async def start(self, ctx: ComponentContext) -> None:
+        self._log = ctx.log
+        self._token_prefix = f"{self.component_id}-{uuid.uuid4().hex[:16]}"
+        client = self.make_client()
+        try:
+            try:
+                self._server = await client.open()
+            except ClickHouseError as exc:
+                if exc.is_transient:  # down or overloaded: the runner retries the start
+                    raise
+                # a wrong password or a missing grant will not pass by waiting
+                raise RuntimeError(f"{self.config.target}: {exc}") from exc
+            self._client = client
+            await self._load_table()
+        except BaseException:
+            self._client = None
+            await client.close()
+            raise
+        assert self._converter is not None
+        self._log.info(
+            "clickhouse.ready",
+            target=self.config.target,
+            table=f"{self.config.database}.{self.config.table}",
+            version=self._server.version_text,
+            columns=len(self._converter.columns),
+            send="records as received" if self._converter.passthrough else "re-encoded rows",
+            dedup=self.dedup,
+        )
+
+    async def _load_table(self) -> None:
+        """Create the table if asked, read its columns, build the converter. Errors that will not
+        pass by waiting (bad DDL, missing table without ``create``) are raised as RuntimeError, so
+        the run fails with the reason instead of retrying forever."""
+        client, server = self._client, self._server
+        assert client is not None
+        assert server is not None
+        config = self.config
+        try:
+            if config.create:
+                for statement in await self._ddl_statements(server):
+                    await client.execute(statement)
+            columns = await client.columns(config.qualified_table)
+            create_query = await client.select(
+                f"SHOW CREATE TABLE {config.qualified_table}", read_only=False
+            )
+        except ClickHouseError as exc:
+            if exc.is_transient:
+                raise
+            raise RuntimeError(f"table {config.database}.{config.table}: {exc}") from exc
+        try:
+            self._converter = Converter(f"{config.database}.{config.table}", columns, server)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from exc
+        statement = str(create_query.rows[0][0]) if create_query.rows else ""
+        self.dedup = self._dedup_mode(server, statement)
+        self._schema_stale = False
+
+    async def _ddl_statements(self, server: ServerInfo) -> list[str]:
+        path = self.config.ddl
+        try:
+            if path is None:
+                path = shipped_sql(DEFAULT_DDL if server.has_datetime64 else LEGACY_DDL)
+            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        except OSError as exc:
+            raise RuntimeError(f"cannot read the DDL file: {exc}") from exc
+        statements = render_statements(text, self.config.database, self.config.table)
+        if not statements:
+            raise RuntimeError(f"{path}: no SQL statement in the DDL file")
+        return statements
+
+    def _dedup_mode(self, server: ServerInfo, create_statement: str) -> str:
+        if not server.has_dedup_token:
+            self._log.warning(
+                "clickhouse.no_insert_deduplication",
+                version=server.version_text,
+                detail=(
+                    "server before 22.2: a batch retried after the server stored it but before it "
+                    "answered is stored twice (a ReplacingMergeTree table collapses it on merge)"
+                ),
+            )
+            return "none"
+        engine = create_statement.split("ENGINE", 1)[-1]
+        replicated = "Replicated" in engine
+        window = _DEDUP_WINDOW.search(create_statement)
+        if "MergeTree" in engine and not replicated and (window is None or window.group(1) == "0"):
+            self._log.warning(
+                "clickhouse.no_insert_deduplication",
+                detail=(
+                    "the table has no non_replicated_deduplication_window: a retried batch may be "
+                    "stored twice; ALTER TABLE ... MODIFY SETTING non_replicated_deduplication_window = 1000"
+                ),
+            )
+            return "none"
+        return "token"
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def readiness(self) -> Readiness:
+        if self._client is None:
+            return Readiness(False, "not connected")
+        try:
+            await self._client.select("SELECT 1")
+        except ClickHouseError as exc:
+            return Readiness(False, f"SELECT 1 failed: {exc}")
+        return Readiness(True)
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def _token_for(self, records: Sequence[Record]) -> str:
+        """Same token while the runner retries the same batch; a new one for the next batch."""
+        if records is not self._last_batch:
+            self._last_batch = records
+            self._serial += 1
+            self._token = f"{self._token_prefix}-{self._serial}"
+            self._stored.clear()
+        return self._token
+
+    async def write_batch(self, records: Sequence[Record]) -> None:
+        """Insert ``records``; raise RejectedRecords naming those that cannot be stored.
+
+        The batch is checked in chunks that are sent as they are made (one streamed INSERT), so
+        ClickHouse parses one chunk while the next is checked. If that insert fails, it is tried
+        once more as one body, which tells a data error (then isolated) from a lost connection.
+        """
+        if self._client is None:
+            raise RetriableError("not connected")
+        if self._schema_stale:
+            await self._reload_table()
+        converter = self._converter
+        assert converter is not None
+        token = self._token_for(records)
+        prepared = Prepared([], [])
+        done = 0  # records checked so far
+
+        def next_chunk() -> bytes | None:
+            nonlocal done
+            while done < len(records):
+                first_row = len(prepared.rows)
+                stop = min(done + _PREPARE_CHUNK, len(records))
+                converter.prepare(records, done, stop, prepared)
+                done = stop
+                if len(prepared.rows) > first_row:
+                    return b"\n".join(prepared.rows[first_row:]) + b"\n"
+            return None
+
+        async def chunks(first: bytes) -> AsyncIterator[bytes]:
+            yield first
+            while (chunk := next_chunk()) is not None:
+                yield chunk
+
+        refused: dict[int, str] = {}
+        first = next_chunk()
+        if first is not None:
+            try:
+                await self._client.insert_stream(
+                    self.config.qualified_table, chunks(first), self._settings(token)
+                )
+            except ClickHouseError as exc:
+                if exc.is_schema_changed:
+                    self._schema_stale = True
+                    raise
+                converter.prepare(records, done, len(records), prepared)
+                refused = await self._insert(prepared.rows, 0, len(prepared.rows), token)
+        rejected = dict(prepared.rejected)
+        for row, reason in refused.items():
+            rejected[prepared.indexes[row]] = reason
+        if refused:
+            self._log.warning(
+                "clickhouse.rows_refused", rows=len(refused), reason=next(iter(refused.values()))
+            )
+        self._last_batch = None  # written: it will not be retried, so let its memory go
+        if rejected:
+            raise RejectedRecords(rejected)
+
+    def _settings(self, token: str) -> dict[str, str]:
+        assert self._server is not None
+        settings = {
+            "date_time_input_format": "best_effort",
+            "input_format_skip_unknown_fields": "1",
+        }
+        if self._server.has_dedup_token:
+            settings["insert_deduplication_token"] = token
+        return settings
+
+    async def _insert(self, rows: list[bytes], low: int, high: int, token: str) -> dict[int, str]:
+        """Insert ``rows[low:high]``; on a data error split it to find the rows the server refuses.
+
+        Returns the refused rows (position -> the server's reason); raises ClickHouseError for
+        anything else (retried by the runner with the same token).
+        """
+        if (low, high) in self._stored:
+            return {}
+        client = self._client
+        assert client is not None
+        whole = low == 0 and high == len(rows)
+        settings = self._settings(token if whole else f"{token}:{low}-{high}")
+        body = b"\n".join(rows[low:high]) + b"\n"
+        try:
+            await client.insert(self.config.qualified_table, body, settings)
+        except ClickHouseError as exc:
+            if exc.is_schema_changed:
+                self._schema_stale = True
+                raise
+            if not exc.is_data_error:
+                raise
+            if high - low == 1:
+                return {low: f"ClickHouse refused the row: {exc}"}
+            middle = (low + high) // 2
+            refused = await self._insert(rows, low, middle, token)
+            refused.update(await self._insert(rows, middle, high, token))
+            return refused
+        self._stored.add((low, high))
+        return {}
+
+    async def _reload_table(self) -> None:
+        self._log.info("clickhouse.reloading_table", table=self.config.table)
+        try:
+            await self._load_table()
+        except RuntimeError as exc:
+            # e.g. the table was dropped and `create` is off: keep retrying, loudly
+            raise RetriableError(str(exc)) from exc
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    async def query(self, sql: str) -> QueryResult:
+        """A read-only query through this running sink's connection (``sluice sql``)."""
+        if self._client is None:
+            raise RetriableError("not connected")
+        return await self._client.select(check_read_only(sql), read_only=True)
+
+    async def query_stopped(self, sql: str) -> QueryResult:
+        """A read-only query with no pipeline running: opens the store itself, read-only."""
+        statement = check_read_only(sql)
+        client = self.make_client(read_only=True)
+        try:
+            await client.open()
+            return await client.select(statement, read_only=True)
+        finally:
+            await client.close()

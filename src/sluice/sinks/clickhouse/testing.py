@@ -1,0 +1,177 @@
+# ruff: noqa: S105, S108, S310, S603 - a test helper: fixed test password, local server
+"""Test helpers shipped for users' own tests: Coinbase-like ticker records and a private
+ClickHouse server (generated config, free ports, a temporary data directory).
+
+Nothing here is used by a running pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["TEST_PASSWORD", "LocalServer", "free_port", "ticker", "ticker_bytes"]
+
+SERVER_BINARY = "/usr/sbin/clickhouse-server"
+PRODUCTS = ("BTC-USD", "ETH-USD", "SOL-USD")
+BASE_TIME = 1_761_000_000.0
+
+
+def ticker(n: int, **overrides: Any) -> dict[str, Any]:
+    """The ``n``-th ticker message, shaped like Coinbase's (decimal strings, RFC 3339 time)."""
+    product = PRODUCTS[n % len(PRODUCTS)]
+    stamp = datetime.fromtimestamp(BASE_TIME + n * 0.001234, UTC)
+    price = 60000 + (n % 1000) * 0.01
+    message: dict[str, Any] = {
+        "type": "ticker",
+        "sequence": 100_000_000_000 + n,
+        "product_id": product,
+        "price": f"{price:.2f}",
+        "open_24h": "59000.01",
+        "volume_24h": "12345.67890123",
+        "low_24h": "58000",
+        "high_24h": "61000.5",
+        "volume_30d": "456789.12345678",
+        "best_bid": f"{price - 0.01:.2f}",
+        "best_bid_size": "0.25000000",
+        "best_ask": f"{price + 0.01:.2f}",
+        "best_ask_size": "1.10000000",
+        "side": "buy" if n % 2 else "sell",
+        "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "trade_id": 800_000_000 + n,
+        "last_size": "0.00123400",
+    }
+    message.update(overrides)
+    return {k: v for k, v in message.items() if v is not None}
+
+
+def ticker_bytes(n: int, **overrides: Any) -> bytes:
+    """The JSON of :func:`ticker`; a field given as None is left out."""
+    # copied: orjson's result keeps a few kB of spare allocation, unlike bytes read from a socket
+    return bytes(memoryview(orjson.dumps(ticker(n, **overrides))))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+TEST_PASSWORD = "pw-Xq7!s3cret"
+
+
+@dataclass
+class LocalServer:
+    """A clickhouse-server of its own: generated config, free ports, a temporary data dir."""
+
+    root: Path
+    http_port: int = field(default_factory=free_port)
+    tcp_port: int = field(default_factory=free_port)
+    interserver_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def write_config(self) -> Path:
+        for name in ("data", "tmp", "user_files", "format_schemas", "log"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        (self.root / "users.xml").write_text(
+            f"""<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile><quota>default</quota></default>
+    <sluice><password>{TEST_PASSWORD}</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile><quota>default</quota></sluice>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+  </interval></default></quotas>
+</yandex>
+"""
+        )
+        config = self.root / "config.xml"
+        config.write_text(
+            f"""<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{self.root}/log/server.log</log>
+    <errorlog>{self.root}/log/error.log</errorlog><console>0</console></logger>
+  <http_port>{self.http_port}</http_port>
+  <tcp_port>{self.tcp_port}</tcp_port>
+  <interserver_http_port>{self.interserver_port}</interserver_http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{self.root}/data/</path>
+  <tmp_path>{self.root}/tmp/</tmp_path>
+  <user_files_path>{self.root}/user_files/</user_files_path>
+  <format_schema_path>{self.root}/format_schemas/</format_schema_path>
+  <users_config>{self.root}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>536870912</mark_cache_size>
+  <uncompressed_cache_size>536870912</uncompressed_cache_size>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+"""
+        )
+        return config
+
+    def start(self, timeout: float = 60.0) -> None:
+        config = self.write_config()
+        with (self.root / "log" / "stderr.log").open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [SERVER_BINARY, f"--config-file={config}"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=self.root,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.root / "log" / "error.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"clickhouse-server exited ({self.process.returncode}): {log}")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/ping", timeout=1) as answer,
+            ):
+                if answer.status == 200:
+                    return
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"clickhouse-server did not answer on {self.url} in {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (no flush, no goodbye)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def query(self, sql: str) -> str:
+        request = urllib.request.Request(
+            f"{self.url}/?output_format_json_quote_64bit_integers=0",
+            data=sql.encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return str(answer.read().decode())
+
+    def rows(self, sql: str) -> list[list[Any]]:
+        text = self.query(sql + " FORMAT JSONCompact")
+        return list(orjson.loads(text)["data"]) if text.strip() else []

@@ -1,0 +1,183 @@
+"""The clickhouse sink's pure parts: config, error codes, column types, DDL, read-only check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from sluice.records import Record
+from sluice.sinks.clickhouse.client import check_read_only, columns_from_describe
+from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
+from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
+from sluice.sinks.clickhouse.errors import ClickHouseError, code_from_text
+from sluice.sinks.clickhouse.schema import Column, Converter, ServerInfo, parse_version
+
+CURRENT = ServerInfo((26, 9, 2), embedded=True)
+OLD = ServerInfo((18, 16, 1), embedded=False)
+
+
+def config(**values: object) -> ClickHouseSinkConfig:
+    return ClickHouseSinkConfig.model_validate({"type": "clickhouse", "table": "t", **values})
+
+
+def test_exactly_one_of_url_and_path() -> None:
+    with pytest.raises(ValidationError, match="exactly one of"):
+        config()
+    with pytest.raises(ValidationError, match="exactly one of"):
+        config(url="http://h:8123", path="d")
+    assert config(path="d").target == "chdb:d"
+
+
+def test_credentials_in_the_url_move_to_user_and_password() -> None:
+    moved = config(url="https://alice:s3cr%40t@ch.example:8443/")
+    assert moved.url == "https://ch.example:8443"
+    assert moved.user == "alice"
+    assert moved.password is not None
+    assert moved.password.get_secret_value() == "s3cr%40t"
+    assert "s3cr" not in repr(moved)
+    with pytest.raises(ValidationError, match="given twice"):
+        config(url="http://a:b@h:8123", password="c")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"table": "t; DROP TABLE x"}, {"database": "a.b"}, {"table": "1abc"}, {"url": "ftp://h"}],
+)
+def test_identifiers_and_urls_are_validated(bad: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        config(**{"url": "http://h:8123", **bad})
+
+
+def test_gzip_is_used_unless_the_server_is_on_loopback() -> None:
+    assert not config(url="http://127.0.0.1:8123").use_gzip()
+    assert not config(url="http://localhost:8123").use_gzip()
+    assert config(url="https://ch.example:8443").use_gzip()
+    assert config(url="http://127.0.0.1:8123", compression="gzip").use_gzip()
+    assert not config(url="https://ch.example", compression="none").use_gzip()
+
+
+def test_a_batch_stays_one_atomic_insert() -> None:
+    with pytest.raises(ValidationError, match="at most 1,000,000"):
+        config(path="d", batch={"max_events": 2_000_000})
+
+
+def test_defaults_suit_clickhouse_large_batches_about_once_a_second() -> None:
+    batch = config(path="d").batch
+    assert (batch.max_events, batch.max_age_secs) == (50_000, 1.0)
+    assert config(path="d").buffer.max_events >= 3 * batch.max_events
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Code: 27, e.displayText() = DB::Exception: Cannot parse input", 27),  # 18.16
+        ("Code: 241. DB::Exception: Memory limit exceeded", 241),  # current
+        ("Streaming insert finish failed: Code: 72. DB::Exception: x", 72),  # chDB
+        ("Service Unavailable", None),
+    ],
+)
+def test_error_code_is_read_from_the_text(text: str, code: int | None) -> None:
+    assert code_from_text(text) == code
+
+
+def test_errors_are_classified_by_code_not_by_message() -> None:
+    assert ClickHouseError.from_text("Code: 131. anything at all").is_data_error
+    overload = ClickHouseError.from_text("Code: 252. Too many parts", status=500)
+    assert not overload.is_data_error
+    assert overload.is_transient
+    # the header's code wins over the body's
+    assert ClickHouseError.from_text("Code: 27. x", code=252).code == 252
+    assert ClickHouseError.from_text("Code: 60. no table").is_schema_changed
+    assert not ClickHouseError.from_text("Code: 193. Wrong password", status=401).is_transient
+    assert ClickHouseError("connection refused").is_transient
+
+
+def test_version_parsing() -> None:
+    assert parse_version("18.16.1") == (18, 16, 1)
+    assert parse_version("26.9.2.1") == (26, 9, 2, 1)
+    assert not OLD.has_dedup_token
+    assert CURRENT.has_dedup_token
+    assert not OLD.has_datetime64
+
+
+def test_columns_from_describe_and_what_can_be_inserted() -> None:
+    columns = columns_from_describe(
+        [
+            ["a", "Nullable(Float64)", "", "", ""],
+            ["b", "LowCardinality(String)", "", ""],
+            ["c", "DateTime", "DEFAULT", "now()"],
+            ["d", "UInt64", "MATERIALIZED", "a * 2"],
+        ]
+    )
+    assert [c.insertable for c in columns] == [True, True, True, False]
+    assert [c.required for c in columns] == [False, True, False, False]
+    assert columns[1].base_type == "String"
+
+
+def records(*messages: object) -> list[Record]:
+    return [Record(orjson.dumps(m)) for m in messages]
+
+
+def test_converter_passes_records_through_when_the_server_converts() -> None:
+    columns = [Column("p", "Float64"), Column("n", "UInt8"), Column("t", "DateTime64(6)")]
+    converter = Converter("db.t", columns, CURRENT)
+    assert converter.passthrough
+    batch = records(
+        {"p": "1.5", "n": 3, "t": "2021-04-17T16:43:30.244075Z", "extra": [1]},
+        {"p": "x", "n": 3, "t": "2021-04-17T16:43:30Z"},
+        {"p": 1, "n": 300, "t": "2021-04-17T16:43:30Z"},
+        {"p": 1, "n": 1},
+    )
+    prepared = converter.prepare(batch)
+    assert prepared.rows == [batch[0].raw]
+    assert prepared.indexes == [0]
+    assert set(prepared.rejected) == {1, 2, 3}
+    assert "$.p" in prepared.rejected[1]
+    assert "<= 255" in prepared.rejected[2]
+    assert "missing required field `t`" in prepared.rejected[3]
+
+
+def test_converter_re_encodes_decimals_for_servers_that_cannot_read_them_quoted() -> None:
+    columns = [Column("amount", "Decimal(18, 8)"), Column("note", "Nullable(String)")]
+    converter = Converter("db.t", columns, OLD)
+    assert not converter.passthrough
+    prepared = converter.prepare(records({"amount": "94381.28000000", "other": 1}))
+    assert prepared.rows == [b'{"amount":94381.28000000,"note":null}']
+
+
+def test_ddl_placeholders_and_statements() -> None:
+    text = "-- a comment\nCREATE DATABASE IF NOT EXISTS {database};\nCREATE TABLE {database}.{table} (a UInt8)\nENGINE = Log;\n"
+    assert render_statements(text, "db", "tb") == [
+        "CREATE DATABASE IF NOT EXISTS `db`",
+        "CREATE TABLE `db`.`tb` (a UInt8)\nENGINE = Log",
+    ]
+    for name in (DEFAULT_DDL, LEGACY_DDL):
+        statements = render_statements(shipped_sql(name).read_text(), "db", "tb")
+        assert len(statements) == 2
+        assert statements[1].startswith("CREATE TABLE IF NOT EXISTS `db`.`tb`")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT 1", "  with x as (select 1) select * from x;", "SHOW TABLES", "-- c\nDESCRIBE t"],
+)
+def test_read_only_statements_pass(sql: str) -> None:
+    assert check_read_only(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["DROP TABLE t", "INSERT INTO t VALUES (1)", "/* SELECT */ ALTER TABLE t DELETE WHERE 1", ""],
+)
+def test_statements_that_write_are_refused(sql: str) -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        check_read_only(sql)
+
+
+def test_shipped_sql_is_found_in_the_checkout(tmp_path: Path) -> None:
+    assert shipped_sql(DEFAULT_DDL).name == DEFAULT_DDL
+    with pytest.raises(FileNotFoundError):
+        shipped_sql("nope.sql")
