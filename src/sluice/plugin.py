@@ -90,6 +90,9 @@ class Source(_Component, Generic[SourceConfigT]):
 
     config_model: ClassVar[type[SourceConfig]]
     config: SourceConfigT
+    counts_received: ClassVar[bool] = False
+    """True when the source counts its own input in ``metrics.received_*`` (e.g. frames that
+    yield no record); otherwise the runner counts each batch's records and rejected inputs."""
 
     def __init__(self, component_id: str, config: SourceConfigT) -> None:
         super().__init__(component_id, config)

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import orjson
 
-__all__ = ["Record", "Rejected", "SourceBatch", "join_lines"]
+__all__ = ["Record", "Rejected", "SourceBatch", "compact_json", "join_lines"]
 
 
 class Record(msgspec.Struct, gc=False, eq=False):
@@ -44,7 +44,7 @@ class Record(msgspec.Struct, gc=False, eq=False):
         cls, data: dict[str, Any], kind: str = "record", time: float | None = None
     ) -> Record:
         """Build a record from a mapping; values must be JSON-encodable by orjson."""
-        return cls(orjson.dumps(data), kind, time, data)
+        return cls(compact_json(data), kind, time, data)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -83,6 +83,15 @@ class SourceBatch:
     """Passed back to ``Source.commit`` once this batch and all earlier ones are written."""
     nbytes: int | None = None
     """Total length of the records' ``raw``, when the source knows it (saves the runner a pass)."""
+
+
+def compact_json(value: Any) -> bytes:
+    """``orjson.dumps`` into an exactly sized bytes object.
+
+    orjson's result keeps the ~4 KiB buffer it was written into; a record held in a buffer would
+    cost that much (100,000 small records: ~400 MiB instead of ~7 MiB). One copy trims it.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def join_lines(records: Sequence[Record]) -> bytes:

@@ -62,15 +62,16 @@ class BufferClosed(RuntimeError):
     """A put into a buffer that was closed (the pipeline is stopping)."""
 
 
-class SinkBuffer:
-    """Bounded FIFO of segments plus the batching rule. Single consumer."""
+class BatchingQueue:
+    """What every sink buffer shares: size accounting against the buffer policy, waiting for
+    space (or dropping), and the batching rule. Subclasses store the records and implement
+    ``_oldest_arrival``, ``_has_data`` and ``_take``."""
 
     def __init__(self, policy: BufferPolicy, batch: BatchPolicy) -> None:
         self.policy = policy
         self.batch_policy = batch
         self.events = 0
         self.nbytes = 0
-        self._segments: deque[Segment] = deque()
         self._closed = False
         self._data: asyncio.Future[None] | None = None
         self._batch_full: asyncio.Future[None] | None = None
@@ -83,8 +84,8 @@ class SinkBuffer:
     def is_full(self) -> bool:
         return self.events >= self.policy.max_events or self.nbytes >= self.policy.max_bytes
 
-    async def put(self, segment: Segment) -> bool:
-        """Append ``segment``; False when it was dropped because the buffer is full."""
+    async def _make_room(self) -> bool:
+        """Wait while the buffer is full; False when the policy says to drop instead."""
         while self.is_full():
             if self.policy.when_full == "drop_newest":
                 return False
@@ -95,9 +96,12 @@ class SinkBuffer:
             await asyncio.shield(self._space)
         if self._closed:
             raise BufferClosed("buffer closed")
-        self._segments.append(segment)
-        self.events += len(segment.records)
-        self.nbytes += segment.nbytes
+        return True
+
+    def _added(self, events: int, nbytes: int) -> None:
+        """Count what was just stored and wake the batcher if it waits for it."""
+        self.events += events
+        self.nbytes += nbytes
         if self._data is not None and not self._data.done():
             self._data.set_result(None)
         if (
@@ -109,26 +113,37 @@ class SinkBuffer:
             )
         ):
             self._batch_full.set_result(None)
-        return True
+
+    def _removed(self, events: int, nbytes: int) -> None:
+        """Count what was just taken and wake a put that waits for space."""
+        self.events -= events
+        self.nbytes = max(0, self.nbytes - nbytes)
+        if self._space is not None and not self._space.done() and not self.is_full():
+            self._space.set_result(None)
 
     def close(self, drain: bool = True) -> None:
-        """No more puts; ``next_batch`` drains what is held, then returns None. A memory buffer
-        always drains: what it holds exists nowhere else."""
+        """No more puts; wakes every waiter."""
         self._closed = True
         for waiter in (self._data, self._batch_full, self._space):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    async def next_batch(self) -> Batch | None:
-        """Wait for the next batch by the batch policy; None once closed and empty."""
+    def _has_data(self) -> bool:
+        raise NotImplementedError
+
+    def _oldest_arrival(self) -> float:
+        raise NotImplementedError
+
+    async def _wait_for_batch(self) -> bool:
+        """Wait until a batch is due by the batch policy; False when closed and empty."""
         loop = asyncio.get_running_loop()
-        while not self._segments:
+        while not self._has_data():
             if self._closed:
-                return None
+                return False
             self._data = loop.create_future()
             await self._data
         policy = self.batch_policy
-        deadline = self._segments[0].arrived + policy.max_age_secs
+        deadline = self._oldest_arrival() + policy.max_age_secs
         while (
             not self._closed and self.events < policy.max_events and self.nbytes < policy.max_bytes
         ):
@@ -141,6 +156,43 @@ class SinkBuffer:
                     await self._batch_full
             except TimeoutError:
                 break
+        return True
+
+
+class SinkBuffer(BatchingQueue):
+    """Bounded FIFO of segments in memory. Single consumer."""
+
+    def __init__(self, policy: BufferPolicy, batch: BatchPolicy) -> None:
+        super().__init__(policy, batch)
+        self._segments: deque[Segment] = deque()
+
+    def volatile_events(self) -> int:
+        """Records that would be lost if the process stopped now."""
+        return self.events
+
+    def _has_data(self) -> bool:
+        return bool(self._segments)
+
+    def _oldest_arrival(self) -> float:
+        return self._segments[0].arrived
+
+    async def put(self, segment: Segment) -> bool:
+        """Append ``segment``; False when it was dropped because the buffer is full."""
+        if not await self._make_room():
+            return False
+        self._segments.append(segment)
+        self._added(len(segment.records), segment.nbytes)
+        return True
+
+    def close(self, drain: bool = True) -> None:
+        """No more puts; ``next_batch`` drains what is held, then returns None. A memory buffer
+        always drains: what it holds exists nowhere else."""
+        super().close(drain)
+
+    async def next_batch(self) -> Batch | None:
+        """Wait for the next batch by the batch policy; None once closed and empty."""
+        if not await self._wait_for_batch():
+            return None
         return self._take()
 
     def _take(self) -> Batch:
@@ -164,22 +216,12 @@ class SinkBuffer:
             segments.append(segment)
             events += len(segment.records)
             nbytes += segment.nbytes
-        self.events -= events
-        self.nbytes -= nbytes
-        if self._space is not None and not self._space.done() and not self.is_full():
-            self._space.set_result(None)
+        self._removed(events, nbytes)
         if len(segments) == 1:
             records: Sequence[Record] = segments[0].records
         else:
             records = [record for segment in segments for record in segment.records]
         return Batch(segments, records, nbytes)
-
-    def drain_all(self) -> list[Segment]:
-        """Remove and return everything held (used when the process must stop without it)."""
-        segments = list(self._segments)
-        self._segments.clear()
-        self.events = self.nbytes = 0
-        return segments
 
 
 def _records_within(records: Sequence[Record], budget: int) -> int:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sluice.records import Record
+from sluice.records import Record, compact_json
 
 __all__ = ["DEAD_LETTER_KIND", "dead_letter"]
 
@@ -33,4 +33,4 @@ def dead_letter(raw: bytes, reason: str, component_id: str, component_kind: str)
         envelope["raw"] = raw.decode("utf-8", errors="replace")
     else:
         envelope["record"] = orjson.Fragment(raw)
-    return Record(orjson.dumps(envelope), DEAD_LETTER_KIND, now.timestamp())
+    return Record(compact_json(envelope), DEAD_LETTER_KIND, now.timestamp())

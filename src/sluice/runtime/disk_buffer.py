@@ -35,7 +35,7 @@ import orjson
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
 from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import Batch, BufferClosed, Segment
+from sluice.runtime.buffer import Batch, BatchingQueue, Segment
 
 __all__ = ["DiskBuffer"]
 
@@ -64,10 +64,8 @@ class _Frame:
     arrived: float
 
 
-class DiskBuffer:
+class DiskBuffer(BatchingQueue):
     """Same interface as :class:`sluice.runtime.buffer.SinkBuffer`, backed by files."""
-
-    durable = True
 
     def __init__(
         self,
@@ -76,23 +74,16 @@ class DiskBuffer:
         batch: BatchPolicy,
         on_error: Any = None,
     ) -> None:
+        super().__init__(policy, batch)
         self.directory = directory
-        self.policy = policy
-        self.batch_policy = batch
-        self.events = 0
-        self.nbytes = 0
         self._frames: deque[_Frame] = deque()
         self._skip = 0
         self._write_file = 0
         self._write_fd: int | None = None
         self._write_offset = 0
-        self._closed = False
         self._drain = True
         self._opened = False
         self._open_lock = asyncio.Lock()
-        self._data: asyncio.Future[None] | None = None
-        self._batch_full: asyncio.Future[None] | None = None
-        self._space: asyncio.Future[None] | None = None
         self._tracker = CommitTracker(self._persist_cursor, on_error or (lambda exc: None))
         self._tracker_task: asyncio.Task[None] | None = None
         self._synced_at = time.monotonic()
@@ -166,30 +157,21 @@ class DiskBuffer:
 
     # -- the SinkBuffer interface ------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def volatile_events(self) -> int:
         """Records that would be lost if the process stopped now: none, they are on disk."""
         return 0
 
-    def is_full(self) -> bool:
-        return self.events >= self.policy.max_events or self.nbytes >= self.policy.max_bytes
+    def _has_data(self) -> bool:
+        return bool(self._frames)
+
+    def _oldest_arrival(self) -> float:
+        return self._frames[0].arrived
 
     async def put(self, segment: Segment) -> bool:
         """Append ``segment`` to the log; its acknowledgement piece is released once it is there."""
         await self._ensure_open()
-        while self.is_full():
-            if self.policy.when_full == "drop_newest":
-                return False
-            if self._closed:
-                raise BufferClosed("buffer closed")
-            if self._space is None or self._space.done():
-                self._space = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._space)
-        if self._closed:
-            raise BufferClosed("buffer closed")
+        if not await self._make_room():
+            return False
         records = segment.records
         payload = _encode([(r.raw, r.kind, r.time) for r in records])
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
@@ -205,20 +187,8 @@ class DiskBuffer:
                     segment.arrived,
                 )
             )
-        self.events += len(records)
-        self.nbytes += segment.nbytes
+        self._added(len(records), segment.nbytes)
         segment.group.release()  # durable now: the source may move on
-        if self._data is not None and not self._data.done():
-            self._data.set_result(None)
-        if (
-            self._batch_full is not None
-            and not self._batch_full.done()
-            and (
-                self.events >= self.batch_policy.max_events
-                or self.nbytes >= self.batch_policy.max_bytes
-            )
-        ):
-            self._batch_full.set_result(None)
         return True
 
     def _append(self, frame: bytes) -> None:
@@ -244,38 +214,14 @@ class DiskBuffer:
     def close(self, drain: bool = True) -> None:
         """No more puts. With ``drain``, ``next_batch`` returns what is held, then None; without,
         it returns None at once and what is held stays on disk for the next start."""
-        self._closed = True
         self._drain = drain
-        for waiter in (self._data, self._batch_full, self._space):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        super().close(drain)
 
     async def next_batch(self) -> Batch | None:
         await self._ensure_open()
-        loop = asyncio.get_running_loop()
-        while not self._frames:
-            if self._closed:
-                await self._finish()
-                return None
-            self._data = loop.create_future()
-            await self._data
-        if self._closed and not self._drain:
+        if (self._closed and not self._drain) or not await self._wait_for_batch():
             await self._finish()
             return None
-        policy = self.batch_policy
-        deadline = self._frames[0].arrived + policy.max_age_secs
-        while (
-            not self._closed and self.events < policy.max_events and self.nbytes < policy.max_bytes
-        ):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._batch_full = loop.create_future()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._batch_full
-            except TimeoutError:
-                break
         if self._closed and not self._drain:
             await self._finish()
             return None
@@ -322,10 +268,7 @@ class DiskBuffer:
         last_frame = plan[-1][0]
         if self._frames and self._frames[0] is last_frame:  # partly taken: it keeps the rest
             last_frame.nbytes -= sum(len(row[0]) for row in parts[-1])
-        self.events -= len(records)
-        self.nbytes = max(0, self.nbytes - nbytes)
-        if self._space is not None and not self._space.done() and not self.is_full():
-            self._space.set_result(None)
+        self._removed(len(records), nbytes)
         return Batch([Segment(records, nbytes, group)], records, nbytes)
 
     def _read_plan(
@@ -353,7 +296,3 @@ class DiskBuffer:
         for path in self.directory.glob("*.log"):
             if path.stem.isdigit() and int(path.stem) < cursor.file:
                 path.unlink(missing_ok=True)
-
-    def drain_all(self) -> list[Segment]:
-        """Nothing to hand back: what is held stays on disk for the next start."""
-        return []

@@ -55,12 +55,16 @@ class Router:
         batch: SourceBatch,
         tracker: CommitTracker,
         metrics: ComponentMetrics,
+        count_received: bool = True,
     ) -> None:
-        """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it."""
+        """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it.
+
+        ``count_received``: count the batch as the source's input (False for a source that counts
+        its raw input itself, e.g. frames it skipped)."""
         group = tracker.open(batch.token)
         records = batch.records
         rejected = batch.rejected
-        if rejected:
+        if rejected and count_received:
             # a source "receives" what it read, valid or not; it "sends" the records it made
             metrics.received_events.inc(len(rejected))
             metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
@@ -68,8 +72,9 @@ class Router:
             nbytes = (
                 batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
             )
-            metrics.received_events.inc(len(records))
-            metrics.received_bytes.inc(nbytes)
+            if count_received:
+                metrics.received_events.inc(len(records))
+                metrics.received_bytes.inc(nbytes)
             metrics.sent_events.inc(len(records))
             metrics.sent_bytes.inc(nbytes)
             metrics.last_receive_time.set(time.time())

@@ -131,6 +131,7 @@ class SourceWorker:
 
     async def _read(self, iterator: AsyncIterator[SourceBatch], backoff: Backoff) -> bool:
         """Route batches; True when the source ended, False when stopped."""
+        count_received = not self.source.counts_received
         route = self.router.route
         while not self._stopping:
             self._waiting = True
@@ -148,7 +149,7 @@ class SourceWorker:
             backoff.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
-            await route(self.component_id, batch, self.tracker, self.metrics)
+            await route(self.component_id, batch, self.tracker, self.metrics, count_received)
         return False
 
     async def _sleep_unless_stopped(self, delay: float) -> None:

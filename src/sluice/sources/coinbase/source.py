@@ -58,6 +58,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
     """Coinbase Exchange websocket feed (at-most-once; gaps in trade ids reported as records)."""
 
     config_model = CoinbaseSourceConfig
+    counts_received = True  # every frame, including those skipped (unknown types, duplicates)
     description = (
         "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
         "a stale-feed watchdog and trade-id gap records."
