@@ -1,4 +1,5 @@
-"""Session fixtures for integration tests: a real ClickHouse server of the tests' own."""
+"""Session fixtures for integration tests: one real ClickHouse server for the whole session (with
+the shipped read-only `grafana` user), chDB directories per test, and fresh table names."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sluice.sinks.clickhouse.testing import SERVER_BINARY, LocalServer
+from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
+from tests.integration.support import grafana_users_d
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,9 @@ def clickhouse_server_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
         pytest.fail(
             f"{SERVER_BINARY} is missing: install Debian's clickhouse-server (.ci/run does)"
         )
-    server = LocalServer(tmp_path_factory.mktemp("clickhouse-server"))
+    server = LocalServer(
+        tmp_path_factory.mktemp("clickhouse-server"), users_d={"grafana.xml": grafana_users_d()}
+    )
     server.start()
     yield server
     server.kill()
@@ -34,11 +38,25 @@ def clickhouse_server(clickhouse_server_session: LocalServer) -> LocalServer:
 
 
 @pytest.fixture
-def table() -> str:
-    """A fresh table name per test."""
-    return f"t_{uuid.uuid4().hex[:12]}"
+def chdb(tmp_path: Path) -> Iterator[LocalChdb]:
+    """chDB in this process, in a fresh directory (a clickhouse sink's ``path``)."""
+    store = LocalChdb(tmp_path / "chdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["chdb", "server"])
+def store(request: pytest.FixtureRequest) -> ClickHouseStore:
+    """Each test runs on chDB (a current engine) and on the session's server (18.16)."""
+    if request.param == "server":
+        request.applymarker(pytest.mark.clickhouse_server)
+        server: LocalServer = request.getfixturevalue("clickhouse_server")
+        return server
+    chdb: LocalChdb = request.getfixturevalue("chdb")
+    return chdb
 
 
 @pytest.fixture
-def chdb_path(tmp_path: Path) -> Path:
-    return tmp_path / "chdb"
+def table() -> str:
+    """A fresh table name per test."""
+    return f"t_{uuid.uuid4().hex[:12]}"

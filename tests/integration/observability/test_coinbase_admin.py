@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
-from obs_support import metric, run_in_process, wait_for
+from obs_support import metric, run_in_process
+from tests.conftest import wait_until
 
 from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
 from sluice.simulator.session import Session
@@ -94,12 +95,12 @@ async def test_metrics_equal_what_the_simulator_sent_and_injected(
     # whose every frame reaches the pipeline, and a connection that stays up
     config = pipeline_config(tmp_path, simulator.url, "    stale_after_secs: 120")
     async with run_in_process(config) as running:
-        await wait_for(lambda: simulator.sessions and simulator.sessions[0].stalled)
+        await wait_until(lambda: simulator.sessions and simulator.sessions[0].stalled)
         session = simulator.sessions[0]
         assert session.sent is not None
         tickers = sent_tickers(session)
         garbage = [f for f in session.sent if not f.startswith(b"{")]
-        await wait_for(
+        await wait_until(
             lambda: (
                 len(jsonl(tmp_path / "ticks.jsonl")) == len(tickers)
                 and len(jsonl(tmp_path / "gaps.jsonl")) == len(expected_gaps(tickers))
@@ -159,18 +160,18 @@ async def test_readyz_names_a_stalled_coinbase_source_until_the_watchdog_reconne
         "    reconnect: {initial_backoff_secs: 2, max_backoff_secs: 2, jitter: equal}"
     )
     async with run_in_process(pipeline_config(tmp_path, simulator.url, source)) as running:
-        await wait_for(lambda: simulator.sessions and simulator.sessions[0].sent_frames >= 10)
+        await wait_until(lambda: simulator.sessions and simulator.sessions[0].sent_frames >= 10)
         assert await running.get("/readyz") == (200, '{"status":"ready"}')
 
-        await wait_for(lambda: simulator.sessions[0].stalled)
+        await wait_until(lambda: simulator.sessions[0].stalled)
         # the socket stays open and pings are answered: only the watchdog sees the stall
-        status, body = await wait_for(_not_ready(running))
+        status, body = await wait_until(_not_ready(running))
         assert status == 503
         assert set(body["not_ready"]) == {"source/cb"}
         assert "stale feed" in body["not_ready"]["source/cb"]
 
-        await wait_for(lambda: len(simulator.sessions) == 2 and simulator.sessions[1].live)
-        await wait_for(_ready(running))
+        await wait_until(lambda: len(simulator.sessions) == 2 and simulator.sessions[1].live)
+        await wait_until(_ready(running))
         samples = await running.metrics()
     assert simulator.sessions[0].disconnected
     assert metric(samples, "sluice_source_reconnects_total", **CB) == 1
