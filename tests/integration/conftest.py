@@ -1,15 +1,17 @@
-"""Session fixtures for integration tests: one real ClickHouse server for the whole session (with
-the shipped read-only `grafana` user), chDB directories per test, and fresh table names."""
+"""Fixtures for integration tests: one real ClickHouse server for the whole session (with the
+shipped read-only `grafana` user), chDB directories per test, the Coinbase simulator on a free
+port, and fresh table names."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
 from tests.integration.support import grafana_users_d
 
@@ -54,6 +56,15 @@ def store(request: pytest.FixtureRequest) -> ClickHouseStore:
         return server
     chdb: LocalChdb = request.getfixturevalue("chdb")
     return chdb
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
+    """The Coinbase simulator on a free port, with the test's SimulatorOptions (indirect)."""
+    sim = CoinbaseSimulator(request.param)
+    await sim.start("127.0.0.1", 0)
+    yield sim
+    await sim.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from sluice.config import load_config_text
 from sluice.records import Record
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline, RunResult
+from sluice.simulator import Faults, SimulatorOptions
 from sluice.sinks.clickhouse.testing import ticker_bytes
 from sluice.testing import ListSource, registry_with_doubles
 from tests.conftest import REPO
@@ -68,13 +69,33 @@ async def run_pipeline(
     until: Callable[[], object] | None = None,
     timeout: float = 120.0,
 ) -> RunResult:
-    """Run a pipeline to its end, or until ``until()`` holds and then stop it as SIGTERM would."""
+    """Run a pipeline to its end, or until ``until()`` holds and then stop it as SIGTERM would
+    (an end before that fails the test). The pipeline is stopped whatever happens."""
     if not isinstance(pipeline, Pipeline):
         pipeline = build_pipeline(pipeline, records)
     task = asyncio.create_task(pipeline.run())
     deadline = time.monotonic() + timeout
-    while not task.done() and not (until is not None and until()):
-        assert time.monotonic() < deadline, f"the pipeline did not finish in {timeout} s"
-        await asyncio.sleep(0.02)
-    pipeline.stop("test condition met")
-    return await asyncio.wait_for(task, 60)
+    try:
+        while until is None or not until():
+            if task.done():
+                assert until is None, f"the pipeline ended before the condition: {task.result()}"
+                break
+            assert time.monotonic() < deadline, f"not done within {timeout} s"
+            await asyncio.sleep(0.02)
+    finally:
+        pipeline.stop("test condition met")
+        result = await asyncio.wait_for(task, 60)
+    return result
+
+
+def synthetic(products: tuple[str, ...] | None = None, **faults: Any) -> SimulatorOptions:
+    """A synthetic market (400 trades/s unless ``trades_per_sec`` says), heartbeats every 0.2 s,
+    every frame sent kept, with ``faults``."""
+    return SimulatorOptions(
+        mode="synthetic",
+        trades_per_sec=faults.pop("trades_per_sec", 400),
+        products=products,
+        heartbeat_interval_secs=0.2,
+        record_sent=True,
+        faults=Faults(**faults),
+    )

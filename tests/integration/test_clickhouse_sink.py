@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sluice.sinks.clickhouse.testing import (
     QueryError,
     ticker,
 )
+from tests.conftest import wait_until
 from tests.integration.support import (
     build_pipeline,
     list_source,
@@ -32,13 +32,21 @@ from tests.integration.support import (
 pytestmark = pytest.mark.timeout(240)
 
 
-def sink_yaml(tmp_path: Path, store: ClickHouseStore, table: str, extra: str = "") -> str:
+def sink_yaml(
+    tmp_path: Path,
+    store: ClickHouseStore,
+    table: str,
+    extra: str = "",
+    source: str = "{type: list, batch_size: 500}",
+) -> str:
+    """A list source ``src`` into a clickhouse sink ``ch`` writing ``sluice_test.<table>``;
+    ``extra``: more lines of the sink's config, indented 4."""
     [(key, value)] = store.target.items()
     return f"""
 admin: {{enabled: false}}
 data_dir: {tmp_path / "data"}
 sources:
-  src: {{type: list, batch_size: 500}}
+  src: {source}
 sinks:
   ch:
     type: clickhouse
@@ -52,6 +60,15 @@ sinks:
 
 def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
     return read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
+
+
+def stored(server: LocalServer, table: str) -> int:
+    """Rows in ``sluice_test.<table>``; 0 before the sink created it."""
+    try:
+        [[count]] = server.rows(f"SELECT count() FROM sluice_test.{table}")
+    except QueryError:
+        return 0
+    return int(count)
 
 
 async def test_creates_the_table_and_stores_every_ticker(
@@ -253,36 +270,18 @@ async def test_server_killed_mid_run_and_restarted_10s_later_loses_nothing(
     just before the kill could be stored twice: FINAL collapses it; the raw count is bounded by
     one batch of such copies (the test states what happened)."""
     total = 30_000
-    yaml = f"""
-admin: {{enabled: false}}
-data_dir: {tmp_path / "data"}
-sources:
-  src: {{type: list, batch_size: 300, rate_limit: {{events_per_sec: 1500, burst: 300}}}}
-sinks:
-  ch:
-    type: clickhouse
-    inputs: [src]
-    url: {clickhouse_server.url}
-    database: sluice_test
-    table: {table}
-    batch: {{max_events: 2000, max_age_secs: 0.3}}
-    retry: {{initial_backoff_secs: 0.2, max_backoff_secs: 2}}
-"""
+    yaml = sink_yaml(
+        tmp_path,
+        clickhouse_server,
+        table,
+        "    batch: {max_events: 2000, max_age_secs: 0.3}\n"
+        "    retry: {initial_backoff_secs: 0.2, max_backoff_secs: 2}",
+        source="{type: list, batch_size: 300, rate_limit: {events_per_sec: 1500, burst: 300}}",
+    )
     pipeline = build_pipeline(yaml, [ticker_record(n) for n in range(total)])
     run = asyncio.create_task(run_pipeline(pipeline))
-
-    def stored() -> int:
-        return int(clickhouse_server.query(f"SELECT count() FROM sluice_test.{table}").strip() or 0)
-
-    deadline = time.monotonic() + 60
-    while True:  # mid-run: some rows stored, most still to come
-        try:
-            if stored() >= 3000:
-                break
-        except QueryError:  # the table is not there yet
-            pass
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    # mid-run: some rows stored, most still to come
+    await wait_until(lambda: stored(clickhouse_server, table) >= 3000, timeout=60)
     clickhouse_server.kill()
     killed_at = list_source(pipeline).emitted
     await asyncio.sleep(10)  # the scenario itself: the server stays down for 10 s
@@ -334,29 +333,17 @@ async def test_a_table_dropped_mid_run_is_created_again_and_writing_goes_on(
     clickhouse_server: LocalServer, tmp_path: Path, table: str
 ) -> None:
     total = 6000
-    yaml = f"""
-admin: {{enabled: false}}
-data_dir: {tmp_path / "data"}
-sources:
-  src: {{type: list, batch_size: 200, rate_limit: {{events_per_sec: 2000, burst: 200}}}}
-sinks:
-  ch:
-    type: clickhouse
-    inputs: [src]
-    url: {clickhouse_server.url}
-    database: sluice_test
-    table: {table}
-    batch: {{max_events: 500, max_age_secs: 0.2}}
-    retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.5}}
-"""
+    yaml = sink_yaml(
+        tmp_path,
+        clickhouse_server,
+        table,
+        "    batch: {max_events: 500, max_age_secs: 0.2}\n"
+        "    retry: {initial_backoff_secs: 0.05, max_backoff_secs: 0.5}",
+        source="{type: list, batch_size: 200, rate_limit: {events_per_sec: 2000, burst: 200}}",
+    )
     pipeline = build_pipeline(yaml, [ticker_record(n) for n in range(total)])
     run = asyncio.create_task(run_pipeline(pipeline))
-    deadline = time.monotonic() + 30
-    while clickhouse_server.rows(f"EXISTS TABLE sluice_test.{table}") != [[1]] or not int(
-        clickhouse_server.query(f"SELECT count() FROM sluice_test.{table}").strip()
-    ):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: stored(clickhouse_server, table) > 0, timeout=30)
     clickhouse_server.query(f"DROP TABLE sluice_test.{table}")
     dropped_at = list_source(pipeline).emitted
     result = await asyncio.wait_for(run, timeout=60)

@@ -4,7 +4,6 @@ stalled feed until the source's stale-feed watchdog has reconnected."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,30 +12,16 @@ import orjson
 import pytest
 from obs_support import metric, run_in_process
 from tests.conftest import wait_until
+from tests.integration.support import read_jsonl, synthetic
 
-from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+from sluice.simulator import CoinbaseSimulator
 from sluice.simulator.session import Session
 
 CB = {"component_id": "cb", "component_kind": "source", "component_type": "coinbase"}
 TICKS = {"component_id": "ticks", "component_kind": "sink", "component_type": "file"}
 
 
-@pytest.fixture
-async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
-    sim = CoinbaseSimulator(request.param)
-    await sim.start("127.0.0.1", 0)
-    yield sim
-    await sim.close()
-
-
-def feed(**faults: Any) -> SimulatorOptions:
-    return SimulatorOptions(
-        mode="synthetic",
-        trades_per_sec=400,
-        products=("BTC-USD", "ETH-USD"),
-        record_sent=True,
-        faults=Faults(**faults),
-    )
+PRODUCTS = ("BTC-USD", "ETH-USD")
 
 
 def pipeline_config(tmp_path: Path, url: str, source: str) -> str:
@@ -54,10 +39,6 @@ sinks:
   ticks: {{type: file, path: {tmp_path}/ticks.jsonl, inputs: [cb.ticker], batch: {{max_age_secs: 0.05}}}}
   gaps: {{type: file, path: {tmp_path}/gaps.jsonl, inputs: [cb.gap], batch: {{max_age_secs: 0.05}}}}
 """
-
-
-def jsonl(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
 
 
 def sent_tickers(session: Session) -> list[dict[str, Any]]:
@@ -86,7 +67,9 @@ def expected_gaps(tickers: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize(
-    "simulator", [feed(skip_every=7, garbage_every=25, stall_after=300)], indirect=True
+    "simulator",
+    [synthetic(PRODUCTS, skip_every=7, garbage_every=25, stall_after=300)],
+    indirect=True,
 )
 async def test_metrics_equal_what_the_simulator_sent_and_injected(
     simulator: CoinbaseSimulator, tmp_path: Path
@@ -102,16 +85,16 @@ async def test_metrics_equal_what_the_simulator_sent_and_injected(
         garbage = [f for f in session.sent if not f.startswith(b"{")]
         await wait_until(
             lambda: (
-                len(jsonl(tmp_path / "ticks.jsonl")) == len(tickers)
-                and len(jsonl(tmp_path / "gaps.jsonl")) == len(expected_gaps(tickers))
-                and len(jsonl(tmp_path / "data" / "dead_letters.jsonl")) == len(garbage)
+                len(read_jsonl(tmp_path / "ticks.jsonl")) == len(tickers)
+                and len(read_jsonl(tmp_path / "gaps.jsonl")) == len(expected_gaps(tickers))
+                and len(read_jsonl(tmp_path / "data" / "dead_letters.jsonl")) == len(garbage)
             )
         )
         samples = await running.metrics()
         assert not running.task.done()
 
-    written = jsonl(tmp_path / "ticks.jsonl")
-    gap_records = jsonl(tmp_path / "gaps.jsonl")
+    written = read_jsonl(tmp_path / "ticks.jsonl")
+    gap_records = read_jsonl(tmp_path / "gaps.jsonl")
     assert session.skipped is not None
     # what the simulator injected: trade ids it left out, each seen once a later trade of the
     # same product arrived (none after the last ticker of a product: the feed stalled first)
@@ -146,12 +129,14 @@ async def test_metrics_equal_what_the_simulator_sent_and_injected(
     )
     dead = {"component_id": "dead_letters", "component_kind": "sink"}
     assert metric(samples, "sluice_component_sent_events_total", **dead) == len(garbage)
-    letters = jsonl(tmp_path / "data" / "dead_letters.jsonl")
+    letters = read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
     assert [letter["raw"].encode() for letter in letters] == garbage
     assert all("not valid JSON" in letter["reason"] for letter in letters)
 
 
-@pytest.mark.parametrize("simulator", [feed(stall_after=40, connections=1)], indirect=True)
+@pytest.mark.parametrize(
+    "simulator", [synthetic(PRODUCTS, stall_after=40, connections=1)], indirect=True
+)
 async def test_readyz_names_a_stalled_coinbase_source_until_the_watchdog_reconnects(
     simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
