@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -87,6 +87,8 @@ class QueryError(RuntimeError):
 class ClickHouseStore(ABC):
     """A ClickHouse to check a sink against: statements in, rows out, and the sink's target."""
 
+    embedded: ClassVar[bool] = False
+
     @abstractmethod
     def query(self, sql: str, *, user: str = "default", password: str = "") -> str:
         """Run ``sql``; its answer as text (TabSeparated unless it says FORMAT). Raises
@@ -104,7 +106,7 @@ class ClickHouseStore(ABC):
 
     def info(self) -> ServerInfo:
         [[version]] = self.rows("SELECT version()")
-        return ServerInfo(parse_version(str(version)), embedded=isinstance(self, LocalChdb))
+        return ServerInfo(parse_version(str(version)), embedded=self.embedded)
 
     def create_ticker_table(
         self, database: str = "coinbase_demo", table: str = "coinbase_ticker"
@@ -236,6 +238,8 @@ class LocalChdb(ClickHouseStore):
     """A chDB data directory opened in this process, for a test to set up and read back what a
     clickhouse sink with the same ``path`` wrote. chDB runs one engine per process: while this is
     open, sinks of this process can open this directory only. ``user`` is ignored."""
+
+    embedded = True
 
     def __init__(self, path: Path) -> None:
         from sluice.sinks.clickhouse import embedded
