@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 BATCH = 50_000
 CHUNK_BYTES = 1 << 20
@@ -85,45 +85,29 @@ def plain_chdb(path: str, table: str, rows: list[bytes]) -> None:
 
 
 async def through_sink(target: str, table: str, records: Sequence[Any]) -> None:
-    from pydantic import Field
-
     from sluice.config.loader import load_config_text
-    from sluice.config.models import SourceConfig
     from sluice.logs import configure_logging
-    from sluice.plugin import Source
-    from sluice.records import Record, SourceBatch
-    from sluice.registry import Registry
     from sluice.runtime.pipeline import Pipeline
-
-    class TickersConfig(SourceConfig):
-        type: Literal["tickers"] = "tickers"
-        batch_size: int = Field(5000, description="Records per batch.")
-
-    class Tickers(Source[TickersConfig]):
-        config_model = TickersConfig
-        given: ClassVar[Sequence[Record]] = records
-
-        async def batches(self) -> AsyncIterator[SourceBatch]:
-            size = self.config.batch_size
-            for first in range(0, len(self.given), size):
-                yield SourceBatch(self.given[first : first + size])
+    from sluice.testing import ListSource, registry_with_doubles
 
     configure_logging("warning")
-    registry = Registry.from_entry_points()
-    registry.register("source", "tickers", Tickers)
+    registry = registry_with_doubles()
     database, name = table.split(".")
     where = f"url: {target}" if target.startswith("http") else f"path: {target}"
     config = load_config_text(
         f"""
 admin: {{enabled: false}}
 data_dir: {tempfile.mkdtemp(prefix="sluice-bench-")}
-sources: {{t: {{type: tickers}}}}
+sources: {{t: {{type: list, batch_size: 5000}}}}
 sinks:
   ch: {{type: clickhouse, inputs: [t], {where}, database: {database}, table: {name}}}
 """,
         registry,
     )
     pipeline = Pipeline.build(config, registry)
+    [worker] = pipeline.sources
+    assert isinstance(worker.source, ListSource)
+    worker.source.records = records
     result = await pipeline.run()
     if not result.ok:
         raise RuntimeError(result.error)
@@ -176,36 +160,26 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def prepare_server_table(server: Any, table: str) -> None:
-    from sluice.sinks.clickhouse.ddl import LEGACY_DDL, render_statements, shipped_sql
-
+def prepare_table(store: Any, table: str) -> None:
+    """The shipped ticker table, made as the sink makes it (the legacy DDL on 18.16)."""
     database, name = table.split(".")
-    text = shipped_sql(LEGACY_DDL).read_text()
-    for statement in render_statements(text, database, name):
-        server.query(statement)
+    store.create_ticker_table(database, name)
 
 
-def prepare_chdb_table(path: str, table: str) -> None:
-    from chdb import state
+def chdb_store(path: str) -> Any:
+    from sluice.sinks.clickhouse.testing import LocalChdb
 
-    from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, render_statements, shipped_sql
-
-    database, name = table.split(".")
-    connection = state.connect(path)
-    for statement in render_statements(shipped_sql(DEFAULT_DDL).read_text(), database, name):
-        connection.query(statement)
-    connection.close()
+    return LocalChdb(Path(path))
 
 
 def count_rows(target: str, table: str, server: Any) -> int:
-    if server is not None:
-        return int(server.query(f"SELECT count() FROM {table}").strip())
-    from chdb import state
-
-    connection = state.connect(target)
-    counted = int(str(connection.query(f"SELECT count() FROM {table}", "CSV")).strip())
-    connection.close()
-    return counted
+    store = server if server is not None else chdb_store(target)
+    try:
+        [[counted]] = store.rows(f"SELECT count() FROM {table}")
+    finally:
+        if server is None:
+            store.close()  # the next child process opens the directory
+    return int(counted)
 
 
 def bench_target(target_kind: str, rows: int, rounds: int, work: Path) -> dict[str, Any]:
@@ -224,11 +198,15 @@ def bench_target(target_kind: str, rows: int, rounds: int, work: Path) -> dict[s
                     target = server.url
                     server.query("CREATE DATABASE IF NOT EXISTS bench")
                     if kind == "plain":
-                        prepare_server_table(server, table)
+                        prepare_table(server, table)
                 else:
                     target = str(work / f"chdb_{kind}_{round_}")
                     if kind == "plain":
-                        prepare_chdb_table(target, table)
+                        store = chdb_store(target)
+                        try:
+                            prepare_table(store, table)
+                        finally:
+                            store.close()
                 server_cpu = process_cpu(server.process.pid) if server and server.process else 0.0
                 result = run_child(kind, target, table, rows)
                 if server is not None and server.process is not None:

@@ -1,13 +1,16 @@
-"""Shared fixtures: paths, a way to run the ``sluice`` command, and condition waits."""
+"""Shared fixtures: paths, a way to run the ``sluice`` command, and condition waits
+(:func:`wait_for` blocks, for a test outside the event loop; :func:`wait_until` awaits)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,16 +19,32 @@ SLUICE = [sys.executable, "-m", "sluice"]
 SLUICE_TESTING = [sys.executable, "-m", "sluice.testing"]
 
 
-def wait_for(
-    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail the test
+    after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        value = condition()
+        if value:
+            return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s: {condition}")
+
+
+async def wait_until(
+    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture

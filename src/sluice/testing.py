@@ -12,6 +12,7 @@ first ``fail_first_writes`` writes with the chosen error.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "ListSinkConfig",
     "ListSource",
     "ListSourceConfig",
+    "free_port",
     "registry_with_doubles",
 ]
 
@@ -44,30 +46,40 @@ class ListSourceConfig(SourceConfig):
     """Records given in the config itself."""
 
     type: Literal["list"] = "list"
-    records: list[dict[str, Any]] = Field(description="The records, in order.")
+    records: list[dict[str, Any]] = Field(
+        default_factory=list, description="The records, in order."
+    )
     batch_size: int = Field(100, gt=0, description="Records per batch.")
     kind: str = Field("record", description="The records' kind.")
 
 
 class ListSource(Source[ListSourceConfig]):
-    """Yields the configured records once, then ends (commits are recorded in ``committed``)."""
+    """Yields its records once, in batches, then ends (commits are recorded in ``committed``).
+
+    The records are the config's; a Python test may put any :class:`Record` objects (any JSON
+    text, any kinds, many thousands) in :attr:`records` before the pipeline runs. Pace it with
+    the ``rate_limit`` every source has.
+    """
 
     config_model = ListSourceConfig
     description = "Records listed in the config (test double)."
 
     def __init__(self, component_id: str, config: ListSourceConfig) -> None:
         super().__init__(component_id, config)
+        self.records: Sequence[Record] = [
+            Record.from_data(item, config.kind) for item in config.records
+        ]
+        self.emitted = 0
+        """Records yielded so far."""
         self.committed: list[Any] = []
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
-        items = self.config.records
+        items = self.records
         size = self.config.batch_size
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
-            yield SourceBatch(
-                [Record.from_data(item, self.config.kind) for item in chunk],
-                token=start + len(chunk),
-            )
+            self.emitted = start + len(chunk)
+            yield SourceBatch(list(chunk), token=self.emitted)
 
     async def commit(self, token: Any) -> None:
         self.committed.append(token)
@@ -142,6 +154,13 @@ def _append(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as file:
         file.write(data)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def registry_with_doubles() -> Registry:

@@ -1,15 +1,19 @@
-"""Session fixtures for integration tests: a real ClickHouse server of the tests' own."""
+"""Fixtures for integration tests: one real ClickHouse server for the whole session (with the
+shipped read-only `grafana` user), chDB directories per test, the Coinbase simulator on a free
+port, and fresh table names."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from sluice.sinks.clickhouse.testing import SERVER_BINARY, LocalServer
+from sluice.simulator import CoinbaseSimulator
+from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
+from tests.integration.support import grafana_users_d
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +23,9 @@ def clickhouse_server_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
         pytest.fail(
             f"{SERVER_BINARY} is missing: install Debian's clickhouse-server (.ci/run does)"
         )
-    server = LocalServer(tmp_path_factory.mktemp("clickhouse-server"))
+    server = LocalServer(
+        tmp_path_factory.mktemp("clickhouse-server"), users_d={"grafana.xml": grafana_users_d()}
+    )
     server.start()
     yield server
     server.kill()
@@ -34,11 +40,34 @@ def clickhouse_server(clickhouse_server_session: LocalServer) -> LocalServer:
 
 
 @pytest.fixture
-def table() -> str:
-    """A fresh table name per test."""
-    return f"t_{uuid.uuid4().hex[:12]}"
+def chdb(tmp_path: Path) -> Iterator[LocalChdb]:
+    """chDB in this process, in a fresh directory (a clickhouse sink's ``path``)."""
+    store = LocalChdb(tmp_path / "chdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["chdb", "server"])
+def store(request: pytest.FixtureRequest) -> ClickHouseStore:
+    """Each test runs on chDB (a current engine) and on the session's server (18.16)."""
+    if request.param == "server":
+        request.applymarker(pytest.mark.clickhouse_server)
+        server: LocalServer = request.getfixturevalue("clickhouse_server")
+        return server
+    chdb: LocalChdb = request.getfixturevalue("chdb")
+    return chdb
 
 
 @pytest.fixture
-def chdb_path(tmp_path: Path) -> Path:
-    return tmp_path / "chdb"
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
+    """The Coinbase simulator on a free port, with the test's SimulatorOptions (indirect)."""
+    sim = CoinbaseSimulator(request.param)
+    await sim.start("127.0.0.1", 0)
+    yield sim
+    await sim.close()
+
+
+@pytest.fixture
+def table() -> str:
+    """A fresh table name per test."""
+    return f"t_{uuid.uuid4().hex[:12]}"

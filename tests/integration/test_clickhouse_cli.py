@@ -5,18 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from sluice.sinks.clickhouse.testing import TEST_PASSWORD, LocalServer, free_port, ticker_bytes
+from sluice.sinks.clickhouse.testing import TEST_PASSWORD, LocalServer, ticker_bytes
+from sluice.testing import free_port
+from tests.conftest import SLUICE, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
-SLUICE = [sys.executable, "-m", "sluice"]
 QUERY = (
     "SELECT product_id, count() AS n, sum(trade_id) AS trades, max(time) AS last "
     "FROM demo.ticks GROUP BY product_id ORDER BY product_id"
@@ -31,13 +30,6 @@ def sluice(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def write_tickers(path: Path, count: int) -> None:
     path.write_bytes(b"".join(ticker_bytes(n) + b"\n" for n in range(count)))
-
-
-def wait_for(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.2)
 
 
 def test_sluice_sql_gives_the_same_answer_with_the_pipeline_running_and_stopped(
@@ -67,7 +59,7 @@ sinks:
             )
             return answer.returncode == 0 and orjson.loads(answer.stdout) == [{"n": 3000}]
 
-        wait_for(all_stored)
+        wait_for(all_stored, timeout=60, interval=0.2)
         running = sluice("sql", str(config), QUERY, "--format", "json")
         assert running.returncode == 0, running.stderr
         table_running = sluice("sql", str(config), QUERY)

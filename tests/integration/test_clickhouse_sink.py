@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,93 +13,69 @@ import pytest
 from sluice.records import Record
 from sluice.sinks.clickhouse.embedded import EmbeddedClient
 from sluice.sinks.clickhouse.errors import ClickHouseError
-from sluice.sinks.clickhouse.testing import LocalServer, ticker
-from tests.integration.clickhouse_support import ListSource, run_pipeline, ticker_record
+from sluice.sinks.clickhouse.testing import (
+    ClickHouseStore,
+    LocalChdb,
+    LocalServer,
+    QueryError,
+    ticker,
+)
+from tests.conftest import wait_until
+from tests.integration.support import (
+    build_pipeline,
+    list_source,
+    read_jsonl,
+    run_pipeline,
+    ticker_record,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def sink_yaml(tmp_path: Path, target: str, table: str, extra: str = "", source: str = "src") -> str:
+def sink_yaml(
+    tmp_path: Path,
+    store: ClickHouseStore,
+    table: str,
+    extra: str = "",
+    source: str = "{type: list, batch_size: 500}",
+) -> str:
+    """A list source ``src`` into a clickhouse sink ``ch`` writing ``sluice_test.<table>``;
+    ``extra``: more lines of the sink's config, indented 4."""
+    [(key, value)] = store.target.items()
     return f"""
 admin: {{enabled: false}}
 data_dir: {tmp_path / "data"}
 sources:
-  src: {{type: test_list, name: {source}, batch_size: 500}}
+  src: {source}
 sinks:
   ch:
     type: clickhouse
     inputs: [src]
-    {target}
+    {key}: {value}
     database: sluice_test
     table: {table}
 {extra}
 """
 
 
-class Store:
-    """Reads back what a test wrote, from the server or from chDB."""
-
-    def __init__(self, server: LocalServer | None, path: Path | None) -> None:
-        self.server = server
-        self.path = path
-
-    @property
-    def target(self) -> str:
-        if self.server is not None:
-            return f"url: {self.server.url}"
-        return f"path: {self.path}"
-
-    def rows(self, sql: str) -> list[list[Any]]:
-        if self.server is not None:
-            return self.server.rows(sql)
-
-        async def read() -> list[list[Any]]:
-            assert self.path is not None
-            client = EmbeddedClient(self.path, read_only=True)
-            await client.open()
-            try:
-                return (await client.select(sql)).rows
-            finally:
-                await client.close()
-
-        return asyncio.run(read()) if not _in_loop() else _run_in_thread(read)
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _run_in_thread(factory: Any) -> Any:
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()
-
-
-@pytest.fixture(params=["server", "chdb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "server":
-        request.applymarker(pytest.mark.clickhouse_server)
-        return Store(request.getfixturevalue("clickhouse_server"), None)
-    return Store(None, tmp_path / "chdb")
-
-
 def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "data" / "dead_letters.jsonl"
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
+
+
+def stored(server: LocalServer, table: str) -> int:
+    """Rows in ``sluice_test.<table>``; 0 before the sink created it."""
+    try:
+        [[count]] = server.rows(f"SELECT count() FROM sluice_test.{table}")
+    except QueryError:
+        return 0
+    return int(count)
 
 
 async def test_creates_the_table_and_stores_every_ticker(
-    store: Store, tmp_path: Path, table: str
+    store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:
-    ListSource.records["src"] = [ticker_record(n) for n in range(5000)]
-    result = await run_pipeline(sink_yaml(tmp_path, store.target, table))
+    records = [ticker_record(n) for n in range(5000)]
+    result = await run_pipeline(sink_yaml(tmp_path, store, table), records)
     assert result.ok, result.error
     [[count, distinct, total]] = store.rows(
         f"SELECT count(), uniqExact(sequence), sum(trade_id) FROM sluice_test.{table}"
@@ -111,11 +86,11 @@ async def test_creates_the_table_and_stores_every_ticker(
 
 
 async def test_converts_ticker_fields_to_the_column_types(
-    store: Store, tmp_path: Path, table: str
+    store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:
     message = ticker(7)
-    ListSource.records["src"] = [Record(orjson.dumps(message), "ticker")]
-    result = await run_pipeline(sink_yaml(tmp_path, store.target, table))
+    records = [Record(orjson.dumps(message), "ticker")]
+    result = await run_pipeline(sink_yaml(tmp_path, store, table), records)
     assert result.ok, result.error
     [row] = store.rows(
         "SELECT price, best_bid_size, volume_30d, trade_id, sequence, side, "
@@ -127,16 +102,17 @@ async def test_converts_ticker_fields_to_the_column_types(
     assert volume == 456789.12345678
     assert (trade_id, sequence, side) == (message["trade_id"], message["sequence"], "buy")
     assert seconds == 1_761_000_000  # 2025-10-20T22:40:00.008638Z
-    if store.server is None:  # chDB: DateTime64(6) keeps the microseconds
+    if isinstance(store, LocalChdb):  # chDB: DateTime64(6) keeps the microseconds
         assert time_text == "2025-10-20 22:40:00.008638"
     else:  # 18.16: the legacy table's DateTime keeps seconds (documented fallback)
         assert time_text == "2025-10-20 22:40:00"
 
 
 async def test_converts_to_decimal_integer_date_and_nullable_columns(
-    store: Store, tmp_path: Path, table: str
+    store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:
-    time_type = "DateTime64(3, 'UTC')" if store.server is None else "DateTime('UTC')"
+    chdb = isinstance(store, LocalChdb)
+    time_type = "DateTime64(3, 'UTC')" if chdb else "DateTime('UTC')"
     ddl = tmp_path / "custom.sql"
     ddl.write_text(
         f"""CREATE DATABASE IF NOT EXISTS {{database}};
@@ -158,9 +134,10 @@ CREATE TABLE IF NOT EXISTS {{database}}.{{table}} (
         {"at": 1618677811, "day": "2021-04-18", "amount": 0.5, "small": 3, "count": "8",
          "label": "given", "note": "n"},
     ]  # fmt: skip
-    ListSource.records["src"] = [Record(orjson.dumps(r)) for r in records]
     extra = f"    ddl: {ddl}\n"
-    result = await run_pipeline(sink_yaml(tmp_path, store.target, table).rstrip() + "\n" + extra)
+    result = await run_pipeline(
+        sink_yaml(tmp_path, store, table, extra), [Record(orjson.dumps(r)) for r in records]
+    )
     assert result.ok, result.error
     rows = store.rows(
         "SELECT toUnixTimestamp(at), toString(day), toString(amount), small, count, note, label, "
@@ -172,20 +149,19 @@ CREATE TABLE IF NOT EXISTS {{database}}.{{table}} (
     assert rows[1] == [1618677811, "2021-04-18", Decimal("0.5"), 3, 8, "n", "given", 16]
     # a DEFAULT column left out: current engines compute the expression; 18.16 stores the type's
     # default (documented)
-    assert rows[0][6] == ("none" if store.server is None else "")
+    assert rows[0][6] == ("none" if chdb else "")
     assert dead_letters(tmp_path) == []
 
 
 async def test_records_that_do_not_fit_go_to_dead_letters_and_the_rest_is_stored(
-    store: Store, tmp_path: Path, table: str
+    store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:
     records = [ticker_record(n) for n in range(3000)]
     records[10] = ticker_record(10, price="not a number")
     records[1500] = ticker_record(1500, time=None)  # a required column missing
     records[2999] = ticker_record(2999, trade_id=-5)  # UInt64
     records[42] = Record(b"[1, 2]")
-    ListSource.records["src"] = records
-    result = await run_pipeline(sink_yaml(tmp_path, store.target, table))
+    result = await run_pipeline(sink_yaml(tmp_path, store, table), records)
     assert result.ok, result.error
     [[count]] = store.rows(f"SELECT count() FROM sluice_test.{table}")
     assert count == 2996
@@ -201,7 +177,7 @@ async def test_records_that_do_not_fit_go_to_dead_letters_and_the_rest_is_stored
 
 
 async def test_a_row_the_server_refuses_goes_to_dead_letters_with_its_reason(
-    store: Store, tmp_path: Path, table: str
+    store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:
     ddl = tmp_path / "fixed.sql"
     ddl.write_text(
@@ -211,9 +187,8 @@ async def test_a_row_the_server_refuses_goes_to_dead_letters_with_its_reason(
     )
     records = [Record(orjson.dumps({"n": n, "code": "USD"})) for n in range(2000)]
     records[777] = Record(orjson.dumps({"n": 777, "code": "TOOLONG"}))
-    ListSource.records["src"] = records
     extra = f"    ddl: {ddl}\n    batch: {{max_events: 2000, max_age_secs: 0.5}}\n"
-    result = await run_pipeline(sink_yaml(tmp_path, store.target, table).rstrip() + "\n" + extra)
+    result = await run_pipeline(sink_yaml(tmp_path, store, table, extra), records)
     assert result.ok, result.error
     [[count, total]] = store.rows(f"SELECT count(), sum(n) FROM sluice_test.{table}")
     assert (count, total) == (1999, sum(range(2000)) - 777)
@@ -226,7 +201,7 @@ async def test_a_row_the_server_refuses_goes_to_dead_letters_with_its_reason(
 
 @pytest.mark.slow
 async def test_chdb_retry_after_a_lost_acknowledgement_stores_nothing_twice(
-    chdb_path: Path, tmp_path: Path, table: str, monkeypatch: pytest.MonkeyPatch
+    chdb: LocalChdb, tmp_path: Path, table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """chDB cannot lose a connection; injected: every 3rd insert is stored, then reported
     failed (as when a server dies between the commit and the answer). The sink sends the batch
@@ -242,16 +217,13 @@ async def test_chdb_retry_after_a_lost_acknowledgement_stores_nothing_twice(
             raise ClickHouseError("connection lost after the insert (injected)")
 
     monkeypatch.setattr(EmbeddedClient, "insert_stream", stored_then_lost)
-    ListSource.records["src"] = [ticker_record(n) for n in range(20_000)]
     extra = "    batch: {max_events: 2000, max_age_secs: 0.2}\n    retry: {initial_backoff_secs: 0.01}\n"
     result = await run_pipeline(
-        sink_yaml(tmp_path, f"path: {chdb_path}", table).rstrip() + "\n" + extra
+        sink_yaml(tmp_path, chdb, table, extra), [ticker_record(n) for n in range(20_000)]
     )
     assert result.ok, result.error
     assert calls == 10  # 10 batches; 4 acknowledgements lost, each batch sent again
-    rows = Store(None, chdb_path).rows(
-        f"SELECT count(), uniqExact(sequence) FROM sluice_test.{table}"
-    )
+    rows = chdb.rows(f"SELECT count(), uniqExact(sequence) FROM sluice_test.{table}")
     assert rows == [[20_000, 20_000]]
 
 
@@ -274,10 +246,10 @@ async def test_server_without_dedup_token_stores_a_retried_batch_twice_and_final
             raise ClickHouseError("connection lost after the insert (injected)")
 
     monkeypatch.setattr(HttpClient, "insert_stream", stored_then_lost)
-    ListSource.records["src"] = [ticker_record(n) for n in range(4000)]
     extra = "    batch: {max_events: 1000, max_age_secs: 0.2}\n    retry: {initial_backoff_secs: 0.01}\n"
     result = await run_pipeline(
-        sink_yaml(tmp_path, f"url: {clickhouse_server.url}", table).rstrip() + "\n" + extra
+        sink_yaml(tmp_path, clickhouse_server, table, extra),
+        [ticker_record(n) for n in range(4000)],
     )
     assert result.ok, result.error
     [[raw_count]] = clickhouse_server.rows(f"SELECT count() FROM sluice_test.{table}")
@@ -298,38 +270,20 @@ async def test_server_killed_mid_run_and_restarted_10s_later_loses_nothing(
     just before the kill could be stored twice: FINAL collapses it; the raw count is bounded by
     one batch of such copies (the test states what happened)."""
     total = 30_000
-    ListSource.records["src"] = [ticker_record(n) for n in range(total)]
-    yaml = f"""
-admin: {{enabled: false}}
-data_dir: {tmp_path / "data"}
-sources:
-  src: {{type: test_list, name: src, batch_size: 300, events_per_sec: 1500}}
-sinks:
-  ch:
-    type: clickhouse
-    inputs: [src]
-    url: {clickhouse_server.url}
-    database: sluice_test
-    table: {table}
-    batch: {{max_events: 2000, max_age_secs: 0.3}}
-    retry: {{initial_backoff_secs: 0.2, max_backoff_secs: 2}}
-"""
-    run = asyncio.create_task(run_pipeline(yaml))
-
-    def stored() -> int:
-        return int(clickhouse_server.query(f"SELECT count() FROM sluice_test.{table}").strip() or 0)
-
-    deadline = time.monotonic() + 60
-    while True:  # mid-run: some rows stored, most still to come
-        try:
-            if stored() >= 3000:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    yaml = sink_yaml(
+        tmp_path,
+        clickhouse_server,
+        table,
+        "    batch: {max_events: 2000, max_age_secs: 0.3}\n"
+        "    retry: {initial_backoff_secs: 0.2, max_backoff_secs: 2}",
+        source="{type: list, batch_size: 300, rate_limit: {events_per_sec: 1500, burst: 300}}",
+    )
+    pipeline = build_pipeline(yaml, [ticker_record(n) for n in range(total)])
+    run = asyncio.create_task(run_pipeline(pipeline))
+    # mid-run: some rows stored, most still to come
+    await wait_until(lambda: stored(clickhouse_server, table) >= 3000, timeout=60)
     clickhouse_server.kill()
-    killed_at = ListSource.emitted["src"]
+    killed_at = list_source(pipeline).emitted
     await asyncio.sleep(10)  # the scenario itself: the server stays down for 10 s
     await asyncio.to_thread(clickhouse_server.start)
     result = await asyncio.wait_for(run, timeout=120)
@@ -347,24 +301,29 @@ sinks:
 async def test_one_process_can_open_one_chdb_directory_shared_by_its_sinks(
     tmp_path: Path, table: str
 ) -> None:
-    ListSource.records["src"] = [ticker_record(n) for n in range(100)]
+    records = [ticker_record(n) for n in range(100)]
 
     def two_sinks(second_path: Path) -> str:
         return f"""
 admin: {{enabled: false}}
 data_dir: {tmp_path / "data"}
-sources: {{src: {{type: test_list, name: src}}}}
+sources: {{src: {{type: list}}}}
 sinks:
   a: {{type: clickhouse, inputs: [src], path: {tmp_path / "one"}, database: d, table: {table}}}
   b: {{type: clickhouse, inputs: [src], path: {second_path}, database: d, table: {table}_b}}
 """
 
-    shared = await run_pipeline(two_sinks(tmp_path / "one"))
+    shared = await run_pipeline(two_sinks(tmp_path / "one"), records)
     assert shared.ok, shared.error
-    assert Store(None, tmp_path / "one").rows(
-        f"SELECT (SELECT count() FROM d.{table}), (SELECT count() FROM d.{table}_b)"
-    ) == [[100, 100]]
-    refused = await run_pipeline(two_sinks(tmp_path / "two"))
+    one = LocalChdb(tmp_path / "one")
+    try:
+        counts = one.rows(
+            f"SELECT (SELECT count() FROM d.{table}), (SELECT count() FROM d.{table}_b)"
+        )
+    finally:
+        one.close()
+    assert counts == [[100, 100]]
+    refused = await run_pipeline(two_sinks(tmp_path / "two"), records)
     assert not refused.ok
     assert "one engine per process" in str(refused.error)
 
@@ -374,31 +333,19 @@ async def test_a_table_dropped_mid_run_is_created_again_and_writing_goes_on(
     clickhouse_server: LocalServer, tmp_path: Path, table: str
 ) -> None:
     total = 6000
-    ListSource.records["src"] = [ticker_record(n) for n in range(total)]
-    yaml = f"""
-admin: {{enabled: false}}
-data_dir: {tmp_path / "data"}
-sources:
-  src: {{type: test_list, name: src, batch_size: 200, events_per_sec: 2000}}
-sinks:
-  ch:
-    type: clickhouse
-    inputs: [src]
-    url: {clickhouse_server.url}
-    database: sluice_test
-    table: {table}
-    batch: {{max_events: 500, max_age_secs: 0.2}}
-    retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.5}}
-"""
-    run = asyncio.create_task(run_pipeline(yaml))
-    deadline = time.monotonic() + 30
-    while clickhouse_server.rows(f"EXISTS TABLE sluice_test.{table}") != [[1]] or not int(
-        clickhouse_server.query(f"SELECT count() FROM sluice_test.{table}").strip()
-    ):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    yaml = sink_yaml(
+        tmp_path,
+        clickhouse_server,
+        table,
+        "    batch: {max_events: 500, max_age_secs: 0.2}\n"
+        "    retry: {initial_backoff_secs: 0.05, max_backoff_secs: 0.5}",
+        source="{type: list, batch_size: 200, rate_limit: {events_per_sec: 2000, burst: 200}}",
+    )
+    pipeline = build_pipeline(yaml, [ticker_record(n) for n in range(total)])
+    run = asyncio.create_task(run_pipeline(pipeline))
+    await wait_until(lambda: stored(clickhouse_server, table) > 0, timeout=30)
     clickhouse_server.query(f"DROP TABLE sluice_test.{table}")
-    dropped_at = ListSource.emitted["src"]
+    dropped_at = list_source(pipeline).emitted
     result = await asyncio.wait_for(run, timeout=60)
     assert result.ok, result.error
     assert dropped_at < total

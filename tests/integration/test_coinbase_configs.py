@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from websockets.asyncio.client import connect
 from sluice.config.loader import load_config, load_config_text
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
+from tests.integration.support import read_jsonl, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,16 +35,10 @@ async def test_the_offline_example_runs_on_its_own_simulator(
     registry = Registry.from_entry_points()
     text = (ROOT / "examples/offline.yaml").read_text().replace("speed: 1}", "speed: 20}")
     pipeline = Pipeline.build(load_config_text(text, registry), registry)
-    task = asyncio.create_task(pipeline.run())
     out = tmp_path / "sluice-data/offline-ticks.jsonl"
-    deadline = time.monotonic() + 20
-    while not (out.exists() and out.read_bytes().count(b"\n") >= 20):
-        assert not task.done()
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    pipeline.stop()
-    assert (await task).ok
-    tickers = [json.loads(line) for line in out.read_bytes().splitlines()]
+    result = await run_pipeline(pipeline, until=lambda: len(read_jsonl(out)) >= 20, timeout=20)
+    assert result.ok
+    tickers = read_jsonl(out)
     assert {t["type"] for t in tickers} == {"ticker"}
     products = {"SKL-USD", "BAND-BTC", "DASH-BTC", "NMR-EUR", "SKL-BTC"}
     assert {t["product_id"] for t in tickers} <= products

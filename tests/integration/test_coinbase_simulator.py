@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,13 @@ from typing import Any
 import orjson
 import pytest
 
-from sluice.config.loader import load_config_text
 from sluice.logs import configure_logging
-from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline, RunResult
-from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+from sluice.simulator import CoinbaseSimulator, SimulatorOptions
 from sluice.simulator.markets import load_recording
+from sluice.testing import free_port
+from tests.conftest import wait_until
+from tests.integration.support import build_pipeline, read_jsonl, run_pipeline, synthetic
 
 LABELS = {"component_id": "cb", "component_kind": "source", "component_type": "coinbase"}
 
@@ -39,14 +39,6 @@ class Run:
 
     def of_type(self, *types: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["type"] in types]
-
-
-@pytest.fixture
-async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
-    sim = CoinbaseSimulator(request.param)
-    await sim.start()
-    yield sim
-    await sim.close()
 
 
 async def run_until(
@@ -79,23 +71,10 @@ sinks:
     inputs: [cb]
     batch: {{max_age_secs: 0.05}}
 """
-    registry = Registry.from_entry_points()
-    pipeline = Pipeline.build(load_config_text(config, registry), registry)
-    task = asyncio.create_task(pipeline.run())
-    deadline = time.monotonic() + timeout
-    try:
-        while not until():
-            assert not task.done(), f"the pipeline ended early: {task.result()}"
-            assert time.monotonic() < deadline, "the condition did not come true in time"
-            await asyncio.sleep(0.02)
-    finally:
-        pipeline.stop()
-        result = await asyncio.wait_for(task, 30)
+    pipeline = build_pipeline(config)
+    result = await run_pipeline(pipeline, until=until, timeout=timeout)
     lines = out.read_bytes().splitlines() if out.exists() else []
-    dead_path = tmp_path / "data" / "dead_letters.jsonl"
-    dead = (
-        [orjson.loads(x) for x in dead_path.read_bytes().splitlines()] if dead_path.exists() else []
-    )
+    dead = read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
     return Run(result, pipeline, [orjson.loads(x) for x in lines], lines, dead, log.getvalue())
 
 
@@ -147,16 +126,6 @@ def check_every_trade_written_once_or_gap(run: Run, sim: CoinbaseSimulator, stre
     for product, ids in written.items():
         for trade_id in range(min(ids), max(ids) + 1):
             assert accounted(product, trade_id), f"{product} trade {trade_id} vanished"
-
-
-def synthetic(**faults: Any) -> SimulatorOptions:
-    return SimulatorOptions(
-        mode="synthetic",
-        trades_per_sec=faults.pop("trades_per_sec", 400),
-        heartbeat_interval_secs=0.2,
-        record_sent=True,
-        faults=Faults(**faults),
-    )
 
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
@@ -324,7 +293,6 @@ async def test_a_too_slow_pipeline_is_disconnected_and_recovers_with_the_loss_as
 async def test_an_unknown_product_is_a_clear_fatal_error_not_a_retry_loop(
     simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
-    registry = Registry.from_entry_points()
     config = f"""
 data_dir: {tmp_path / "data"}
 admin: {{enabled: false}}
@@ -333,8 +301,7 @@ sources:
 sinks:
   out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
 """
-    pipeline = Pipeline.build(load_config_text(config, registry), registry)
-    result = await asyncio.wait_for(pipeline.run(), 15)
+    result = await run_pipeline(config, timeout=15)
     assert not result.ok
     assert result.error is not None
     assert "FOO-USD is not a valid product" in result.error
@@ -342,20 +309,9 @@ sinks:
 
 
 async def test_an_unreachable_feed_is_said_once_per_attempt_and_retried(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    attempts: list[float] = []
-
-    def two_attempts() -> bool:
-        attempts[:] = [1.0] * run_log.getvalue().count("source.restarting")
-        return len(attempts) >= 2
-
+    port = free_port()  # nothing listens there
     run_log = io.StringIO()
     configure_logging("info", "text", stream=run_log)
-    registry = Registry.from_entry_points()
     config = f"""
 data_dir: {tmp_path / "data"}
 admin: {{enabled: false}}
@@ -368,12 +324,9 @@ sources:
 sinks:
   out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
 """
-    pipeline = Pipeline.build(load_config_text(config, registry), registry)
+    pipeline = build_pipeline(config)
     task = asyncio.create_task(pipeline.run())
-    deadline = time.monotonic() + 10
-    while not two_attempts():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: run_log.getvalue().count("source.restarting") >= 2, timeout=10)
     readiness = (await pipeline.readiness())["source/cb"]
     pipeline.stop()
     assert (await task).ok
@@ -383,43 +336,3 @@ sinks:
     )
     assert readiness.ready is False
     assert f"cannot reach 127.0.0.1:{port}" in readiness.reason  # the runner names the restart
-
-
-@pytest.mark.parametrize("simulator", [synthetic(stall_after=60, connections=1)], indirect=True)
-async def test_readiness_follows_the_connection_and_the_feed(
-    simulator: CoinbaseSimulator, tmp_path: Path
-) -> None:
-    states: list[bool] = []
-    pipeline_ref: list[Pipeline] = []
-
-    registry = Registry.from_entry_points()
-    config = f"""
-data_dir: {tmp_path / "data"}
-admin: {{enabled: false}}
-sources:
-  cb:
-    type: coinbase
-    url: "{simulator.url}"
-    products: [BTC-USD]
-    stale_after_secs: 1.0
-    reconnect: {{initial_backoff_secs: 5, max_backoff_secs: 5}}
-sinks:
-  out: {{type: file, path: {tmp_path / "out.jsonl"}, inputs: [cb]}}
-"""
-    pipeline = Pipeline.build(load_config_text(config, registry), registry)
-    pipeline_ref.append(pipeline)
-    task = asyncio.create_task(pipeline.run())
-    deadline = time.monotonic() + 15
-    while not (simulator.sessions and simulator.sessions[0].sent_frames >= 10):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    states.append((await pipeline.readiness())["source/cb"].ready)
-    while not simulator.sessions[0].disconnected:  # stalled, then dropped by the watchdog
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    states.append((await pipeline.readiness())["source/cb"].ready)
-    pipeline.stop()
-    assert (await task).ok
-    assert states == [True, False]
-    value = pipeline.metrics.registry.get_sample_value("sluice_source_connected", LABELS)
-    assert value == 0.0

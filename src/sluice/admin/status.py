@@ -29,16 +29,21 @@ RATE_WINDOW_SECS = 10.0
 
 
 def _by_component(metrics: Metrics, metric: Any) -> dict[str, float]:
-    """Sum a family's series per component id."""
+    """Sum a family's series per component id (none when metrics are off)."""
     out: dict[str, float] = defaultdict(float)
+    if not metrics.enabled:
+        return out
     for labels, value in metrics.values(metric).items():
         out[labels[0]] += value
     return out
 
 
 def _by_component_and(metrics: Metrics, metric: Any) -> dict[str, dict[str, float]]:
-    """A family with one extra label, as ``{component_id: {label: value}}``."""
+    """A family with one extra label, as ``{component_id: {label: value}}`` (none when metrics
+    are off)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
+    if not metrics.enabled:
+        return out
     for labels, value in metrics.values(metric).items():
         out[labels[0]][labels[3]] = value
     return out
@@ -58,19 +63,19 @@ async def build_status(
     now = time.time()
     m = pipeline.metrics
     enabled = m.enabled
-    sent = _by_component(m, m.sent_events) if enabled else {}
-    sent_bytes = _by_component(m, m.sent_bytes) if enabled else {}
-    dead = _by_component(m, m.dead_letters) if enabled else {}
-    errors = _by_component_and(m, m.errors) if enabled else {}
-    dropped = _by_component_and(m, m.dropped) if enabled else {}
-    connected = _by_component(m, m.connected) if enabled else {}
-    reconnects = _by_component(m, m.reconnects) if enabled else {}
-    gaps = _by_component(m, m.gaps) if enabled else {}
-    missed = _by_component(m, m.missed) if enabled else {}
-    last_event = _by_component(m, m.last_event_time) if enabled else {}
-    last_receive = _by_component(m, m.last_receive_time) if enabled else {}
-    waits = _by_component(m, m.rate_limit_waits) if enabled else {}
-    retries = _by_component(m, m.retries) if enabled else {}
+    sent = _by_component(m, m.sent_events)
+    sent_bytes = _by_component(m, m.sent_bytes)
+    dead = _by_component(m, m.dead_letters)
+    errors = _by_component_and(m, m.errors)
+    dropped = _by_component_and(m, m.dropped)
+    connected = _by_component(m, m.connected)
+    reconnects = _by_component(m, m.reconnects)
+    gaps = _by_component(m, m.gaps)
+    missed = _by_component(m, m.missed)
+    last_event = _by_component(m, m.last_event_time)
+    last_receive = _by_component(m, m.last_receive_time)
+    waits = _by_component(m, m.rate_limit_waits)
+    retries = _by_component(m, m.retries)
     readiness = await pipeline.readiness()
     last_second = history.last_second(now) if history is not None else math.floor(now) - 1
 

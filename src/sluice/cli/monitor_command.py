@@ -4,7 +4,9 @@ trade-id gaps, read from the store of the config's queryable sink (the ClickHous
 The queries are those of ``sql/ingestion_monitoring.sql`` (:mod:`sluice.observe.monitoring_sql`),
 for the sink's ``database.table``. They go through the running pipeline's admin server
 (``POST /api/query``) when it answers, since an embedded store (chDB) can be open in one process
-only; otherwise the sink is started in this process just to query it.
+only; otherwise the sink's store is opened here read-only, as ``sluice sql`` does
+(:mod:`sluice.cli.sink_query`). The sink is never started: monitoring creates no database or table
+and writes nothing; a table that does not exist yet is reported as such (exit 1).
 """
 
 from __future__ import annotations
@@ -17,35 +19,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import aiohttp
 import orjson
-import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sluice.admin.server import parse_listen
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_or_exit, load_registry
+from sluice.cli.sink_query import NotQueryable, QueryFailed, Via, choose_sink, connect
 from sluice.config import LoadedConfig
-from sluice.metrics import Metrics
 from sluice.observe.monitoring_sql import DEFAULT_TABLE, TABLE_NAME, render
-from sluice.plugin import ComponentContext, QueryResult, Sink
+from sluice.plugin import QueryResult
 from sluice.registry import Registry
 
-__all__ = ["MonitorReport", "collect", "register", "render_report"]
+__all__ = ["MonitorReport", "collect", "register", "render_report", "run_monitor"]
 
 Query = Callable[[str], Awaitable[QueryResult]]
-
-
-class MonitorError(RuntimeError):
-    """The store could not be reached or queried; the message says why (exit 1)."""
-
-
-class MonitorUsageError(MonitorError):
-    """The config or the options do not name something to monitor (exit 2)."""
 
 
 @dataclass
@@ -173,32 +165,6 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
 # -- where the queries go ------------------------------------------------------------------------
 
 
-def queryable_sink(loaded: LoadedConfig, registry: Registry, sink_id: str | None) -> str:
-    """The id of the sink to query; raises MonitorError naming the choices."""
-    queryable = [
-        name
-        for name, config in loaded.sinks.items()
-        if registry.sinks[config.type].query is not Sink.query
-    ]
-    if sink_id is not None:
-        if sink_id not in loaded.sinks:
-            raise MonitorUsageError(f"no sink named '{sink_id}' in the config")
-        if sink_id not in queryable:
-            raise MonitorUsageError(
-                f"sink '{sink_id}' ({loaded.sinks[sink_id].type}) cannot be queried"
-            )
-        return sink_id
-    if not queryable:
-        raise MonitorUsageError(
-            "no sink in this config can be queried (sluice monitor reads a ClickHouse sink's table)"
-        )
-    if len(queryable) > 1:
-        raise MonitorUsageError(
-            f"several sinks can be queried ({', '.join(queryable)}): pick one with --sink"
-        )
-    return queryable[0]
-
-
 def sink_table(config: Any) -> str:
     """``database.table`` of a sink's config (fields ``database`` and ``table``), else the
     default Coinbase ticker table."""
@@ -206,35 +172,6 @@ def sink_table(config: Any) -> str:
     if isinstance(database, str) and isinstance(table, str):
         return f"{database}.{table}"
     return DEFAULT_TABLE
-
-
-def admin_query(url: str, sink_id: str, session: aiohttp.ClientSession) -> Query:
-    async def query(sql: str) -> QueryResult:
-        async with session.post(url + "api/query", json={"sql": sql, "sink": sink_id}) as response:
-            body = await response.json(loads=orjson.loads)
-            if response.status != 200:
-                raise MonitorError(f"query failed: {body.get('error', response.status)}")
-        return QueryResult(body["columns"], body["rows"], body.get("types", []))
-
-    return query
-
-
-async def admin_url(loaded: LoadedConfig, session: aiohttp.ClientSession) -> str | None:
-    """The running pipeline's admin URL if it answers /healthz."""
-    admin = loaded.model.admin
-    if not admin.enabled:
-        return None
-    host, port = parse_listen(admin.listen)
-    if port == 0:
-        return None
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)  # noqa: S104
-    url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-    try:
-        async with session.get(url + "healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-            await r.read()
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return None
-    return url
 
 
 async def run_monitor(
@@ -245,43 +182,24 @@ async def run_monitor(
     table: str | None,
     minutes: int,
     hours: int,
-    via: str = "auto",
+    via: Via = "auto",
 ) -> MonitorReport:
-    """Collect one report, through the admin server or a sink started here."""
-    chosen = queryable_sink(loaded, registry, sink_id)
-    sink_config = loaded.sinks[chosen]
-    target = table or sink_table(sink_config)
+    """Collect one report, through the admin server or from the store opened read-only here.
+    Raises NotQueryable (a usage error) or QueryFailed."""
+    chosen = choose_sink(loaded, registry, sink_id)
+    target = table or sink_table(loaded.sinks[chosen])
     if not TABLE_NAME.match(target):
-        raise MonitorUsageError(f"expected --table database.table, got {target!r}")
+        raise NotQueryable(f"expected --table database.table, got {target!r}")
     async with aiohttp.ClientSession() as session:
-        url = await admin_url(loaded, session) if via in ("auto", "admin") else None
-        if url is not None:
-            return await collect(
-                admin_query(url, chosen, session), target, f"{url} (sink {chosen})", minutes, hours
-            )
-        if via == "admin":
-            raise MonitorError(f"the admin server at {loaded.model.admin.listen} does not answer")
-    sink = registry.sinks[sink_config.type](chosen, sink_config)
-    ctx = ComponentContext(
-        component_id=chosen,
-        component_kind="sink",
-        component_type=sink_config.type,
-        data_dir=Path(loaded.model.data_dir) / "sinks" / chosen,
-        log=structlog.get_logger("sluice").bind(component_id=chosen, command="monitor"),
-        metrics=Metrics(enabled=False).component(chosen, "sink", sink_config.type),
-    )
-    try:
-        await sink.start(ctx)
-        return await collect(sink.query, target, f"sink {chosen}", minutes, hours)
-    finally:
-        await sink.close()
+        store = await connect(loaded, registry, chosen, session, via)
+        return await collect(store.query, target, store.via, minutes, hours)
 
 
 def monitor(
     config: Annotated[Path, typer.Argument(help="The pipeline's YAML file.")],
     sink: Annotated[
         str | None,
-        typer.Option("--sink", help="The sink to read (default: the only queryable one)."),
+        typer.Option("--sink", help="The sink to read (default: the first queryable one)."),
     ] = None,
     table: Annotated[
         str | None, typer.Option("--table", help="database.table (default: the sink's).")
@@ -322,16 +240,13 @@ def monitor(
                     table=table,
                     minutes=minutes,
                     hours=hours,
-                    via=via,
+                    via=cast("Via", via),
                 )
             )
-        except MonitorUsageError as exc:
+        except NotQueryable as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(EXIT_USAGE) from exc
-        except MonitorError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(EXIT_FAILURE) from exc
-        except Exception as exc:
+        except QueryFailed as exc:
             print(f"error: monitoring queries failed: {exc}", file=sys.stderr)
             raise typer.Exit(EXIT_FAILURE) from exc
         if output == "json":

@@ -62,6 +62,8 @@ class Session(WSListener):
         self.trade_frames = 0
         self.sent: list[bytes] | None = [] if self.options.record_sent else None
         """Every frame sent (bytes as the client decodes them), when recording."""
+        self.skipped: list[bytes] | None = [] if self.options.record_sent else None
+        """Every trade frame left out by the ``skip_every`` fault while live, when recording."""
         self.close_reason = ""
         self.connected_at = 0.0
         self.stalled_at = 0.0
@@ -246,6 +248,8 @@ class Session(WSListener):
         self.trade_frames += 1
         n = self.trade_frames
         if f.skip_every and n % f.skip_every == 0:
+            if self.skipped is not None and self.live:
+                self.skipped.append(event.frame)
             return
         if f.reorder_every:
             held = self._held

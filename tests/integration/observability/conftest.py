@@ -1,45 +1,30 @@
-"""Fixtures for the observability tests: a ClickHouse 18.16 server for the session, a chDB
-session per test, and the directory where test runs leave artifacts (screenshots)."""
+"""Fixtures for the observability tests: the Coinbase ticker table with a deliberate stop (on
+chDB and on the session's server), the directory where test runs leave artifacts (screenshots),
+and the process log in a file."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
-from obs_support import (
-    REPO,
-    Chdb,
-    ClickHouseServer,
-    LogFile,
-    clickhouse_available,
-    grafana_users_d,
-)
+from obs_support import LogFile, SeededTable, seed_ticker
+from tests.conftest import REPO
 
 from sluice.logs import configure_logging
-
-
-@pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    """Debian's clickhouse-server (18.16) with the shipped read-only `grafana` user."""
-    if not clickhouse_available():
-        pytest.fail("clickhouse-server is not installed (the CI installs Debian's package)")
-    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"))
-    server.start(users_d={"grafana.xml": grafana_users_d()})
-    try:
-        yield server
-    finally:
-        server.stop()
+from sluice.sinks.clickhouse.testing import ClickHouseStore, LocalServer
 
 
 @pytest.fixture
-def chdb(tmp_path: Path) -> Iterator[Chdb]:
-    session = Chdb(tmp_path / "chdb")
-    try:
-        yield session
-    finally:
-        session.close()
+def seeded(store: ClickHouseStore) -> Iterator[SeededTable]:
+    """A ticker table of its own database, made from the shipped DDL, with a deliberate stop."""
+    database = f"mon_{uuid.uuid4().hex[:10]}"
+    yield seed_ticker(store, f"{database}.coinbase_ticker", time.time())
+    if isinstance(store, LocalServer):
+        store.query(f"DROP DATABASE IF EXISTS {database}")
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,13 @@
-"""Helpers for the observability tests: a ClickHouse 18.16 server, a pipeline run in process with
-its admin server, Prometheus text parsing, and the ticker table with a deliberate stop."""
+"""Helpers for the observability tests: the ticker table with a deliberate stop, a pipeline run in
+process with its admin server, Prometheus text parsing, and test doubles the test drives."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,204 +23,20 @@ from sluice.plugin import Sink, Source
 from sluice.records import Record, SourceBatch
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline, RunResult
-
-CLICKHOUSE_SERVER = "/usr/sbin/clickhouse-server"
-REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- ClickHouse 18.16 ------------------------------------------------------------------------------
-
-_CONFIG = """<?xml version="1.0"?>
-<yandex>
-    <logger><level>warning</level><log>{root}/log/server.log</log>
-        <errorlog>{root}/log/error.log</errorlog><console>0</console></logger>
-    <http_port>{http_port}</http_port>
-    <tcp_port>{tcp_port}</tcp_port>
-    <listen_host>127.0.0.1</listen_host>
-    <path>{root}/data/</path>
-    <tmp_path>{root}/tmp/</tmp_path>
-    <user_files_path>{root}/user_files/</user_files_path>
-    <format_schema_path>{root}/format_schemas/</format_schema_path>
-    <users_config>{root}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mark_cache_size>268435456</mark_cache_size>
-    <uncompressed_cache_size>268435456</uncompressed_cache_size>
-    <max_concurrent_queries>20</max_concurrent_queries>
-</yandex>
-"""
-
-_USERS = """<?xml version="1.0"?>
-<yandex>
-    <profiles>
-        <default><max_memory_usage>1000000000</max_memory_usage></default>
-    </profiles>
-    <users>
-        <default>
-            <password></password>
-            <networks><ip>127.0.0.1</ip></networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
-    </users>
-    <quotas>
-        <default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-            <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-        </interval></default>
-    </quotas>
-</yandex>
-"""
-
-
-GRAFANA_PASSWORD = "grafana-test-password"
-
-
-def grafana_users_d() -> str:
-    """The shipped users.d file for old servers, with the test password's hash filled in."""
-    text = (REPO / "observability/grafana/clickhouse/users.d/grafana.xml").read_text()
-    digest = hashlib.sha256(GRAFANA_PASSWORD.encode()).hexdigest()
-    assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
-    return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
-
-
-class ClickHouseError(RuntimeError):
-    pass
-
-
-@dataclass
-class ClickHouseServer:
-    """A clickhouse-server (Debian's 18.16) with its own config, data and free ports."""
-
-    root: Path
-    http_port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self, users_d: dict[str, str] | None = None) -> None:
-        for sub in ("log", "data", "tmp", "user_files", "format_schemas", "users.d"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        for name, text in (users_d or {}).items():
-            (self.root / "users.d" / name).write_text(text)
-        (self.root / "users.xml").write_text(_USERS)
-        for _attempt in range(3):
-            self.http_port = free_port()
-            config = _CONFIG.format(root=self.root, http_port=self.http_port, tcp_port=free_port())
-            (self.root / "config.xml").write_text(config)
-            with (self.root / "log" / "stderr.log").open("wb") as stderr:
-                self.process = subprocess.Popen(
-                    [CLICKHOUSE_SERVER, f"--config-file={self.root / 'config.xml'}"],
-                    cwd=self.root,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                )
-            if self._wait_ready(30.0):
-                return
-            self.stop()
-        raise RuntimeError(f"clickhouse-server did not start; see {self.root / 'log'}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                return False
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}ping", timeout=1) as r,
-            ):
-                if r.read().strip() == b"Ok.":
-                    return True
-            time.sleep(0.1)
-        return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/"
-
-    def query(self, sql: str, user: str = "default", password: str = "") -> str:
-        params = urllib.parse.urlencode({"user": user, "password": password})
-        request = urllib.request.Request(f"{self.url}?{params}", data=sql.encode(), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return str(response.read().decode())
-        except urllib.error.HTTPError as exc:
-            raise ClickHouseError(exc.read().decode(errors="replace")) from exc
-
-    def rows(self, sql: str, **kwargs: str) -> list[list[str]]:
-        text = self.query(sql + "\nFORMAT TabSeparated", **kwargs)
-        return [line.split("\t") for line in text.splitlines()]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
-
-
-def clickhouse_available() -> bool:
-    return os.access(CLICKHOUSE_SERVER, os.X_OK)
-
-
-# -- chDB --------------------------------------------------------------------------------------------
-
-
-class Chdb:
-    """A chDB session with a query helper like the server's."""
-
-    def __init__(self, path: Path) -> None:
-        from chdb import session
-
-        self.session = session.Session(str(path))
-
-    def query(self, sql: str) -> str:
-        result = self.session.query(sql, "TabSeparated")
-        return str(result.bytes().decode())
-
-    def rows(self, sql: str) -> list[list[str]]:
-        return [line.split("\t") for line in self.query(sql).splitlines()]
-
-    def close(self) -> None:
-        self.session.close()
-
+from sluice.sinks.clickhouse.testing import ClickHouseStore
 
 # -- the ticker table with a deliberate stop ---------------------------------------------------------
-
-TICKER_COLUMNS = [
-    ("type", "String"),
-    ("sequence", "UInt64"),
-    ("product_id", "String"),
-    ("price", "Float64"),
-    ("open_24h", "Float64"),
-    ("volume_24h", "Float64"),
-    ("low_24h", "Float64"),
-    ("high_24h", "Float64"),
-    ("volume_30d", "Float64"),
-    ("best_bid", "Float64"),
-    ("best_ask", "Float64"),
-    ("side", "String"),
-    ("time", "{time_type}"),
-    ("trade_id", "UInt64"),
-    ("last_size", "Float64"),
-    ("best_bid_size", "Float64"),
-    ("best_ask_size", "Float64"),
-]
 
 
 @dataclass
 class SeededTable:
-    """What was inserted: row times (unix seconds) and the trade-id gaps made on purpose."""
+    """A Coinbase ticker table made from the shipped DDL, and what was inserted: row times (unix
+    seconds) and the trade-id gaps made on purpose."""
 
+    store: ClickHouseStore
     table: str
+    current: bool
+    """DateTime64 time (current engines, chDB); False: the legacy table's DateTime (18.16)."""
     times: list[float] = field(default_factory=list)
     gaps: list[tuple[str, int, int, int]] = field(default_factory=list)
     """``(product_id, after_trade_id, before_trade_id, missed)``."""
@@ -242,24 +49,30 @@ class SeededTable:
             counts[minute] = counts.get(minute, 0) + 1
         return counts
 
+    def now(self) -> int:
+        """The engine's clock, unix seconds."""
+        [[now]] = self.store.rows("SELECT toUInt32(now())")
+        return int(now)
 
-def ticker_ddl(table: str, flavor: str) -> str:
-    """``flavor``: ``current`` (DateTime64(6)) or ``18.16`` (DateTime, no trailing comma)."""
-    time_type = "DateTime64(6)" if flavor == "current" else "DateTime"
-    columns = ",\n    ".join(f"{n} {t.format(time_type=time_type)}" for n, t in TICKER_COLUMNS)
-    return (
-        f"CREATE TABLE {table} (\n    {columns}\n) ENGINE = MergeTree ORDER BY (product_id, time)"
-    )
+    def insert_now(self, product: str = "BTC-USD", trade_id: int = 99999) -> None:
+        """One row with the current time (ingestion resumes)."""
+        now = "now64(6)" if self.current else "now()"
+        self.store.query(
+            f"INSERT INTO {self.table} (time, product_id, sequence, trade_id) "
+            f"SELECT {now}, '{product}', 1, {trade_id}"
+        )
 
 
-def seed_ticker(execute: Callable[[str], Any], table: str, flavor: str, now: float) -> SeededTable:
-    """Create ``table`` and fill it: BTC-USD ticks every 10 s from 40 to 26 minutes ago, nothing
-    for 10 minutes, ticks again from 15 to about 6 minutes ago, then nothing until now (the feed
-    stopped). ETH-USD ticks every 30 s in the same two stretches. BTC-USD has two trade-id gaps:
-    10 trades missed across the stop, 1 inside the second stretch."""
-    execute(f"CREATE DATABASE IF NOT EXISTS {table.split('.')[0]}")
-    execute(ticker_ddl(table, flavor))
-    seeded = SeededTable(table)
+def seed_ticker(store: ClickHouseStore, table: str, now: float) -> SeededTable:
+    """Create ``table`` (``database.table``) as the clickhouse sink does, from the shipped
+    sql/coinbase_ticker.sql (sql/coinbase_ticker.legacy.sql on 18.16), and fill it:
+    BTC-USD ticks every 10 s from 40 to 26 minutes ago, nothing for 10 minutes, ticks again from
+    15 to about 6 minutes ago, then nothing until now (the feed stopped). ETH-USD ticks every 30 s
+    in the same two stretches. BTC-USD has two trade-id gaps: 10 trades missed across the stop, 1
+    inside the second stretch."""
+    database, name = table.split(".")
+    store.create_ticker_table(database, name)
+    seeded = SeededTable(store, table, store.info().has_datetime64)
     base = int(now)
     stretches = [(base - 2400, base - 1560), (base - 900, base - 360)]
     rows: list[tuple[str, float, int, int]] = []  # product, time, trade_id, sequence
@@ -279,17 +92,23 @@ def seed_ticker(execute: Callable[[str], Any], table: str, flavor: str, now: flo
                 rows.append(("ETH-USD", t + 0.5, eth_trade, sequence))
                 eth_trade += 1
                 sequence += 3
-    # a duplicate delivery of one trade must not count as a gap
-    rows.append(rows[5])
-    if flavor != "current":  # DateTime holds whole seconds
+    # one trade delivered twice, in two messages (the table keeps both: its key holds the
+    # sequence): the repeated trade id must not count as a gap
+    product, t, trade, _ = rows[5]
+    rows.append((product, t + 1, trade, sequence))
+    if not seeded.current:  # DateTime holds whole seconds
         rows = [(product, float(int(t)), trade, seq) for product, t, trade, seq in rows]
-    to_time = "toDateTime64({:.6f}, 6)" if flavor == "current" else "toDateTime({:.0f})"
+    to_time = "toDateTime64({:.6f}, 6, 'UTC')" if seeded.current else "toDateTime({:.0f}, 'UTC')"
     values = ",".join(
-        f"('ticker',{seq},'{product}',100.5,99,1234.5,98,101,99999,100.4,100.6,'buy',"
-        f"{to_time.format(t)},{trade},0.01,1.5,2.5)"
+        f"({to_time.format(t)},'{product}',{seq},{trade},'buy',100.5,0.01,100.4,1.5,100.6,2.5,"
+        "99,101,98,1234.5,99999)"
         for product, t, trade, seq in rows
     )
-    execute(f"INSERT INTO {table} VALUES {values}")
+    store.query(
+        f"INSERT INTO {table} (time, product_id, sequence, trade_id, side, price, last_size, "
+        "best_bid, best_bid_size, best_ask, best_ask_size, open_24h, high_24h, low_24h, "
+        f"volume_24h, volume_30d) VALUES {values}"
+    )
     for product, t, _trade, _seq in rows:
         seeded.times.append(t)
         seeded.last_time[product] = max(seeded.last_time.get(product, 0.0), t)
@@ -349,22 +168,6 @@ async def run_in_process(
         await observability.close()
 
 
-async def wait_for(
-    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
-) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
-
-
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Prometheus text to ``{(sample name, labels): value}``."""
     out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
@@ -383,12 +186,6 @@ def metric(
     if len(found) != 1:
         raise KeyError(f"{name} {labels}: {len(found)} samples")
     return found[0]
-
-
-def sluice_bin() -> str:
-    found = shutil.which("sluice", path=str(Path(sys.executable).parent))
-    assert found, "the sluice console script is not installed in this environment"
-    return found
 
 
 class LogFile:
@@ -470,55 +267,4 @@ def registry_with_doubles() -> Registry:
     registry = Registry.from_entry_points()
     registry.register("source", "controlled", ControlledSource)
     registry.register("sink", "switchable", SwitchableSink)
-    return registry
-
-
-class ChdbStoreConfig(SinkConfig):
-    """A queryable store (chDB) standing in for the ClickHouse sink in `sluice monitor` tests."""
-
-    type: Literal["chdbstore"] = "chdbstore"
-    path: str
-    database: str = "coinbase_demo"
-    table: str = "coinbase_ticker"
-
-
-class ChdbStore(Sink[ChdbStoreConfig]):
-    """Answers queries from a chDB database; records written to it are dropped (the tests seed
-    the table themselves)."""
-
-    config_model = ChdbStoreConfig
-    description = "test double"
-
-    def __init__(self, component_id: str, config: ChdbStoreConfig) -> None:
-        super().__init__(component_id, config)
-        self.db: Chdb | None = None
-        self.queries: list[str] = []
-
-    async def start(self, ctx: Any) -> None:
-        self.db = Chdb(Path(self.config.path))
-
-    async def write_batch(self, records: Sequence[Record]) -> None:
-        return None
-
-    async def query(self, sql: str) -> Any:
-        from sluice.plugin import QueryResult
-
-        assert self.db is not None
-        self.queries.append(sql)
-        db = self.db
-        text = await asyncio.to_thread(
-            lambda: db.session.query(sql, "JSONCompact").bytes().decode()
-        )
-        body = json.loads(text)
-        return QueryResult([c["name"] for c in body["meta"]], body["data"])
-
-    async def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
-
-
-def registry_with_store() -> Registry:
-    registry = registry_with_doubles()
-    registry.register("sink", "chdbstore", ChdbStore)
     return registry

@@ -14,8 +14,8 @@ from obs_support import (
     metric,
     registry_with_doubles,
     run_in_process,
-    wait_for,
 )
+from tests.conftest import wait_until
 
 from sluice.config import ConfigError, load_config_text
 from sluice.observe.service import Observability
@@ -45,7 +45,7 @@ async def test_metrics_equal_what_flowed_from_generator_to_file(tmp_path: Path) 
     config = file_config(tmp_path, f"{{type: generator, count: {count}, batch_size: 100}}")
     started = time.time()
     async with run_in_process(config) as running:
-        result = await wait_for(lambda: running.task.done() and running.task.result())
+        result = await wait_until(lambda: running.task.done() and running.task.result())
         assert result.ok
         samples = await running.metrics()
     data = (tmp_path / "out.jsonl").read_bytes()
@@ -107,12 +107,12 @@ sinks:
         sink = running.pipeline.sinks[0].sink
         assert isinstance(sink, SwitchableSink)
         sink.failing = ConnectionResetError("peer went away")
-        await wait_for(lambda: sink.attempts >= 3)
+        await wait_until(lambda: sink.attempts >= 3)
         status, body = await running.json("/readyz")
         assert status == 503
         assert "writes failing" in body["not_ready"]["sink/out"]
         sink.failing = None
-        result = await wait_for(lambda: running.task.done() and running.task.result())
+        result = await wait_until(lambda: running.task.done() and running.task.result())
         assert result.ok
         samples = await running.metrics()
         _, api = await running.json("/api/status")
@@ -152,11 +152,11 @@ sinks:
         sink = running.pipeline.sinks[0].sink
         assert isinstance(sink, SwitchableSink)
         source.push(10)
-        await wait_for(lambda: len(sink.written) == 10)
+        await wait_until(lambda: len(sink.written) == 10)
         assert await running.get("/readyz") == (200, '{"status":"ready"}')
 
         source.feed.put_nowait(ConnectionResetError("feed dropped"))
-        status, body = await wait_for(_not_ready(running))
+        status, body = await wait_until(_not_ready(running))
         assert status == 503
         reason = body["not_ready"]["source/ticks"]
         assert "restarting after ConnectionResetError: feed dropped" in reason
@@ -165,9 +165,9 @@ sinks:
         assert metric(samples, "sluice_source_connected", **ticks) == 0
         assert metric(samples, "sluice_source_reconnects_total", **ticks) == 1
 
-        await wait_for(lambda: source.calls == 2)  # the runner reopened it
+        await wait_until(lambda: source.calls == 2)  # the runner reopened it
         source.push(5)
-        await wait_for(lambda: len(sink.written) == 15)
+        await wait_until(lambda: len(sink.written) == 15)
         status, _ = await running.get("/readyz")
         assert status == 200
         samples = await running.metrics()
@@ -191,9 +191,9 @@ async def test_status_api_and_dashboard_files(tmp_path: Path) -> None:
     )
     async with run_in_process(config) as running:
         # wait for two samples of the history, so the per-second series has counts
-        await wait_for(lambda: running.observability.history.last_sample is not None, 5)
+        await wait_until(lambda: running.observability.history.last_sample is not None, 5)
         first = running.observability.history.last_sample
-        await wait_for(lambda: running.observability.history.last_sample != first, 5)
+        await wait_until(lambda: running.observability.history.last_sample != first, 5)
         status, api = await running.json("/api/status?seconds=30&minutes=5")
         assert status == 200
         html_status, html = await running.get("/")
@@ -244,7 +244,7 @@ async def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
         admin='listen: "127.0.0.1:0", metrics: false',
     )
     async with run_in_process(config, metrics_enabled=False) as running:
-        result = await wait_for(lambda: running.task.done() and running.task.result())
+        result = await wait_until(lambda: running.task.done() and running.task.result())
         assert result.ok
         status, text = await running.get("/metrics")
         _, api = await running.json("/api/status")
@@ -289,7 +289,7 @@ alerts: {{rules: {{feed_stale: {{type: freshness, source: feed, max_age_secs: 0.
     task = asyncio.create_task(pipeline.run())
     try:
         alert = observability.alerts.alerts[0]
-        await wait_for(lambda: alert.state == "firing", timeout=10)
+        await wait_until(lambda: alert.state == "firing", timeout=10)
     finally:
         pipeline.stop("test finished")
         await asyncio.wait_for(task, 30)

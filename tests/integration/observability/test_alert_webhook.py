@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from obs_support import LogFile, metric, run_in_process, wait_for
+from obs_support import LogFile, metric, run_in_process
+from tests.conftest import wait_until
 
 
 class Receiver:
@@ -84,14 +85,14 @@ alerts:
 """
     async with run_in_process(config) as running:
         out = tmp_path / "out.jsonl"
-        await wait_for(lambda: out.exists() and out.read_text().count("\n") == 5)
+        await wait_until(lambda: out.exists() and out.read_text().count("\n") == 5)
         # the feed is silent now: the alert fires, the first POST is refused and retried
-        await wait_for(lambda: len(receiver.delivered) == 1, timeout=15)
+        await wait_until(lambda: len(receiver.delivered) == 1, timeout=15)
         _, api = await running.json("/api/status")
         (alert,) = api["alerts"]
         assert alert["state"] == "firing"
         append(feed, 3)  # the feed resumes
-        await wait_for(lambda: len(receiver.delivered) == 2, timeout=15)
+        await wait_until(lambda: len(receiver.delivered) == 2, timeout=15)
         samples = await running.metrics()
 
     assert [d["status"] for d in receiver.delivered] == ["firing", "resolved"]
@@ -142,7 +143,7 @@ alerts:
     max_backoff_secs: 0.1
 """
     async with run_in_process(config) as running:
-        await wait_for(lambda: len(receiver.attempts) == 3, timeout=15)
+        await wait_until(lambda: len(receiver.attempts) == 3, timeout=15)
         await asyncio.sleep(0.5)
         samples = await running.metrics()
     assert len(receiver.attempts) == 3

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from obs_support import sluice_bin
 from playwright.sync_api import Page, Route, sync_playwright
+from tests.conftest import SLUICE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,7 +54,7 @@ alerts:
     log_path = tmp_path / "sluice.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sluice_bin(), "run", str(config), "--log-format", "json"], stderr=log
+            [*SLUICE, "run", str(config), "--log-format", "json"], stderr=log
         )
     try:
         url = ""

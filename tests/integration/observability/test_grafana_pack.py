@@ -17,15 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
-from obs_support import (
-    GRAFANA_PASSWORD,
-    REPO,
-    Chdb,
-    ClickHouseError,
-    ClickHouseServer,
-    SeededTable,
-    seed_ticker,
-)
+from obs_support import SeededTable, seed_ticker
+from tests.conftest import REPO
+from tests.integration.support import GRAFANA_PASSWORD
+
+from sluice.sinks.clickhouse.testing import LocalChdb, LocalServer, QueryError
 
 GRAFANA = REPO / "observability" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "sluice-ingestion.json"
@@ -67,52 +63,40 @@ def expand(sql: str, start: int, end: int) -> str:
 
 
 @dataclass
-class Engine:
-    name: str
-    flavor: str
-    execute: Callable[[str], str]
-    rows: Callable[[str], list[list[str]]]
-    table: str
+class Panels:
+    """The seeded table, and how the dashboard reads it (as the admin, or as the read-only
+    `grafana` user)."""
 
-    def now(self) -> int:
-        return int(self.rows("SELECT toUInt32(now())")[0][0])
+    seeded: SeededTable
+    rows: Callable[[str], list[list[Any]]]
 
 
-@pytest.fixture(params=["chdb", "clickhouse-18.16", "clickhouse-18.16-as-grafana"])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+@pytest.fixture(params=["chdb", "server", "server-as-grafana"])
+def panels(request: pytest.FixtureRequest) -> Iterator[Panels]:
     if request.param == "chdb":
-        db: Chdb = request.getfixturevalue("chdb")
-        yield Engine("chdb", "current", db.query, db.rows, f"g_{uuid.uuid4().hex[:8]}.ticker")
+        chdb: LocalChdb = request.getfixturevalue("chdb")
+        yield Panels(seed_ticker(chdb, f"g_{uuid.uuid4().hex[:8]}.ticker", time.time()), chdb.rows)
         return
-    server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
-    if request.param == "clickhouse-18.16":
-        table = f"g_{uuid.uuid4().hex[:8]}.ticker"
-        yield Engine("server", "18.16", server.query, server.rows, table)
+    server: LocalServer = request.getfixturevalue("clickhouse_server")
+    if request.param == "server":
+        seeded = seed_ticker(server, f"g_{uuid.uuid4().hex[:8]}.ticker", time.time())
+        yield Panels(seeded, server.rows)
     else:
         # the grafana user may read coinbase_demo only: seed the real table as the admin,
         # read it as grafana
-        table = TABLE
-        engine = Engine(
-            "server-as-grafana",
-            "18.16",
-            server.query,
-            lambda sql: server.rows(sql, user="grafana", password=GRAFANA_PASSWORD),
-            table,
+        server.query("DROP DATABASE IF EXISTS coinbase_demo")
+        seeded = seed_ticker(server, TABLE, time.time())
+        yield Panels(
+            seeded, lambda sql: server.rows(sql, user="grafana", password=GRAFANA_PASSWORD)
         )
-        yield engine
-    server.query(f"DROP DATABASE IF EXISTS {table.split('.')[0]}")
+    server.query(f"DROP DATABASE IF EXISTS {seeded.table.split('.')[0]}")
 
 
-@pytest.fixture
-def seeded(engine: Engine) -> SeededTable:
-    return seed_ticker(engine.execute, engine.table, engine.flavor, time.time())
-
-
-def run_panel(engine: Engine, title: str, start: int, end: int) -> list[list[str]]:
-    sql = expand(clickhouse_panels()[title], start, end).replace(TABLE, engine.table)
+def run_panel(panels: Panels, title: str, start: int, end: int) -> list[list[Any]]:
+    sql = expand(clickhouse_panels()[title], start, end).replace(TABLE, panels.seeded.table)
     if title.startswith("Rows per minute") or title == "Minutes without rows":
         sql = f"SELECT toUInt32(minute), rows FROM ({sql.replace('minute AS time', 'minute')})"
-    return engine.rows(sql)
+    return panels.rows(sql)
 
 
 def test_every_clickhouse_panel_is_checked_here() -> None:
@@ -126,13 +110,14 @@ def test_every_clickhouse_panel_is_checked_here() -> None:
     }
 
 
-def test_dashboard_queries_show_the_stop(engine: Engine, seeded: SeededTable) -> None:
-    end = engine.now()
+def test_dashboard_queries_show_the_stop(panels: Panels) -> None:
+    seeded = panels.seeded
+    end = seeded.now()
     start = end - 3600
     expected = seeded.per_minute()
     first_minute = start // 60 * 60
 
-    rows = run_panel(engine, "Rows per minute (a stop shows as 0, not as a hole)", start, end)
+    rows = run_panel(panels, "Rows per minute (a stop shows as 0, not as a hole)", start, end)
     minutes = [int(r[0]) for r in rows]
     assert minutes == list(range(first_minute, first_minute + 60 * ((end - start) // 60 + 1), 60))
     counts = [int(r[1]) for r in rows]
@@ -142,19 +127,19 @@ def test_dashboard_queries_show_the_stop(engine: Engine, seeded: SeededTable) ->
     assert any(stop_start <= m <= stop_start + 600 for m in zero)
     assert zero[-5:] == minutes[-5:]  # the feed stopped: the last minutes are empty
 
-    empty = run_panel(engine, "Minutes without rows", start, end)
+    empty = run_panel(panels, "Minutes without rows", start, end)
     assert sorted(int(r[0]) for r in empty) == zero
 
-    assert run_panel(engine, "Rows in the last minute", start, end) == [["0"]]
+    assert run_panel(panels, "Rows in the last minute", start, end) == [[0]]
 
-    fresh = run_panel(engine, "Freshness per product", start, end)
+    fresh = run_panel(panels, "Freshness per product", start, end)
     assert sorted(r[0] for r in fresh) == ["BTC-USD", "ETH-USD"]
     assert all(int(r[2]) >= 300 for r in fresh)
 
-    gaps = run_panel(engine, "Trade-id gaps", start, end)
+    gaps = run_panel(panels, "Trade-id gaps", start, end)
     assert [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in gaps] == seeded.gaps
 
-    assert run_panel(engine, "Missed trades", start, end) == [["11"]]
+    assert run_panel(panels, "Missed trades", start, end) == [[11]]
 
 
 def alert_rule() -> dict[str, Any]:
@@ -164,7 +149,7 @@ def alert_rule() -> dict[str, Any]:
     return dict(rule)
 
 
-def evaluate_alert(rule: dict[str, Any], run_sql: Callable[[str], list[list[str]]]) -> bool:
+def evaluate_alert(rule: dict[str, Any], run_sql: Callable[[str], list[list[Any]]]) -> bool:
     """Evaluate the rule's query -> reduce -> threshold chain as Grafana does; True = firing."""
     steps = {d["refId"]: d["model"] for d in rule["data"]}
     values: dict[str, float] = {}
@@ -183,24 +168,18 @@ def evaluate_alert(rule: dict[str, Any], run_sql: Callable[[str], list[list[str]
     return values[rule["condition"]] == 1.0
 
 
-def test_alert_rule_fires_after_the_stop_and_not_while_rows_arrive(
-    engine: Engine, seeded: SeededTable
-) -> None:
+def test_alert_rule_fires_after_the_stop_and_not_while_rows_arrive(panels: Panels) -> None:
     rule = alert_rule()
     assert rule["noDataState"] == "Alerting"
     assert rule["execErrState"] == "Alerting"
     query = next(d for d in rule["data"] if d["datasourceUid"] == "sluice-clickhouse")
     assert query["model"]["rawSql"].count(TABLE) == 1
 
-    def run(sql: str) -> list[list[str]]:
-        return engine.rows(sql.replace(TABLE, engine.table))
+    def run(sql: str) -> list[list[Any]]:
+        return panels.rows(sql.replace(TABLE, panels.seeded.table))
 
     assert evaluate_alert(rule, run) is True, "fewer than 1 row in the last minute: firing"
-    now = "now64(6)" if engine.flavor == "current" else "now()"
-    engine.execute(
-        f"INSERT INTO {engine.table} (type, product_id, time, trade_id) "
-        f"SELECT 'ticker', 'BTC-USD', {now}, 99999"
-    )
+    panels.seeded.insert_now()
     assert evaluate_alert(rule, run) is False, "a row in the last minute: resolved"
 
 
@@ -251,17 +230,18 @@ def test_datasource_credentials_come_from_the_environment() -> None:
     assert "password:" in text
 
 
-def test_grafana_user_is_read_only_on_18_16(clickhouse_server: ClickHouseServer) -> None:
+def test_grafana_user_is_read_only_on_18_16(clickhouse_server: LocalServer) -> None:
     server = clickhouse_server
     db = "coinbase_demo"
     server.query(f"CREATE DATABASE IF NOT EXISTS {db}")
     server.query(f"CREATE TABLE IF NOT EXISTS {db}.probe (a UInt8) ENGINE = Memory")
-    server.query(f"CREATE DATABASE IF NOT EXISTS other_{uuid.uuid4().hex[:6]}")
+    other = f"other_{uuid.uuid4().hex[:6]}"
+    server.query(f"CREATE DATABASE IF NOT EXISTS {other}")
     as_grafana = {"user": "grafana", "password": GRAFANA_PASSWORD}
     try:
-        assert server.rows(f"SELECT count() FROM {db}.probe", **as_grafana) == [["0"]]
+        assert server.rows(f"SELECT count() FROM {db}.probe", **as_grafana) == [[0]]
         # the settings Grafana's plugins send with each query are accepted
-        assert server.rows("SELECT 1 SETTINGS max_execution_time = 30", **as_grafana) == [["1"]]
+        assert server.rows("SELECT 1 SETTINGS max_execution_time = 30", **as_grafana) == [[1]]
         for statement, words in [
             (f"INSERT INTO {db}.probe VALUES (1)", "readonly"),
             (f"CREATE TABLE {db}.evil (a UInt8) ENGINE = Memory", "readonly"),
@@ -272,17 +252,18 @@ def test_grafana_user_is_read_only_on_18_16(clickhouse_server: ClickHouseServer)
             if words is None:
                 server.rows(statement, **as_grafana)  # system tables stay readable
                 continue
-            with pytest.raises(ClickHouseError, match=words):
+            with pytest.raises(QueryError, match=words):
                 server.query(statement, **as_grafana)
-        with pytest.raises(ClickHouseError, match="Access denied to database default"):
+        with pytest.raises(QueryError, match="Access denied to database default"):
             server.query("SELECT 1 FROM default.nonexistent_probe", **as_grafana)
-        with pytest.raises(ClickHouseError, match="Wrong password for user grafana"):
+        with pytest.raises(QueryError, match="Wrong password for user grafana"):
             server.query("SELECT 1", user="grafana", password="wrong")
     finally:
         server.query(f"DROP TABLE IF EXISTS {db}.probe")
+        server.query(f"DROP DATABASE IF EXISTS {other}")
 
 
-def test_grafana_user_sql_for_current_servers_parses(chdb: Chdb) -> None:
+def test_grafana_user_sql_for_current_servers_parses(chdb: LocalChdb) -> None:
     text = (GRAFANA / "clickhouse" / "grafana_user.sql").read_text()
     body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
     statements = [s.strip() for s in body.split(";") if s.strip()]

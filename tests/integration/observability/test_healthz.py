@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from obs_support import LogFile, run_in_process
+from tests.conftest import wait_for
 
 
 @dataclass
@@ -60,16 +61,6 @@ def probe(url: str, timeout: float) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def wait_until(condition: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met")
-
-
 @pytest.fixture
 def pipeline_thread(tmp_path: Path) -> Iterator[LoopThread]:
     config = f"""
@@ -108,15 +99,15 @@ def test_a_wedged_loop_fails_healthz_and_is_logged_with_its_stack(
     started = time.monotonic()
     status, _ = probe(healthz, timeout=1.0)
     assert status == 0, "a wedged loop cannot answer: the probe times out"
-    stalled = wait_until(lambda: logs.find("event_loop.stalled"), timeout=5)
+    stalled = wait_for(lambda: logs.find("event_loop.stalled"), timeout=5)
     assert time.monotonic() - started < 3.0, "the watchdog reports while the loop is stuck"
     assert stalled["level"] == "error"
     assert "wedge_the_loop" in stalled["stack"]
     assert "time.sleep(3.0)" in stalled["stack"]
 
-    status, body = wait_until(lambda: (r := probe(healthz, timeout=2))[0] == 200 and r, 10)
+    status, body = wait_for(lambda: (r := probe(healthz, timeout=2))[0] == 200 and r, 10)
     assert body["stalls"] == 1
-    recovered = wait_until(lambda: logs.find("event_loop.recovered"))
+    recovered = wait_for(lambda: logs.find("event_loop.recovered"), timeout=15)
     assert recovered["stalled_for_secs"] >= 2.0
     with urllib.request.urlopen(pipeline_thread.url + "metrics", timeout=5) as response:
         text = response.read().decode()
@@ -139,7 +130,7 @@ def test_a_persistently_lagging_loop_fails_healthz(pipeline_thread: LoopThread) 
     assert status == 503
     assert body["status"] == "event loop lagging"
     assert body["loop_lag_secs"] > 0.2
-    status, body = wait_until(
+    status, body = wait_for(
         lambda: (r := probe(pipeline_thread.url + "healthz", timeout=2))[0] == 200 and r, 15
     )
     assert body["status"] == "ok"

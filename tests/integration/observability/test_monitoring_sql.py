@@ -1,48 +1,17 @@
-"""sql/ingestion_monitoring.sql against chDB (a current engine, DateTime64 time) and a real
-ClickHouse 18.16 server (DateTime time), on a ticker table with a deliberate stop in ingestion."""
+"""sql/ingestion_monitoring.sql against chDB (a current engine) and a real ClickHouse 18.16
+server, on the shipped ticker table (sql/coinbase_ticker.sql; coinbase_ticker.legacy.sql on 18.16)
+with a deliberate stop in ingestion."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-
 import pytest
-from obs_support import REPO, Chdb, ClickHouseError, ClickHouseServer, SeededTable, seed_ticker
+from obs_support import SeededTable
+from tests.conftest import REPO
 
 from sluice.observe.monitoring_sql import DEFAULT_TABLE, QUERIES, parse_file, render, render_file
+from sluice.sinks.clickhouse.testing import QueryError
 
 SQL_FILE = REPO / "sql" / "ingestion_monitoring.sql"
-
-
-@dataclass
-class Engine:
-    name: str
-    flavor: str
-    execute: Callable[[str], str]
-    rows: Callable[[str], list[list[str]]]
-    table: str
-
-    def now(self) -> int:
-        return int(self.rows("SELECT toUInt32(now())")[0][0])
-
-
-@pytest.fixture(params=["chdb", "clickhouse-18.16"])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    table = f"mon_{uuid.uuid4().hex[:10]}.coinbase_ticker"
-    if request.param == "chdb":
-        db: Chdb = request.getfixturevalue("chdb")
-        yield Engine("chdb", "current", db.query, db.rows, table)
-    else:
-        server: ClickHouseServer = request.getfixturevalue("clickhouse_server")
-        yield Engine("clickhouse-18.16", "18.16", server.query, server.rows, table)
-        server.query(f"DROP DATABASE IF EXISTS {table.split('.')[0]}")
-
-
-@pytest.fixture
-def seeded(engine: Engine) -> SeededTable:
-    return seed_ticker(engine.execute, engine.table, engine.flavor, time.time())
 
 
 def file_query(name: str, table: str) -> str:
@@ -57,13 +26,13 @@ def test_the_sql_file_is_generated_from_the_queries_sluice_monitor_runs() -> Non
     assert list(parse_file(SQL_FILE.read_text())) == [q.name for q in QUERIES]
 
 
-def check_minutes(engine: Engine, seeded: SeededTable, sql: str, count: int) -> list[int]:
+def check_minutes(seeded: SeededTable, sql: str, count: int) -> list[int]:
     """Run a per-minute query; check every minute of the window is there with the right count.
     Returns the counts, oldest first."""
     for _attempt in range(3):  # a minute may turn between the query and reading the clock
-        before = engine.now() // 60
-        rows = engine.rows(f"SELECT toUInt32(minute), rows FROM ({sql})")
-        if engine.now() // 60 == before:
+        before = seeded.now() // 60
+        rows = seeded.store.rows(f"SELECT toUInt32(minute), rows FROM ({sql})")
+        if seeded.now() // 60 == before:
             break
     now_minute = before * 60
     minutes = [int(r[0]) for r in rows]
@@ -93,8 +62,8 @@ def zero_runs(counts: list[int]) -> list[int]:
     return runs
 
 
-def test_rows_per_minute_shows_the_empty_minutes(engine: Engine, seeded: SeededTable) -> None:
-    counts = check_minutes(engine, seeded, file_query("rows_per_minute", engine.table), 60)
+def test_rows_per_minute_shows_the_empty_minutes(seeded: SeededTable) -> None:
+    counts = check_minutes(seeded, file_query("rows_per_minute", seeded.table), 60)
     # the deliberate 10-minute stop and the stop at the end both appear as zero minutes
     runs = zero_runs(counts)
     assert len(runs) == 2
@@ -102,31 +71,29 @@ def test_rows_per_minute_shows_the_empty_minutes(engine: Engine, seeded: SeededT
     assert runs[1] >= 5
 
 
-def test_rows_per_minute_for_another_window_and_table(engine: Engine, seeded: SeededTable) -> None:
-    counts = check_minutes(engine, seeded, render("rows_per_minute", engine.table, minutes=20), 20)
+def test_rows_per_minute_for_another_window_and_table(seeded: SeededTable) -> None:
+    counts = check_minutes(seeded, render("rows_per_minute", seeded.table, minutes=20), 20)
     assert counts[-5:] == [0, 0, 0, 0, 0]
 
 
 def test_with_fill_variant_matches_on_current_engines_and_is_refused_by_18_16(
-    engine: Engine, seeded: SeededTable
+    seeded: SeededTable,
 ) -> None:
-    sql = file_query("rows_per_minute_with_fill", engine.table)
-    if engine.flavor == "current":
-        with_fill = check_minutes(engine, seeded, sql, 60)
-        assert with_fill == check_minutes(
-            engine, seeded, file_query("rows_per_minute", engine.table), 60
-        )
+    sql = file_query("rows_per_minute_with_fill", seeded.table)
+    if seeded.current:
+        with_fill = check_minutes(seeded, sql, 60)
+        assert with_fill == check_minutes(seeded, file_query("rows_per_minute", seeded.table), 60)
     else:
-        with pytest.raises(ClickHouseError, match="Syntax error"):
-            engine.rows(sql)
+        with pytest.raises(QueryError, match="Syntax error"):
+            seeded.store.rows(sql)
 
 
-def test_freshness_per_product(engine: Engine, seeded: SeededTable) -> None:
-    rows = engine.rows(
+def test_freshness_per_product(seeded: SeededTable) -> None:
+    rows = seeded.store.rows(
         "SELECT product_id, toUInt32(last_time), age_secs, rows "
-        f"FROM ({file_query('freshness', engine.table)})"
+        f"FROM ({file_query('freshness', seeded.table)})"
     )
-    now = engine.now()
+    now = seeded.now()
     assert [r[0] for r in rows] == ["BTC-USD", "ETH-USD"]
     for product, last_time, age_secs, _rows in rows:
         assert int(last_time) == int(seeded.last_time[product])
@@ -134,21 +101,17 @@ def test_freshness_per_product(engine: Engine, seeded: SeededTable) -> None:
         assert int(age_secs) >= 300  # the feed stopped about 6 minutes ago
 
 
-def test_trade_id_gaps_finds_the_missed_trades(engine: Engine, seeded: SeededTable) -> None:
-    rows = engine.rows(file_query("trade_id_gaps", engine.table))
+def test_trade_id_gaps_finds_the_missed_trades(seeded: SeededTable) -> None:
+    rows = seeded.store.rows(file_query("trade_id_gaps", seeded.table))
     found = [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
     assert found == seeded.gaps  # ETH-USD has none, and the repeated trade is not a gap
     assert sum(g[3] for g in found) == 11
 
 
 def test_rows_last_minute_is_zero_after_the_stop_and_counts_a_new_row(
-    engine: Engine, seeded: SeededTable
+    seeded: SeededTable,
 ) -> None:
-    sql = file_query("rows_last_minute", engine.table)
-    assert engine.rows(sql) == [["0"]]
-    now = "now64(6)" if engine.flavor == "current" else "now()"
-    engine.execute(
-        f"INSERT INTO {engine.table} (type, product_id, time, trade_id) "
-        f"SELECT 'ticker', 'BTC-USD', {now}, 99999"
-    )
-    assert engine.rows(sql) == [["1"]]
+    sql = file_query("rows_last_minute", seeded.table)
+    assert seeded.store.rows(sql) == [[0]]
+    seeded.insert_now()
+    assert seeded.store.rows(sql) == [[1]]

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from obs_support import REPO, run_in_process, wait_for
+from obs_support import run_in_process
+from tests.conftest import REPO, wait_until
 
 PROMETHEUS = REPO / "observability" / "prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -86,7 +87,7 @@ alerts:
     stale: {{type: freshness, source: feed, max_age_secs: 60}}
 """
     async with run_in_process(config) as running:
-        await wait_for(lambda: running.task.done())
+        await wait_until(lambda: running.task.done())
         status, text = await running.get("/metrics")
     assert status == 200
     exposed = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))

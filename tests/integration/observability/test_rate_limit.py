@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from obs_support import metric, run_in_process, wait_for
+from obs_support import metric, run_in_process
+from tests.conftest import wait_until
 
 
 def lines(path: Path) -> int:
@@ -40,9 +41,9 @@ sinks:
     {sink_limit}
 """
     async with run_in_process(config) as running:
-        await wait_for(lambda: lines(out) > limit // 2)  # past the burst and the start
+        await wait_until(lambda: lines(out) > limit // 2)  # past the burst and the start
         first_count, first_time = lines(out), time.monotonic()
-        await wait_for(lambda: time.monotonic() - first_time >= 3.0, timeout=10)
+        await wait_until(lambda: time.monotonic() - first_time >= 3.0, timeout=10)
         second_count, second_time = lines(out), time.monotonic()
         samples = await running.metrics()
     rate = (second_count - first_count) / (second_time - first_time)

@@ -69,7 +69,8 @@ def check_not_locked(path: Path) -> None:
         os.close(fd)  # closing releases our lock before chDB takes its own
 
 
-def _claim_engine(path: Path) -> None:
+def claim_engine(path: Path) -> None:
+    """Count a user of this process's chDB engine at ``path``; RuntimeError if it runs elsewhere."""
     global _engine_path, _engine_users
     with _engine_lock:
         if _engine_path is not None and _engine_users > 0 and _engine_path != path:
@@ -86,7 +87,7 @@ def _engine_open_at(path: Path) -> bool:
         return _engine_users > 0 and _engine_path == path
 
 
-def _release_engine() -> None:
+def release_engine() -> None:
     global _engine_users, _engine_path
     with _engine_lock:
         _engine_users = max(0, _engine_users - 1)
@@ -126,7 +127,7 @@ class EmbeddedClient(Client):
             raise FileNotFoundError(f"{self._path}: no chDB data here")
         if not _engine_open_at(self._path):  # our own engine holds the lock: no other process
             await asyncio.to_thread(check_not_locked, self._path)
-        _claim_engine(self._path)
+        claim_engine(self._path)
         self._claimed = True
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chdb-write")
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="chdb-read")
@@ -223,4 +224,4 @@ class EmbeddedClient(Client):
         self._write_thread = self._read_thread = None
         if self._claimed:
             self._claimed = False
-            _release_engine()
+            release_engine()

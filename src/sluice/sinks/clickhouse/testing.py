@@ -1,6 +1,7 @@
 # ruff: noqa: S105, S108, S310, S603 - a test helper: fixed test password, local server
-"""Test helpers shipped for users' own tests: Coinbase-like ticker records and a private
-ClickHouse server (generated config, free ports, a temporary data directory).
+"""Test helpers shipped for users' own tests: Coinbase-like ticker records, a private ClickHouse
+server (generated config, free ports, a temporary data directory) and a chDB directory opened in
+this process, both with the same small query interface.
 
 Nothing here is used by a running pipeline.
 """
@@ -10,19 +11,32 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
-__all__ = ["TEST_PASSWORD", "LocalServer", "free_port", "ticker", "ticker_bytes"]
+from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
+from sluice.sinks.clickhouse.schema import ServerInfo, parse_version
+from sluice.testing import free_port
+
+__all__ = [
+    "TEST_PASSWORD",
+    "ClickHouseStore",
+    "LocalChdb",
+    "LocalServer",
+    "QueryError",
+    "ticker",
+    "ticker_bytes",
+]
 
 SERVER_BINARY = "/usr/sbin/clickhouse-server"
 PRODUCTS = ("BTC-USD", "ETH-USD", "SOL-USD")
@@ -63,20 +77,59 @@ def ticker_bytes(n: int, **overrides: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(ticker(n, **overrides))))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 TEST_PASSWORD = "pw-Xq7!s3cret"
 
 
-@dataclass
-class LocalServer:
-    """A clickhouse-server of its own: generated config, free ports, a temporary data dir."""
+class QueryError(RuntimeError):
+    """ClickHouse refused a statement; the message is its answer."""
+
+
+class ClickHouseStore(ABC):
+    """A ClickHouse to check a sink against: statements in, rows out, and the sink's target."""
+
+    embedded: ClassVar[bool] = False
+
+    @abstractmethod
+    def query(self, sql: str, *, user: str = "default", password: str = "") -> str:
+        """Run ``sql``; its answer as text (TabSeparated unless it says FORMAT). Raises
+        QueryError."""
+
+    def rows(self, sql: str, *, user: str = "default", password: str = "") -> list[list[Any]]:
+        """The rows of a SELECT, typed as JSON gives them (64-bit integers as numbers)."""
+        text = self.query(sql + "\nFORMAT JSONCompact", user=user, password=password)
+        return [list(row) for row in orjson.loads(text)["data"]] if text.strip() else []
+
+    @property
+    @abstractmethod
+    def target(self) -> dict[str, str]:
+        """The clickhouse sink's config keys that point at this store (``url`` or ``path``)."""
+
+    def info(self) -> ServerInfo:
+        [[version]] = self.rows("SELECT version()")
+        return ServerInfo(parse_version(str(version)), embedded=self.embedded)
+
+    def create_ticker_table(
+        self, database: str = "coinbase_demo", table: str = "coinbase_ticker"
+    ) -> None:
+        """Create the Coinbase ticker table from the shipped DDL, as the sink does with
+        ``create: true``: ``sql/coinbase_ticker.sql``, or ``coinbase_ticker.legacy.sql`` where
+        the engine has no DateTime64."""
+        name = DEFAULT_DDL if self.info().has_datetime64 else LEGACY_DDL
+        for statement in render_statements(shipped_sql(name).read_text(), database, table):
+            self.query(statement)
+
+
+@dataclass(eq=False)
+class LocalServer(ClickHouseStore):
+    """A clickhouse-server of its own: generated config, free ports, a temporary data dir.
+
+    ``users_d`` files (name -> XML) go to the ``users.d`` directory beside the generated users,
+    e.g. a read-only user. Besides ``default`` (no password) there is a user ``sluice`` with
+    :data:`TEST_PASSWORD`.
+    """
 
     root: Path
+    users_d: dict[str, str] = field(default_factory=dict)
     http_port: int = field(default_factory=free_port)
     tcp_port: int = field(default_factory=free_port)
     interserver_port: int = field(default_factory=free_port)
@@ -86,9 +139,15 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def target(self) -> dict[str, str]:
+        return {"url": self.url}
+
     def write_config(self) -> Path:
-        for name in ("data", "tmp", "user_files", "format_schemas", "log"):
+        for name in ("data", "tmp", "user_files", "format_schemas", "log", "users.d"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
+        for name, text in self.users_d.items():
+            (self.root / "users.d" / name).write_text(text)
         (self.root / "users.xml").write_text(
             f"""<?xml version="1.0"?>
 <yandex>
@@ -163,15 +222,56 @@ class LocalServer:
             self.process.wait(timeout=30)
         self.process = None
 
-    def query(self, sql: str) -> str:
+    def query(self, sql: str, *, user: str = "default", password: str = "") -> str:
+        params = {"user": user, "password": password, "output_format_json_quote_64bit_integers": 0}
         request = urllib.request.Request(
-            f"{self.url}/?output_format_json_quote_64bit_integers=0",
-            data=sql.encode(),
-            method="POST",
+            f"{self.url}/?{urllib.parse.urlencode(params)}", data=sql.encode(), method="POST"
         )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return str(answer.read().decode())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return str(answer.read().decode())
+        except urllib.error.HTTPError as exc:
+            raise QueryError(exc.read().decode(errors="replace").strip()) from exc
 
-    def rows(self, sql: str) -> list[list[Any]]:
-        text = self.query(sql + " FORMAT JSONCompact")
-        return list(orjson.loads(text)["data"]) if text.strip() else []
+
+class LocalChdb(ClickHouseStore):
+    """A chDB data directory opened in this process, for a test to set up and read back what a
+    clickhouse sink with the same ``path`` wrote. chDB runs one engine per process: while this is
+    open, sinks of this process can open this directory only. ``user`` is ignored."""
+
+    embedded = True
+
+    def __init__(self, path: Path) -> None:
+        from sluice.sinks.clickhouse import embedded
+
+        self.path = path.resolve()
+        embedded.claim_engine(self.path)
+        try:
+            from chdb import state
+
+            self._connection: Any = state.connect(
+                f"{self.path}?output_format_json_quote_64bit_integers=0"
+            )
+        except BaseException:
+            embedded.release_engine()
+            raise
+
+    @property
+    def target(self) -> dict[str, str]:
+        return {"path": str(self.path)}
+
+    def query(self, sql: str, *, user: str = "default", password: str = "") -> str:
+        if self._connection is None:
+            raise QueryError(f"chdb:{self.path} is closed")
+        try:
+            return str(self._connection.query(sql, "TabSeparated").bytes().decode())
+        except RuntimeError as exc:  # chDB's errors carry the engine's message
+            raise QueryError(str(exc)) from exc
+
+    def close(self) -> None:
+        from sluice.sinks.clickhouse import embedded
+
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+            embedded.release_engine()

@@ -33,7 +33,7 @@ from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
-from sluice.sources.coinbase.gaps import DUPLICATE, Gap, TradeIds
+from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
     Error,
     Heartbeat,
@@ -234,7 +234,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         assert ctx is not None
         records: list[Record] = []
         rejected: list[Rejected] = []
-        unknown = duplicates = out_of_order = 0
+        unknown = 0
+        late = [0, 0, 0]  # trade frames by verdict: (accepted), DUPLICATE, OUT_OF_ORDER
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
         append = records.append
@@ -256,17 +257,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     ticker_ids[product] = trade_id
                     append(Record(raw, "ticker", message.time.timestamp()))
                     continue
-                verdict = tickers.observe(product, trade_id)
-                if verdict:
-                    if verdict == DUPLICATE:
-                        duplicates += 1
-                    else:
-                        out_of_order += 1
-                    continue
-                timestamp = message.time.timestamp()
-                if tickers.gaps:
-                    self._emit_gaps(tickers, "ticker", timestamp, records)
-                append(Record(raw, "ticker", timestamp))
+                late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
             elif isinstance(message, Heartbeat):
                 timestamp = message.time.timestamp()
                 tracker = matches if message.product_id in matches.gap_products else tickers
@@ -275,17 +266,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     self._emit_gaps(tracker, _stream_name(tracker, matches), timestamp, records)
                 append(Record(raw, "heartbeat", timestamp))
             elif isinstance(message, Match):  # and LastMatch
-                verdict = matches.observe(message.product_id, message.trade_id)
-                if verdict:
-                    if verdict == DUPLICATE:
-                        duplicates += 1
-                    else:
-                        out_of_order += 1
-                    continue
-                timestamp = message.time.timestamp()
-                if matches.gaps:
-                    self._emit_gaps(matches, "matches", timestamp, records)
-                append(Record(raw, "match", timestamp))
+                late[self._trade(matches, "matches", "match", message, raw, records)] += 1
             elif isinstance(message, Status):
                 append(Record(raw, "status", None))
             elif isinstance(message, Error):
@@ -293,16 +274,34 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 self._log.warning("coinbase.error", message=message.message, reason=message.reason)
             elif isinstance(message, Subscriptions):
                 self._log.info("coinbase.subscriptions_changed")
+        # received and sent are counted by the runner, from the batch (records and rejected)
         metrics = ctx.metrics
-        metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(sum(map(len, frames)))
         if unknown:
             metrics.drop("unknown_type", unknown)
-        if duplicates:
-            metrics.drop("duplicate", duplicates)
-        if out_of_order:
-            metrics.drop("out_of_order", out_of_order)
+        if late[DUPLICATE]:
+            metrics.drop("duplicate", late[DUPLICATE])
+        if late[OUT_OF_ORDER]:
+            metrics.drop("out_of_order", late[OUT_OF_ORDER])
         return SourceBatch(records, rejected)
+
+    def _trade(
+        self,
+        tracker: TradeIds,
+        stream: str,
+        kind: str,
+        message: Ticker | Match,
+        raw: bytes,
+        records: list[Record],
+    ) -> int:
+        """A trade frame off the common path: follow its trade id and, unless it repeats or
+        comes late, record it after the gap it reveals, if any. Returns the verdict."""
+        verdict = tracker.observe(message.product_id, message.trade_id)
+        if verdict == ACCEPT:
+            timestamp = message.time.timestamp()
+            if tracker.gaps:
+                self._emit_gaps(tracker, stream, timestamp, records)
+            records.append(Record(raw, kind, timestamp))
+        return verdict
 
     def _emit_gaps(
         self, tracker: TradeIds, stream: str, timestamp: float, records: list[Record]
