@@ -274,8 +274,11 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 self._log.warning("coinbase.error", message=message.message, reason=message.reason)
             elif isinstance(message, Subscriptions):
                 self._log.info("coinbase.subscriptions_changed")
-        # received and sent are counted by the runner, from the batch (records and rejected)
+        # received counts every frame read (this source sets counts_received); sent is counted by
+        # the runner from the batch's records
         metrics = ctx.metrics
+        metrics.received_events.inc(len(frames))
+        metrics.received_bytes.inc(sum(map(len, frames)))
         if unknown:
             metrics.drop("unknown_type", unknown)
         if late[DUPLICATE]:
