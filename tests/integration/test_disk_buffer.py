@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -56,3 +57,40 @@ def test_records_buffered_on_disk_are_written_after_a_crash(workdir: Path) -> No
     written = seqs(workdir / "out.jsonl")
     assert sorted(set(written)) == list(range(30000))  # nothing lost
     assert len(written) - 30000 <= 500  # at most the batch in flight at the crash is repeated
+
+
+def test_a_stop_while_the_sink_is_down_keeps_the_backlog_on_disk_and_exits_0(workdir: Path) -> None:
+    config = """\
+sources:
+  gen: {{type: generator, count: {count}}}
+sinks:
+  down:
+    type: flaky
+    inputs: [gen]
+    path: out.jsonl
+    fail_first_writes: {failures}
+    retry: {{initial_backoff_secs: 0.05, max_backoff_secs: 0.2}}
+    buffer: {{type: disk, max_events: 100000, max_bytes: 104857600}}
+admin: {{enabled: false}}
+"""
+    (workdir / "p.yaml").write_text(config.format(count=1000, failures=1_000_000))
+    log = workdir / "run1.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([*SLUICE_TESTING, "run", "p.yaml"], cwd=workdir, stderr=stderr)
+    try:
+        wait_for(lambda: "sink.write.retrying" in log.read_text(), timeout=30)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()
+        assert time.monotonic() - started < 10  # not the 30 s drain timeout
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "sink.write.abandoned" in log.read_text()
+    assert seqs(workdir / "out.jsonl") == []
+    (workdir / "p.yaml").write_text(config.format(count=0, failures=0))
+    done = subprocess.run(
+        [*SLUICE_TESTING, "run", "p.yaml"], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert seqs(workdir / "out.jsonl") == list(range(1000))

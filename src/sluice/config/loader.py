@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ DEAD_LETTERS_ID = "dead_letters"
 """The component id of the dead-letter sink (reserved)."""
 
 _SECRET_HINTS = ("password", "secret", "token", "credential")
+_URL_CREDENTIALS = re.compile(r"//[^\s@]*@")
 
 
 @dataclass
@@ -210,6 +212,8 @@ def _problem_from_error(
     message = str(error["msg"]).removeprefix("Value error, ")
     secret = annotation is SecretStr or any(h in str(path[-1:]).lower() for h in _SECRET_HINTS)
     value = error.get("input")
+    if isinstance(value, str) and _URL_CREDENTIALS.search(value):
+        value = _URL_CREDENTIALS.sub("//***@", value)  # never echo a password given in a URL
     if not secret and isinstance(value, str | int | float | bool):
         message += f" (got {value!r})"
     elif not secret and value is not None and kind.endswith("_type"):

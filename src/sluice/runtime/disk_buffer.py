@@ -20,6 +20,7 @@ repeats that batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import time
@@ -35,7 +36,7 @@ import orjson
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
 from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import Batch, BatchingQueue, Segment
+from sluice.runtime.buffer import Batch, BatchingQueue, BufferClosed, Segment
 
 __all__ = ["DiskBuffer"]
 
@@ -84,7 +85,11 @@ class DiskBuffer(BatchingQueue):
         self._drain = True
         self._opened = False
         self._open_lock = asyncio.Lock()
-        self._tracker = CommitTracker(self._persist_cursor, on_error or (lambda exc: None))
+        self._on_error = on_error or (lambda exc: None)
+        self._tracker = CommitTracker(self._persist_cursor, self._on_error)
+        self._end = _Cursor(1, 0, 0)
+        self.abandoned = asyncio.Event()
+        """Set by ``close(drain=False)``: the sink may give up its in-flight batch (it is on disk)."""
         self._tracker_task: asyncio.Task[None] | None = None
         self._synced_at = time.monotonic()
         self._append_lock = asyncio.Lock()
@@ -147,6 +152,7 @@ class DiskBuffer(BatchingQueue):
         path = self.directory / f"{self._write_file}.log"
         self._write_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._write_offset = os.fstat(self._write_fd).st_size
+        self._end = _Cursor(self._write_file, self._write_offset, 0)
 
     def _read_cursor(self) -> _Cursor:
         try:
@@ -176,7 +182,7 @@ class DiskBuffer(BatchingQueue):
         payload = _encode([(r.raw, r.kind, r.time) for r in records])
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         async with self._append_lock:  # one writer at a time keeps offsets exact
-            await asyncio.to_thread(self._append, frame)
+            await self._append_retrying(frame)
             self._frames.append(
                 _Frame(
                     self._write_file,
@@ -187,9 +193,27 @@ class DiskBuffer(BatchingQueue):
                     segment.arrived,
                 )
             )
+            # where a reader that has taken everything stands: moved only once the frame is
+            # registered, so a batch taken meanwhile cannot commit past a frame it did not see
+            self._end = _Cursor(self._write_file, self._write_offset, 0)
         self._added(len(records), segment.nbytes)
         segment.group.release()  # durable now: the source may move on
         return True
+
+    async def _append_retrying(self, frame: bytes) -> None:
+        """Append, waiting out a full or failing disk (the source waits meanwhile, as when the
+        buffer is full); raises BufferClosed if the pipeline stops without it."""
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(self._append, frame)
+                return
+            except OSError as exc:
+                if self._closed:
+                    raise BufferClosed(f"buffer closed while its disk failed: {exc}") from exc
+                self._on_error(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _append(self, frame: bytes) -> None:
         if self._write_offset >= _FILE_BYTES:
@@ -203,8 +227,14 @@ class DiskBuffer(BatchingQueue):
             self._write_offset = 0
         assert self._write_fd is not None
         view = memoryview(frame)
-        while view:
-            view = view[os.write(self._write_fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._write_fd, view) :]
+        except OSError:
+            # leave no torn frame in the middle of the log: later frames' offsets depend on it
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._write_fd, self._write_offset)
+            raise
         self._write_offset += len(frame)
         interval = self.policy.fsync_interval_secs
         if interval is not None and time.monotonic() - self._synced_at >= interval:
@@ -215,6 +245,8 @@ class DiskBuffer(BatchingQueue):
         """No more puts. With ``drain``, ``next_batch`` returns what is held, then None; without,
         it returns None at once and what is held stays on disk for the next start."""
         self._drain = drain
+        if not drain:
+            self.abandoned.set()
         super().close(drain)
 
     async def next_batch(self) -> Batch | None:
@@ -260,7 +292,7 @@ class DiskBuffer(BatchingQueue):
             head = self._frames[0]
             cursor = _Cursor(head.file, head.offset, self._skip)
         else:
-            cursor = _Cursor(self._write_file, self._write_offset, 0)
+            cursor = self._end
         group = self._tracker.open(cursor)
         parts = await asyncio.to_thread(self._read_plan, plan)
         records = [Record(raw, kind, t) for part in parts for raw, kind, t in part]

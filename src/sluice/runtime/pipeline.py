@@ -115,6 +115,11 @@ class Pipeline:
         if not self._stop_requested.is_set():
             self.log.info("pipeline.stopping", reason=reason)
             self._stop_requested.set()
+            for worker in self.all_sinks():
+                if worker.buffer.closed:
+                    # already draining after the sources ended: a stop leaves what a disk buffer
+                    # holds for the next start (a memory buffer drains regardless)
+                    worker.buffer.close(drain=False)
 
     @property
     def stopping(self) -> bool:

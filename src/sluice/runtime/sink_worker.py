@@ -20,6 +20,10 @@ __all__ = ["SinkWorker"]
 _START_RETRIABLE = (RetriableError, OSError, TimeoutError)
 
 
+class BufferFailed(RuntimeError):
+    """A sink's buffer failed to take records (not retriable: the run fails)."""
+
+
 class SinkWorker:
     """One sink, its buffer and its delivery loop."""
 
@@ -35,7 +39,7 @@ class SinkWorker:
         self.buffer: SinkBuffer | DiskBuffer
         if self.config.buffer.type == "disk":
             self.buffer = DiskBuffer(
-                ctx.data_dir / "buffer", self.config.buffer, self.config.batch, self._cursor_failed
+                ctx.data_dir / "buffer", self.config.buffer, self.config.batch, self._buffer_failed
             )
         else:
             self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
@@ -86,9 +90,23 @@ class SinkWorker:
         in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
         return self.buffer.events + in_flight
 
-    def _cursor_failed(self, exc: BaseException) -> None:
-        self.metrics.error("buffer_cursor")
-        self.log.warning("buffer.cursor.failed", error=str(exc))
+    def _buffer_failed(self, exc: BaseException) -> None:
+        self.metrics.error("buffer_io")
+        self.log.warning("buffer.io.failed", error=str(exc), error_type=type(exc).__name__)
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` before a retry; False when the pipeline stops and what is pending is
+        safe on disk, so the retries can end now (the next start picks it up)."""
+        abandoned = self.buffer.abandoned if isinstance(self.buffer, DiskBuffer) else None
+        if abandoned is None:
+            await asyncio.sleep(delay)
+            return True
+        try:
+            async with asyncio.timeout(delay):
+                await abandoned.wait()
+        except TimeoutError:
+            return True
+        return False
 
     async def readiness(self) -> Readiness:
         if not self.started:
@@ -111,6 +129,11 @@ class SinkWorker:
             self.metrics.unwritten.inc(count)
             segment.group.release()
             return
+        except Exception as exc:
+            # a bug, not a condition: fail the run rather than let the source restart past it
+            self.metrics.unwritten.inc(count)
+            segment.group.release()
+            raise BufferFailed(f"sink '{self.component_id}' buffer failed: {exc!r}") from exc
         if not accepted:
             self.metrics.drop("buffer_full", count)
             segment.group.release()
@@ -134,7 +157,9 @@ class SinkWorker:
                     error_type=type(exc).__name__,
                     retry_in_secs=round(delay, 2),
                 )
-                await asyncio.sleep(delay)
+                if not await self._pause(delay):
+                    self.log.info("sink.start.abandoned", reason="stopping; the buffer is on disk")
+                    return
                 continue
             self.started = True
             self.log.info("sink.started")
@@ -146,12 +171,17 @@ class SinkWorker:
             await self.start()
         while (batch := await self.buffer.next_batch()) is not None:
             self.in_flight = batch
-            await self._deliver(batch)
+            delivered = await self._deliver(batch)
             self.in_flight = None
+            if not delivered:
+                # stopping with the batch still on disk: not acknowledged, kept for the next start
+                await self.buffer.next_batch()  # closed: persists the cursor, closes the log
+                return
             for segment in batch.segments:
                 segment.group.release()
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, batch: Batch) -> bool:
+        """Write ``batch`` (or dead-letter what cannot be); False if abandoned on a stop."""
         records = batch.records
         if self._limiter is not None:
             self.metrics.rate_limited(await self._limiter.acquire(len(records)))
@@ -165,15 +195,18 @@ class SinkWorker:
                 raise
             except RejectedRecords as exc:
                 rejected = {i: r for i, r in exc.rejected.items() if 0 <= i < len(records)}
-                self._written(batch, len(records) - len(rejected), batch.nbytes, started)
+                rejected_bytes = sum(len(records[i].raw) for i in rejected)
+                self._written(
+                    batch, len(records) - len(rejected), batch.nbytes - rejected_bytes, started
+                )
                 await self._to_dead_letters(batch, rejected)
-                return
+                return True
             except PermanentError as exc:
                 self.metrics.error("permanent")
                 reason = str(exc) or type(exc).__name__
                 await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
                 self._recovered()
-                return
+                return True
             except Exception as exc:
                 self.metrics.error(_error_type(exc))
                 if max_attempts is not None and backoff.attempt + 1 >= max_attempts:
@@ -181,7 +214,7 @@ class SinkWorker:
                     self.log.error("sink.write.gave_up", attempts=max_attempts, error=str(exc))
                     await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
                     self._recovered()
-                    return
+                    return True
                 delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
                 self.metrics.retries.inc()
                 if self.failing_since is None:
@@ -199,10 +232,16 @@ class SinkWorker:
                     records=len(records),
                     retry_in_secs=round(delay, 3),
                 )
-                await asyncio.sleep(delay)
+                if not await self._pause(delay):
+                    self.log.info(
+                        "sink.write.abandoned",
+                        records=len(records),
+                        reason="stopping; the batch stays in the disk buffer for the next start",
+                    )
+                    return False
                 continue
             self._written(batch, len(records), batch.nbytes, started)
-            return
+            return True
 
     def _written(self, batch: Batch, count: int, nbytes: int, started: float) -> None:
         now = time.monotonic()
@@ -226,9 +265,7 @@ class SinkWorker:
         """Send ``rejected`` (index in batch -> reason) to the dead letters, keeping acks pending."""
         if not rejected:
             return
-        self.metrics.dead_letters.inc(len(rejected))
         first_reason = next(iter(rejected.values()))
-        self.log.warning("sink.dead_letters", records=len(rejected), reason=first_reason)
         if self.dead_letters is None:
             # the dead-letter sink itself refused them: nowhere left to put them
             self.metrics.error("dead_letter_lost", len(rejected))
@@ -239,6 +276,8 @@ class SinkWorker:
                 sample=batch.records[next(iter(rejected))].raw[:200].decode("utf-8", "replace"),
             )
             return
+        self.metrics.dead_letters.inc(len(rejected))
+        self.log.warning("sink.dead_letters", records=len(rejected), reason=first_reason)
         offset = 0
         for segment in batch.segments:
             end = offset + len(segment.records)

@@ -126,6 +126,7 @@ class FileSource(Source[FileSourceConfig]):
         head = _head_digest(fd, offset) if offset else ""
         kind = c.kind
         carry = b""
+        replaced = False  # following: a new file is at the path; finish this one first
         while True:
             chunk = await asyncio.to_thread(os.pread, fd, c.read_bytes, offset + len(carry))
             if chunk:
@@ -142,13 +143,15 @@ class FileSource(Source[FileSourceConfig]):
                 yield _parse(complete, kind, self._resume)
                 continue
             # end of the file for now
-            if not c.follow:
+            if not c.follow or replaced:
                 if carry:  # a last line without a newline
                     if len(head) == 0 or offset < HEAD_BYTES:
                         head = await asyncio.to_thread(_head_digest, fd, offset + len(carry))
                     offset += len(carry)
                     self._resume = _Position(inode, head, offset)
                     yield _parse(carry, kind, self._resume)
+                if replaced:
+                    self._resume, self._rotated = None, True
                 return
             await asyncio.sleep(c.poll_interval_secs)
             try:
@@ -156,10 +159,11 @@ class FileSource(Source[FileSourceConfig]):
             except FileNotFoundError:
                 continue  # being rotated: keep the old file until a new one appears
             if current.st_ino != inode:
-                # rotated: finish the old file (already at EOF), then read the new one
+                # rotated: read what was appended to the old file since the last look (the loop
+                # comes back here at its end), then the new one from its start
                 self._log.info("file.rotated", path=str(c.path))
-                self._resume, self._rotated = None, True
-                return
+                replaced = True
+                continue
             if current.st_size < offset + len(carry):
                 self._log.warning("file.truncated", path=str(c.path), offset=offset)
                 offset, carry = 0, b""

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
@@ -94,3 +101,59 @@ async def test_close_without_drain_keeps_the_rest_on_disk(tmp_path: Path) -> Non
     rest = await write_and_ack(reopened, 1)
     assert [r.raw for r in rest] == [b'{"n":%d}' % i for i in range(5, 20)]
     assert buffer.volatile_events() == 0
+
+
+async def test_a_batch_taken_during_an_append_does_not_commit_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer = disk(tmp_path, batch_events=100)
+    await buffer.put(segment(0, 1))
+    real_append = buffer._append
+    appended = asyncio.Event()
+
+    def slow_append(frame: bytes) -> None:
+        real_append(frame)
+        appended_loop.call_soon_threadsafe(appended.set)
+        time.sleep(0.2)  # the frame is on disk, not yet registered: a batch is taken meanwhile
+
+    appended_loop = asyncio.get_running_loop()
+    monkeypatch.setattr(buffer, "_append", slow_append)
+    putting = asyncio.create_task(buffer.put(segment(1, 1)))
+    await appended.wait()
+    taken = await write_and_ack(buffer, 1)
+    await putting
+    buffer.close(drain=False)
+    assert await buffer.next_batch() is None
+    reopened = disk(tmp_path)
+    rest = await write_and_ack(reopened, 1)
+    assert [r.raw for r in taken + rest] == [b'{"n":0}', b'{"n":1}']
+
+
+async def test_a_failing_disk_holds_the_put_until_it_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[BaseException] = []
+    buffer = DiskBuffer(
+        tmp_path,
+        BufferPolicy(type="disk", max_events=1000, max_bytes=10_000_000),
+        BatchPolicy(max_events=10, max_age_secs=0.01),
+        errors.append,
+    )
+    await buffer.put(segment(0, 2))
+    real_write = os.write
+    failures = {"left": 2}
+
+    def full_disk(fd: int, data: Any) -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            real_write(fd, bytes(data[:3]))  # a torn frame, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    part = segment(2, 2)
+    await buffer.put(part)  # waits out two failures, then succeeds
+    assert part.group.done
+    assert len(errors) == 2
+    reopened = disk(tmp_path)
+    assert [r.raw for r in await write_and_ack(reopened, 1)] == [b'{"n":%d}' % i for i in range(4)]

@@ -36,10 +36,40 @@ def test_credentials_in_the_url_move_to_user_and_password() -> None:
     assert moved.url == "https://ch.example:8443"
     assert moved.user == "alice"
     assert moved.password is not None
-    assert moved.password.get_secret_value() == "s3cr%40t"
+    assert moved.password.get_secret_value() == "s3cr@t"  # percent-decoded
     assert "s3cr" not in repr(moved)
     with pytest.raises(ValidationError, match="given twice"):
         config(url="http://a:b@h:8123", password="c")
+
+
+@pytest.mark.parametrize("password", ["p?ssw0rd", "p#ss", "pa/ss"])
+def test_a_password_that_breaks_the_url_is_refused_without_being_echoed(password: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        config(url=f"http://u:{password}@localhost:8123")
+    message = raised.value.errors()[0]["msg"]  # what `sluice check` shows (it masks the input)
+    assert password not in message
+    assert "percent-encode" in message
+
+
+def test_sluice_check_never_echoes_a_password_given_in_a_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(
+        "sources:\n  g: {type: generator}\nsinks:\n  ch:\n    type: clickhouse\n"
+        "    inputs: [g]\n    url: 'http://u:hunt/er2@localhost:8123'\n    table: t\n"
+        "  ch2:\n    type: clickhouse\n    inputs: [g]\n"
+        "    url: 'ftp://u:hunter3@localhost:8123'\n    table: t\n"
+    )
+    result = CliRunner().invoke(app, ["check", "p.yaml"])
+    assert result.exit_code == 2
+    assert "sinks.ch" in result.stderr
+    assert "sinks.ch2.url" in result.stderr
+    assert "hunt" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -103,3 +103,28 @@ async def test_follow_picks_up_appended_lines(tmp_path: Path) -> None:
         f.write(b"3}\n")
     await asyncio.wait_for(reader, 2)
     assert seen == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+
+
+async def test_follow_reads_the_end_of_a_rotated_file_before_the_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"n":1}\n')
+    src = await source(tmp_path, path=path, follow=True, poll_interval_secs=0.05)
+    seen: list[bytes] = []
+
+    async def read() -> None:
+        async for batch in src.batches():
+            seen.extend(r.raw for r in batch.records)
+            if len(seen) >= 5:
+                return
+
+    reader = asyncio.create_task(read())
+    while not seen:
+        await asyncio.sleep(0.01)
+    # within one poll: lines appended to the old file, which is then renamed (logrotate's
+    # "create"), and a new file at the path; the last old line has no newline yet
+    with path.open("ab") as f:
+        f.write(b'{"n":2}\n{"n":3}')
+    path.rename(tmp_path / "in.jsonl.1")
+    path.write_bytes(b'{"n":4}\n{"n":5}\n')
+    await asyncio.wait_for(reader, 5)
+    assert seen == [b'{"n":%d}' % i for i in range(1, 6)]

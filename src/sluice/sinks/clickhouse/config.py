@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 
@@ -99,9 +99,20 @@ class ClickHouseSinkConfig(SinkConfig):
         """Move ``user:password@`` out of the URL, so the URL can be logged."""
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
             return data
-        parts = urlsplit(data["url"])
-        if parts.username is None and parts.password is None:
+        raw = data["url"]
+        if "@" not in raw:
             return data
+        parts = urlsplit(raw)
+        if (parts.username is None and parts.password is None) or "@" in (
+            parts.path + parts.query + parts.fragment
+        ):
+            # e.g. a password with '/', '?' or '#' that split the URL in the wrong place; the URL
+            # is not echoed, as it holds the password
+            raise ValueError(
+                "cannot read the credentials in `url`: percent-encode special characters in them, "
+                "or better, set `user` and `password` (from the environment) and leave them out "
+                "of the URL"
+            )
         if data.get("password") or ("user" in data and parts.username):
             raise ValueError(
                 "credentials are given twice: in `url` and in `user`/`password`; keep one"
@@ -113,9 +124,9 @@ class ClickHouseSinkConfig(SinkConfig):
         netloc = host + (f":{parts.port}" if parts.port else "")
         data["url"] = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         if parts.username:
-            data["user"] = parts.username
+            data["user"] = unquote(parts.username)
         if parts.password is not None:
-            data["password"] = parts.password
+            data["password"] = unquote(parts.password)
         return data
 
     @field_validator("url")

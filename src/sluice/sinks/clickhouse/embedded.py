@@ -28,6 +28,9 @@ from sluice.sinks.clickhouse.client import Client, parse_json_compact
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.schema import ServerInfo, parse_version
 
+QUERY_TIME_LIMIT_SECS = 60
+"""Longest a query through `sluice sql`/`sluice monitor`/the admin port may run."""
+
 __all__ = ["DirectoryInUse", "EmbeddedClient"]
 
 T = TypeVar("T")
@@ -136,9 +139,15 @@ class EmbeddedClient(Client):
             self._writer = await self._call(
                 self._write_thread, lambda: state.connect(str(self._path))
             )
-        # session settings of the query connection: refuse writes, 64-bit integers as numbers
-        mode = "mode=ro" if self._read_only else "readonly=2"
-        options = f"{mode}&output_format_json_quote_64bit_integers=0"
+        # session settings of the query connection: readonly=1 refuses writes, settings changes
+        # and table functions (file(), url(): the admin port must not read the host's files);
+        # a time limit, so a query cannot hold the reader (and shutdown) for ever; 64-bit integers
+        # as numbers
+        mode = "mode=ro&" if self._read_only else ""
+        options = (
+            f"{mode}readonly=1&max_execution_time={QUERY_TIME_LIMIT_SECS}"
+            "&output_format_json_quote_64bit_integers=0"
+        )
         self._reader = await self._call(
             self._read_thread, lambda: state.connect(f"{self._path}?{options}")
         )

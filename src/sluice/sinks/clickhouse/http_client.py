@@ -19,6 +19,7 @@ import aiohttp
 from sluice.plugin import QueryResult
 from sluice.sinks.clickhouse.client import Client, parse_json_compact
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
+from sluice.sinks.clickhouse.embedded import QUERY_TIME_LIMIT_SECS
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.schema import ServerInfo, parse_version
 
@@ -99,7 +100,8 @@ class HttpClient(Client):
             "wait_end_of_query": "1",
         }
         if read_only:
-            params["readonly"] = "2"
+            params["readonly"] = "2"  # 2: the request's own settings (format) still apply
+            params["max_execution_time"] = str(QUERY_TIME_LIMIT_SECS)
         payload = await self._post(params, sql.encode())
         return parse_json_compact(payload)
 
