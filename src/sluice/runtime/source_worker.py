@@ -44,6 +44,7 @@ class SourceWorker:
         self._stopping = False
         self._waiting = False
         self._task: asyncio.Task[None] | None = None
+        self._pending: asyncio.Task[SourceBatch | None] | None = None
         self._limiter = TokenBucket(source.config.rate_limit) if source.config.rate_limit else None
         restart = getattr(source.config, "reconnect", None)
         self._restart_policy: RetryPolicy = (
@@ -133,14 +134,22 @@ class SourceWorker:
         """Route batches; True when the source ended, False when stopped."""
         count_received = not self.source.counts_received
         route = self.router.route
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            self._waiting = True
+            # the source's wait runs in its own task, so that a stop cancels the wait only while
+            # no batch is ready: a batch already read is always routed
+            pending = loop.create_task(_next_batch(iterator))
+            self._pending = pending
             try:
-                batch = await anext(iterator)
-            except StopAsyncIteration:
-                return True
+                batch = await pending
+            except asyncio.CancelledError:
+                if self._stopping and pending.cancelled():
+                    return False
+                raise
             finally:
-                self._waiting = False
+                self._pending = None
+            if batch is None:
+                return True
             if not self._flowing:
                 # the runner's view of "connected": batches arrive; a plugin may say more
                 self._flowing = True
@@ -163,10 +172,12 @@ class SourceWorker:
             self._waiting = False
 
     def stop(self) -> None:
-        """Stop reading; a batch being routed is finished first."""
+        """Stop reading; a batch already read is routed first."""
         self._stopping = True
-        if self._waiting and self._task is not None:
-            self._task.cancel()
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
+        elif self._waiting and self._task is not None:
+            self._task.cancel()  # sleeping before a restart
 
     async def final_commit(self) -> None:
         await self.tracker.flush()
@@ -177,3 +188,11 @@ async def _aclose(iterator: Any) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):  # torn down; its error was reported already
             await aclose()
+
+
+async def _next_batch(iterator: AsyncIterator[SourceBatch]) -> SourceBatch | None:
+    """The iterator's next batch, or None at its end."""
+    try:
+        return await anext(iterator)
+    except StopAsyncIteration:
+        return None
