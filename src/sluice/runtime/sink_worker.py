@@ -49,6 +49,8 @@ class SinkWorker:
         self.log = ctx.log
         self.started = False
         self.in_flight: Batch | None = None
+        self._offering = 0
+        """Records waiting for room in the buffer (their source is blocked on them)."""
         self.failing_since: float | None = None
         self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
         self._drop_logged_at = 0.0
@@ -84,11 +86,12 @@ class SinkWorker:
         return 0.0 if since is None else time.monotonic() - since
 
     def unwritten(self) -> int:
-        """Records held in memory or being written now (a disk buffer's records are safe)."""
+        """Records held in memory, waiting to enter the buffer, or being written now (a disk
+        buffer's records are safe)."""
         if isinstance(self.buffer, DiskBuffer):
-            return 0
+            return self._offering
         in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
-        return self.buffer.events + in_flight
+        return self.buffer.events + in_flight + self._offering
 
     def _buffer_failed(self, exc: BaseException) -> None:
         self.metrics.error("buffer_io")
@@ -122,6 +125,7 @@ class SinkWorker:
         count = len(segment.records)
         self.metrics.received_events.inc(count)
         self.metrics.received_bytes.inc(segment.nbytes)
+        self._offering += count
         try:
             accepted = await self.buffer.put(segment)
         except BufferClosed:
@@ -134,6 +138,8 @@ class SinkWorker:
             self.metrics.unwritten.inc(count)
             segment.group.release()
             raise BufferFailed(f"sink '{self.component_id}' buffer failed: {exc!r}") from exc
+        finally:
+            self._offering -= count
         if not accepted:
             self.metrics.drop("buffer_full", count)
             segment.group.release()
