@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,24 +82,34 @@ async def test_a_replaced_file_is_read_from_its_start(tmp_path: Path) -> None:
     ]
 
 
-async def test_follow_picks_up_appended_lines(tmp_path: Path) -> None:
-    path = tmp_path / "in.jsonl"
-    path.write_bytes(b'{"n":1}\n')
-    src = await source(tmp_path, path=path, follow=True, poll_interval_secs=0.01)
+def follow(src: FileSource, want: int) -> tuple[list[bytes], asyncio.Task[None]]:
+    """Read ``src`` in the background until ``want`` records arrived; the list fills as it reads."""
     seen: list[bytes] = []
 
     async def read() -> None:
         async for batch in src.batches():
             seen.extend(r.raw for r in batch.records)
-            if len(seen) >= 3:
+            if len(seen) >= want:
                 return
 
-    reader = asyncio.create_task(read())
-    await asyncio.sleep(0.05)
+    return seen, asyncio.create_task(read())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_follow_picks_up_appended_lines(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"n":1}\n')
+    src = await source(tmp_path, path=path, follow=True, poll_interval_secs=0.01)
+    seen, reader = follow(src, 3)
+    await until(lambda: len(seen) == 1)
     with path.open("ab") as f:
         f.write(b'{"n":2}\n{"n":')  # a half-written line waits for its end
-    await asyncio.sleep(0.05)
-    assert seen == [b'{"n":1}', b'{"n":2}']
+    await until(lambda: len(seen) == 2)
     with path.open("ab") as f:
         f.write(b"3}\n")
     await asyncio.wait_for(reader, 2)
@@ -109,17 +120,8 @@ async def test_follow_reads_the_end_of_a_rotated_file_before_the_new_one(tmp_pat
     path = tmp_path / "in.jsonl"
     path.write_bytes(b'{"n":1}\n')
     src = await source(tmp_path, path=path, follow=True, poll_interval_secs=0.05)
-    seen: list[bytes] = []
-
-    async def read() -> None:
-        async for batch in src.batches():
-            seen.extend(r.raw for r in batch.records)
-            if len(seen) >= 5:
-                return
-
-    reader = asyncio.create_task(read())
-    while not seen:
-        await asyncio.sleep(0.01)
+    seen, reader = follow(src, 5)
+    await until(lambda: len(seen) == 1)
     # within one poll: lines appended to the old file, which is then renamed (logrotate's
     # "create"), and a new file at the path; the last old line has no newline yet
     with path.open("ab") as f:
