@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from sluice.config.models import BatchPolicy, Claim, SinkConfig
+from sluice.config.models import BatchPolicy, Claim, LocalPath, SinkConfig
 from sluice.errors import RetriableError
 from sluice.plugin import ComponentContext, Sink
 from sluice.records import Record, join_lines
@@ -52,6 +52,9 @@ class FileSinkConfig(SinkConfig):
 
     def claims(self) -> Iterable[Claim]:
         return [Claim(f"file {self.path.resolve()}", "path", "write")]
+
+    def local_paths(self) -> Iterable[LocalPath]:
+        return [LocalPath("path", self.path, "file")]
 
 
 class FileSink(Sink[FileSinkConfig]):
