@@ -90,7 +90,7 @@ class FileSink(Sink[FileSinkConfig]):
                 ) from exc
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise classify_os_error(exc, f"cannot open {path}") from exc
+            raise classify_os_error(exc, f"cannot open {path.absolute()}") from exc
         stat = os.fstat(self._fd)
         self._size = stat.st_size
         self._opened_at = time.time()  # age for rotation counts from when this process opened it
