@@ -120,14 +120,17 @@ def load_config(
     path: str | os.PathLike[str],
     registry: Registry,
     environ: Mapping[str, str] | None = None,
+    *,
+    check_paths: bool = True,
 ) -> LoadedConfig:
-    """Read and validate the config file at ``path``; raise :class:`ConfigError`."""
+    """Read and validate the config file at ``path``; raise :class:`ConfigError`
+    (``check_paths``: see :func:`load_config_text`)."""
     name = os.fspath(path)
     try:
         text = FsPath(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, [Problem((), None, f"cannot read the file: {exc}")]) from exc
-    return load_config_text(text, registry, environ, source=name)
+    return load_config_text(text, registry, environ, source=name, check_paths=check_paths)
 
 
 def load_config_text(
