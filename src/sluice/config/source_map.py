@@ -173,7 +173,7 @@ def _measure(root: yaml.Node) -> None:
                 path,
                 line,
                 f"more than {MAX_NODES} values once aliases are expanded "
-                "(an alias nested in aliases, an 'alias bomb'?)",
+                "(aliases of aliases: an 'alias bomb'?)",
             )
         sizes[key] = size
         return size
