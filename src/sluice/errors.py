@@ -26,6 +26,7 @@ import errno
 from collections.abc import Mapping
 
 __all__ = [
+    "CANNOT_HEAL",
     "BrokenError",
     "PermanentError",
     "RejectedRecords",
