@@ -9,7 +9,12 @@ A sink's ``write_batch`` signals what happened by what it raises:
 - :class:`RejectedRecords`: every record was written except those named, which can never be
   written; they go to the dead letters with their reasons;
 - :class:`PermanentError`: the batch as a whole can never be written; all its records go to the
-  dead letters with the error as reason.
+  dead letters with the error as reason;
+- :class:`BrokenError` (a :class:`PermanentError`): the sink can write nothing until someone acts
+  (a directory where its file should be, no permission to create it). The runner logs it once,
+  marks the sink not ready and sends this batch and every later one to the dead letters without
+  trying the sink again; when the dead-letter sink itself is broken the run fails (exit 1).
+  :func:`classify_os_error` tells such an ``OSError`` from one that may heal (a full disk).
 
 Any other exception is treated as retriable and logged with its type, so a bug in a sink stalls the
 sink visibly (errors metric, logs) rather than losing data.
@@ -17,13 +22,17 @@ sink visibly (errors metric, logs) rather than losing data.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 
 __all__ = [
+    "CANNOT_HEAL",
+    "BrokenError",
     "PermanentError",
     "RejectedRecords",
     "RetriableError",
     "SluiceError",
+    "classify_os_error",
     "is_retriable",
 ]
 
@@ -48,6 +57,10 @@ class PermanentError(SluiceError):
     """The batch can never be written as it is; its records go to the dead letters."""
 
 
+class BrokenError(PermanentError):
+    """The sink cannot write anything until an operator acts; retrying cannot help."""
+
+
 class RejectedRecords(SluiceError):
     """Some records can never be written; all the others of the batch were written.
 
@@ -62,3 +75,28 @@ class RejectedRecords(SluiceError):
 def is_retriable(exc: BaseException) -> bool:
     """True unless the error says the data itself is bad."""
     return not isinstance(exc, PermanentError | RejectedRecords)
+
+
+CANNOT_HEAL = frozenset(
+    {
+        errno.EISDIR,  # a directory where a file should be
+        errno.ENOTDIR,  # a file where a directory should be
+        errno.EACCES,  # no permission to create or open
+        errno.EPERM,
+        errno.EROFS,  # a read-only filesystem
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+"""``errno`` values that waiting does not cure: an operator has to act."""
+
+
+def classify_os_error(exc: OSError, doing: str) -> BrokenError | RetriableError:
+    """``exc`` as the runner should see it: a :class:`BrokenError` when its errno is one of
+    :data:`CANNOT_HEAL`, else a :class:`RetriableError` (a full disk, an I/O error: the same batch
+    is tried again later). The message is ``doing``, the error and its errno name."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    message = f"{doing}: {exc.strerror or exc}" + (f" ({name})" if name else "")
+    if exc.errno in CANNOT_HEAL:
+        return BrokenError(message)
+    return RetriableError(message)

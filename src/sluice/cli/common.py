@@ -23,10 +23,11 @@ def load_registry() -> Registry:
         raise typer.Exit(EXIT_FAILURE) from exc
 
 
-def load_or_exit(path: Path, registry: Registry) -> LoadedConfig:
-    """The validated config, or exit 2 with every problem on stderr."""
+def load_or_exit(path: Path, registry: Registry, *, check_paths: bool = True) -> LoadedConfig:
+    """The validated config, or exit 2 with every problem on stderr. ``check_paths=False`` for a
+    command that only reads (it may run as a user who cannot write the pipeline's files)."""
     try:
-        return load_config(path, registry)
+        return load_config(path, registry, check_paths=check_paths)
     except ConfigError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc

@@ -228,7 +228,7 @@ def monitor(
         print("error: --format is text or json; --via is auto, admin or direct", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE)
     registry = load_registry()
-    loaded = load_or_exit(config, registry)
+    loaded = load_or_exit(config, registry, check_paths=False)
     console = Console()
     while True:
         try:

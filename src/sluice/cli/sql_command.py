@@ -52,7 +52,7 @@ def sql(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc
     registry = load_registry()
-    loaded = load_or_exit(config, registry)
+    loaded = load_or_exit(config, registry, check_paths=False)
     try:
         sink_id = choose_sink(loaded, registry, sink)
         result = asyncio.run(_query(loaded, registry, sink_id, statement))

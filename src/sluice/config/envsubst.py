@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["EnvError", "expand"]
+__all__ = ["MAX_EXPANDED_CHARS", "EnvError", "expand"]
 
 _PATTERN = re.compile(
     r"""\$(?:
@@ -26,10 +26,24 @@ class EnvError(ValueError):
     """A variable reference that cannot be expanded; the message names the variable."""
 
 
-def expand(text: str, environ: Mapping[str, str]) -> str:
-    """Expand every reference in ``text``; raise :class:`EnvError` on the first one that fails."""
+MAX_EXPANDED_CHARS = 1024 * 1024
+"""The longest a value may grow to once its variables are expanded."""
+
+
+def expand(text: str, environ: Mapping[str, str], max_chars: int = MAX_EXPANDED_CHARS) -> str:
+    """Expand every reference in ``text``; raise :class:`EnvError` on the first one that fails,
+    or when the result would be longer than ``max_chars`` (many references to a long variable)."""
+    growth = 0
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal growth
+        value = value_of(match)
+        growth += len(value) - len(match.group(0))
+        if growth > 0 and len(text) + growth > max_chars:
+            raise EnvError(f"the value expands to more than {max_chars} characters")
+        return value
+
+    def value_of(match: re.Match[str]) -> str:
         if match.group("escaped"):
             return "$"
         if match.group("bad") is not None:

@@ -28,6 +28,7 @@ from sluice.config.models import (
     SinkConfig,
     SourceConfig,
 )
+from sluice.config.paths import directory_problem, file_problem
 from sluice.config.problems import ConfigError, Problem
 from sluice.config.source_map import Path, SourceMap, format_path, load_yaml
 
@@ -119,14 +120,17 @@ def load_config(
     path: str | os.PathLike[str],
     registry: Registry,
     environ: Mapping[str, str] | None = None,
+    *,
+    check_paths: bool = True,
 ) -> LoadedConfig:
-    """Read and validate the config file at ``path``; raise :class:`ConfigError`."""
+    """Read and validate the config file at ``path``; raise :class:`ConfigError`
+    (``check_paths``: see :func:`load_config_text`)."""
     name = os.fspath(path)
     try:
         text = FsPath(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, [Problem((), None, f"cannot read the file: {exc}")]) from exc
-    return load_config_text(text, registry, environ, source=name)
+    return load_config_text(text, registry, environ, source=name, check_paths=check_paths)
 
 
 def load_config_text(
@@ -134,8 +138,15 @@ def load_config_text(
     registry: Registry,
     environ: Mapping[str, str] | None = None,
     source: str = "<config>",
+    *,
+    check_paths: bool = True,
 ) -> LoadedConfig:
-    """Validate config ``text``; raise :class:`ConfigError` with every problem found."""
+    """Validate config ``text``; raise :class:`ConfigError` with every problem found.
+
+    With ``check_paths`` the local paths the config names (``data_dir``, a file sink's ``path``)
+    are also checked against the filesystem as it is now: they must be (or be creatable as) what
+    they are used as.
+    """
     env = os.environ if environ is None else environ
     data, source_map, problems = load_yaml(text, env)
     if data is None:
@@ -144,20 +155,26 @@ def load_config_text(
         raise ConfigError(source, [Problem((), 1, "the config must be a mapping of keys")])
     env_paths = [p.path for p in problems]
     model = build_config_model(registry)
+    later: list[Problem] = []
     try:
         validated = model.model_validate(data)
     except ValidationError as exc:
+        validated = None
         for error in exc.errors(include_url=False):
             problem = _problem_from_error(error, model, registry, source_map, data)
             # a value whose variable was undefined is already reported; skip its knock-on errors
             if error["type"] == "extra_forbidden" or not any(
                 problem.path[: len(bad)] == bad for bad in env_paths
             ):
-                problems.append(problem)
-        problems += _cross_checks(data, registry, source_map)
-        raise ConfigError(source, problems) from None
-    problems += _cross_checks(data, registry, source_map)
-    if problems:
+                later.append(problem)
+    later += _cross_checks(data, registry, source_map)
+    if check_paths:
+        later += _path_checks(data, registry, source_map)
+    # a key that is not text is reported once; what follows from it (a bad id...) is not
+    problems += [
+        p for p in later if not any(p.path[: len(bad)] == bad for bad in source_map.bad_keys)
+    ]
+    if problems or validated is None:
         raise ConfigError(source, problems)
     return LoadedConfig(validated, source_map, source)
 
@@ -349,6 +366,34 @@ def _cross_checks(data: dict[str, Any], registry: Registry, source_map: SourceMa
         )
     problems += _claim_conflicts(data, registry, source_map)
     problems += [Problem(p, source_map.line_of(p), m) for p, m in check_references(data)]
+    return problems
+
+
+def _path_checks(data: dict[str, Any], registry: Registry, source_map: SourceMap) -> list[Problem]:
+    """Local paths that cannot be what they are used as: a file as ``data_dir``, a directory as a
+    file sink's ``path``, a parent that cannot be created."""
+    problems: list[Problem] = []
+    raw_dir = data.get("data_dir", PipelineConfigBase.model_fields["data_dir"].default)
+    if isinstance(raw_dir, str | os.PathLike):
+        data_dir = FsPath(raw_dir)
+        path: Path = ("data_dir",)
+        line = source_map.lines.get(path)
+        where = "" if line is not None else f" (default {data_dir})"
+        message = directory_problem(data_dir)
+        if message is None and not isinstance(data.get("dead_letters"), dict):
+            dead_letters = data_dir / "dead_letters.jsonl"
+            message = file_problem(dead_letters)
+            if message is not None:
+                message = f"the default dead-letter file: {message}"
+        if message is not None:
+            problems.append(Problem(path, line, f"{message}{where}"))
+    for component_path, component in _valid_components(data, registry):
+        for local in component.local_paths():
+            check = file_problem if local.kind == "file" else directory_problem
+            message = check(local.path)
+            if message is not None:
+                key_path = (*component_path, local.field)
+                problems.append(Problem(key_path, source_map.line_of(key_path), message))
     return problems
 
 

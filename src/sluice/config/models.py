@@ -25,6 +25,7 @@ __all__ = [
     "Claim",
     "ComponentConfig",
     "ComponentId",
+    "LocalPath",
     "LogConfig",
     "PipelineConfigBase",
     "RateLimit",
@@ -137,6 +138,16 @@ class Claim:
     mode: Literal["read", "write"]
 
 
+@dataclass(frozen=True)
+class LocalPath:
+    """A path on this machine that a component creates and writes (``kind`` says which it is), so
+    that ``sluice check`` and ``sluice run`` can refuse, with the key's line, a path that cannot be."""
+
+    field: str
+    path: Path
+    kind: Literal["file", "directory"]
+
+
 class ComponentConfig(StrictModel):
     """Fields every source and sink has."""
 
@@ -147,6 +158,10 @@ class ComponentConfig(StrictModel):
 
     def claims(self) -> Iterable[Claim]:
         """Resources this component uses exclusively (files, directories); none by default."""
+        return ()
+
+    def local_paths(self) -> Iterable[LocalPath]:
+        """Local files and directories this component creates or writes; none by default."""
         return ()
 
 

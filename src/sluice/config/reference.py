@@ -18,6 +18,7 @@ from sluice.alerts.config import (
     MinRateRule,
     WebhookConfig,
 )
+from sluice.config.envsubst import MAX_EXPANDED_CHARS
 from sluice.config.loader import build_config_model
 from sluice.config.models import (
     AdminConfig,
@@ -28,6 +29,7 @@ from sluice.config.models import (
     RetryPolicy,
     ShutdownConfig,
 )
+from sluice.config.source_map import IGNORED_PREFIX, MAX_DEPTH, MAX_NODES, MAX_TEXT_CHARS
 from sluice.registry import Registry
 
 __all__ = ["builtin_registry", "config_json_schema", "config_reference_markdown"]
@@ -66,6 +68,8 @@ def config_json_schema(registry: Registry) -> dict[str, Any]:
     schema = build_config_model(registry).model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sluice pipeline config"
+    # top-level `x-` keys are not read: a place for YAML anchors
+    schema["patternProperties"] = {f"^{IGNORED_PREFIX}": {}}
     return schema
 
 
@@ -153,6 +157,54 @@ def _overridden_defaults(model: type[BaseModel]) -> list[str]:
     return notes
 
 
+def _yaml_section() -> list[str]:
+    """Hand-written: anchors, merge keys, `x-` keys, the bounds on aliases and expansion, and the
+    local paths checked (the numbers come from the code that enforces them)."""
+    return [
+        "## YAML: anchors, merge keys, `x-` keys and limits",
+        "",
+        "Anchors (`&name`), aliases (`*name`) and merge keys work as YAML 1.1 defines them: "
+        "`<<: *defaults` brings in the keys of the mapping named, `<<: [*a, *b]` those of several "
+        "(the first that has a key wins), and the mapping's own keys always win over merged ones. "
+        "Top-level keys starting with `x-` are not read, which makes them a home for anchors "
+        "(as in Docker Compose); the JSON Schema allows them. A problem in a merged key is "
+        "reported at the line where the key is written, in the anchored mapping.",
+        "",
+        "```yaml",
+        "x-file: &file_defaults",
+        "  type: file",
+        "  inputs: [gen]",
+        "  fsync: true",
+        "sinks:",
+        "  raw: {<<: *file_defaults, path: raw.jsonl}",
+        "  copy:",
+        "    <<: *file_defaults",
+        "    path: copy.jsonl",
+        "    fsync: false        # overrides the merged value",
+        "```",
+        "",
+        "Keys are text: an unquoted key that YAML reads as something else (`1:`, `true:`, `null:`, "
+        "`2024-01-01:`) is an error naming it; quote it (`'1':`). A config that would take a "
+        "long time or much memory to read is refused with its line, before it is expanded: "
+        f"a recursive alias, nesting deeper than {MAX_DEPTH} levels, more than {MAX_NODES:,} "
+        'values once aliases are expanded (an "alias bomb"), more than '
+        f"{MAX_TEXT_CHARS // (1024 * 1024)} MiB of text once aliases and variables are expanded, "
+        f"or one value growing past {MAX_EXPANDED_CHARS // (1024 * 1024)} MiB through `${{VAR}}`.",
+        "",
+        "Local paths are checked against the filesystem by `sluice check` and again by "
+        "`sluice run` before anything starts: `data_dir` must be a directory or creatable as one, "
+        "a `file` sink's `path` (and the default dead-letter file, `<data_dir>/dead_letters.jsonl`)"
+        " a file or creatable as one (no directory in its place, no file where a parent directory "
+        "should be, permission to create it); each failure exits 2 naming the key and its line. "
+        "What changes after the check is met at run time: a sink that cannot open its file for a "
+        "reason waiting cannot cure (EISDIR, ENOTDIR, EACCES, EPERM, EROFS, ELOOP, ENAMETOOLONG) is "
+        "marked broken: one `sink.broken` error line naming the path and the errno, `/readyz` "
+        "reports it, and every batch for it goes to the dead letters with that reason instead of "
+        "being retried, so nothing is lost; if the dead-letter sink itself is broken the run "
+        "stops with exit 1. Errors that can heal (a full disk, an I/O error) are retried.",
+    ]
+
+
 def config_reference_markdown(registry: Registry) -> str:
     """The config reference as Markdown."""
     model = build_config_model(registry)
@@ -164,6 +216,8 @@ def config_reference_markdown(registry: Registry) -> str:
         "A config is one YAML file. Values may use `${VAR}`, `${VAR:-default}` and "
         "`${VAR:?message}` from the environment (`$$` is a literal `$`). Unknown keys are errors. "
         "`sluice check CONFIG` validates a file; `sluice schema` prints the JSON Schema for editors.",
+        "",
+        *_yaml_section(),
         "",
         "## Top level",
         "",

@@ -1,5 +1,10 @@
 """Drives one sink: start (retried while the far side is down), then batches from its buffer to
-``write_batch`` with retries, dead letters for what can never be written, and acknowledgements."""
+``write_batch`` with retries, dead letters for what can never be written, and acknowledgements.
+
+A sink that raises :class:`~sluice.errors.BrokenError` (from ``start`` or ``write_batch``) is not
+tried again: one ``sink.broken`` error line, the sink reports not ready, and every batch from then
+on goes to the dead letters with that reason, so nothing is lost. The dead-letter sink has nowhere
+to send them: when it is broken the run fails (exit 1), its records counted as not written."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from sluice.errors import PermanentError, RejectedRecords, RetriableError
+from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
 from sluice.plugin import ComponentContext, Readiness, Sink
 from sluice.records import Record
 from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
@@ -52,6 +57,8 @@ class SinkWorker:
         self._offering = 0
         """Records waiting for room in the buffer (their source is blocked on them)."""
         self.failing_since: float | None = None
+        self.broken: BrokenError | None = None
+        """Set when the sink can write nothing until someone acts; its batches go to dead letters."""
         self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
         self._drop_logged_at = 0.0
         self.metrics.gauge(
@@ -112,6 +119,8 @@ class SinkWorker:
         return False
 
     async def readiness(self) -> Readiness:
+        if self.broken is not None:
+            return Readiness(False, f"broken: {self.broken}")
         if not self.started:
             return Readiness(False, "not started (retrying)")
         if self.failing_since is not None:
@@ -154,6 +163,9 @@ class SinkWorker:
         while True:
             try:
                 await self.sink.start(self.ctx)
+            except BrokenError as exc:
+                self._break(exc)
+                return
             except _START_RETRIABLE as exc:
                 delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
                 self.metrics.error("start")
@@ -170,6 +182,18 @@ class SinkWorker:
             self.started = True
             self.log.info("sink.started")
             return
+
+    def _break(self, exc: BrokenError) -> None:
+        """Stop trying the sink: one error line; the run fails if this is the dead-letter sink."""
+        self.broken = exc
+        self.metrics.error("broken")
+        self.log.error(
+            "sink.broken",
+            error=str(exc),
+            then="the run fails" if self.dead_letters is None else "records go to the dead letters",
+        )
+        if self.dead_letters is None:
+            raise exc
 
     async def run(self) -> None:
         """Write batches until the buffer is closed and empty."""
@@ -195,10 +219,18 @@ class SinkWorker:
         started = time.monotonic()
         max_attempts = self.config.retry.max_attempts
         while True:
+            if self.broken is not None:
+                reason = f"sink broken: {self.broken}"
+                await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
+                self._recovered()
+                return True
             try:
                 await self.sink.write_batch(records)
             except asyncio.CancelledError:
                 raise
+            except BrokenError as exc:
+                self._break(exc)
+                continue
             except RejectedRecords as exc:
                 rejected = {i: r for i, r in exc.rejected.items() if 0 <= i < len(records)}
                 rejected_bytes = sum(len(records[i].raw) for i in rejected)
@@ -283,7 +315,9 @@ class SinkWorker:
             )
             return
         self.metrics.dead_letters.inc(len(rejected))
-        self.log.warning("sink.dead_letters", records=len(rejected), reason=first_reason)
+        # a broken sink said why once (sink.broken); each batch it passes on is not news
+        log = self.log.debug if self.broken is not None else self.log.warning
+        log("sink.dead_letters", records=len(rejected), reason=first_reason)
         offset = 0
         for segment in batch.segments:
             end = offset + len(segment.records)

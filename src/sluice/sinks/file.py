@@ -1,16 +1,21 @@
 """The ``file`` sink: JSON Lines appended to a file, with optional rotation and fsync.
 
 Delivery: at-least-once. A batch is one ``write`` of its lines (plus an ``fsync`` when asked), done
-in a worker thread so the event loop never waits on the disk. If the write fails (disk full,
-permission changed, file removed), the file is truncated back to where the batch began, so no
-partial line is left, the file is reopened on the next attempt and the runner retries the batch.
-A crash between the write and the acknowledgement can repeat a batch on restart.
+in a worker thread so the event loop never waits on the disk. If the write fails (disk full, I/O
+error, permission changed, file removed), the file is truncated back to where the batch began, so
+no partial line is left, the file is reopened on the next attempt and the runner retries the batch.
+An error opening the file that waiting cannot cure (the path is a directory, a parent is a file, no
+permission to create it: see :func:`sluice.errors.classify_os_error`) is a
+:class:`~sluice.errors.BrokenError`: the runner stops trying this sink and sends its records to the
+dead letters (``sluice check`` refuses such a path before a run; this covers what changes after
+it). A crash between the write and the acknowledgement can repeat a batch on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -20,8 +25,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from sluice.config.models import BatchPolicy, Claim, SinkConfig
-from sluice.errors import RetriableError
+from sluice.config.models import BatchPolicy, Claim, LocalPath, SinkConfig
+from sluice.errors import RetriableError, classify_os_error
 from sluice.plugin import ComponentContext, Sink
 from sluice.records import Record, join_lines
 
@@ -53,6 +58,9 @@ class FileSinkConfig(SinkConfig):
     def claims(self) -> Iterable[Claim]:
         return [Claim(f"file {self.path.resolve()}", "path", "write")]
 
+    def local_paths(self) -> Iterable[LocalPath]:
+        return [LocalPath("path", self.path, "file")]
+
 
 class FileSink(Sink[FileSinkConfig]):
     """JSON Lines file (at-least-once; rotation by size or age; optional fsync per batch)."""
@@ -70,9 +78,19 @@ class FileSink(Sink[FileSinkConfig]):
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
+        """Create the parents and open the file; an error here is classified (a directory in the
+        way cannot heal, a full disk can), unlike one while writing, which is always retried."""
         path = self.config.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:  # the parent is there and is not a directory
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+                ) from exc
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise classify_os_error(exc, f"cannot open {path.absolute()}") from exc
         stat = os.fstat(self._fd)
         self._size = stat.st_size
         self._opened_at = time.time()  # age for rotation counts from when this process opened it

@@ -36,3 +36,10 @@ def test_required_variable_message_is_shown() -> None:
 def test_malformed_reference_is_an_error() -> None:
     with pytest.raises(EnvError, match="malformed"):
         expand("${not valid}", ENV)
+
+
+def test_expansion_is_bounded() -> None:
+    environ = {"BIG": "x" * 1000}
+    assert len(expand("${BIG}" * 10, environ, max_chars=10_000)) == 10_000
+    with pytest.raises(EnvError, match="more than 10000 characters"):
+        expand("${BIG}" * 11, environ, max_chars=10_000)

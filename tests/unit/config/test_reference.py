@@ -40,3 +40,31 @@ def test_the_schema_rejects_what_the_loader_rejects() -> None:
     }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_the_schema_allows_x_keys_and_merge_keys() -> None:
+    schema = config_json_schema(Registry.from_entry_points())
+    text = (
+        "x-file: &f {type: file, inputs: [gen]}\n"
+        "sources: {gen: {type: generator}}\n"
+        "sinks: {a: {<<: *f, path: a.jsonl}, b: {<<: *f, path: b.jsonl}}\n"
+    )
+    jsonschema.validate(yaml.safe_load(text), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(yaml.safe_load(text.replace("x-file", "y-file")), schema)
+
+
+def test_the_yaml_example_in_the_reference_loads_with_its_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.config import load_config_text
+
+    monkeypatch.chdir(tmp_path)
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = load_config_text(
+        example + "sources: {gen: {type: generator}}\n", Registry.from_entry_points()
+    )
+    sinks = loaded.model.sinks
+    assert (str(sinks["raw"].path), sinks["raw"].fsync) == ("raw.jsonl", True)
+    assert (str(sinks["copy"].path), sinks["copy"].fsync) == ("copy.jsonl", False)
