@@ -382,13 +382,15 @@ class DiskBuffer(BatchingQueue):
         delay = 0.1
         attempts = 0
         since = logged_at = 0.0
+        path = ""
         while True:
             try:
                 await asyncio.to_thread(self._append, frame)
             except OSError as exc:
-                path = str(self.directory / f"{self._write_file}.log")
                 if self._closed:
-                    raise BufferClosed(f"buffer closed while {path} failed: {exc}") from exc
+                    raise BufferClosed(f"buffer closed while its disk failed: {exc}") from exc
+                if not attempts:
+                    path = str(self.directory / f"{self._write_file}.log")
                 if exc.errno in _FULL:
                     self._roll_wanted = True  # lets the consumed part of this file be deleted
                 attempts += 1
@@ -415,7 +417,7 @@ class DiskBuffer(BatchingQueue):
                 self.failing = None
                 self.log.info(
                     "buffer.write.recovered",
-                    path=str(self.directory / f"{self._write_file}.log"),
+                    path=path,
                     attempts=attempts,
                     failed_for_secs=round(time.monotonic() - since, 2),
                 )
