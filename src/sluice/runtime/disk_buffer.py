@@ -42,6 +42,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from sluice.records import Record
 from sluice.runtime.acks import AckGroup, CommitTracker
 from sluice.runtime.buffer import Batch, BatchingQueue, BufferClosed, Segment
 
-__all__ = ["DiskBuffer", "encode_frame", "segment_bytes"]
+__all__ = ["MAGIC", "DiskBuffer", "encode_frame", "read_frames", "segment_bytes"]
 
 MAGIC = b"\xd5SB\x02"
 _HEADER = struct.Struct("<4sII")
@@ -117,6 +118,20 @@ def _frame_at(data: bytes, offset: int) -> tuple[int, _Rows] | None:
         return end, _decode(payload)
     except msgspec.DecodeError:
         return None
+
+
+def read_frames(data: bytes) -> Iterator[tuple[int, int, _Rows]]:
+    """Offset, size and rows of each valid frame of a log file's bytes (this format), in order,
+    skipping what is corrupt: for tools and tests that look inside a buffer."""
+    offset: int | None = 0
+    while offset is not None and offset < len(data):
+        found = _frame_at(data, offset)
+        if found is None:
+            offset = _next_frame(data, offset + 1)
+            continue
+        end, rows = found
+        yield offset, end - offset, rows
+        offset = end
 
 
 def _next_frame(data: bytes, start: int) -> int | None:
