@@ -258,6 +258,10 @@ class DiskBuffer(BatchingQueue):
         self.events = sum(f.events for f in self._frames)
         self.nbytes = sum(f.nbytes for f in self._frames)
         self._write_file = max([*kept, cursor.file, 1])
+        if cursor.file not in kept and (cursor.offset or cursor.skip):
+            # the cursor's file is gone (consumed and deleted): never write a new file under its
+            # number, where the cursor's offset would skip what the new file holds
+            self._write_file = max(self._write_file, cursor.file + 1)
         if self._write_file in self._legacy:  # new frames never go into an old-format file
             self._write_file += 1
         self._sealed.pop(self._write_file, None)
@@ -357,7 +361,8 @@ class DiskBuffer(BatchingQueue):
 
     def disk_bytes(self) -> int:
         """Bytes of log files on disk now."""
-        return sum(self._sealed.values()) + self._write_offset
+        with self._files_lock:
+            return sum(self._sealed.values()) + self._write_offset
 
     def _has_data(self) -> bool:
         return bool(self._frames)
@@ -373,6 +378,8 @@ class DiskBuffer(BatchingQueue):
         records = segment.records
         frame = encode_frame(_encode([(r.raw, r.kind, r.time) for r in records]))
         async with self._append_lock:  # one writer at a time keeps offsets exact
+            if self._write_fd is None:  # the buffer finished while this put waited
+                raise BufferClosed("buffer closed")
             await self._append_retrying(frame)
             self._frames.append(
                 _Frame(
@@ -512,6 +519,10 @@ class DiskBuffer(BatchingQueue):
         await self._tracker.flush()
         if self._tracker_task is not None:
             self._tracker_task.cancel()
+        async with self._append_lock:  # a put still appending (a full disk) ends first
+            await self._close_log()
+
+    async def _close_log(self) -> None:
         if self._write_fd is not None:
             fd, self._write_fd = self._write_fd, None
             try:

@@ -18,7 +18,7 @@ from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.metrics import Metrics
 from sluice.records import Record
 from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import Segment
+from sluice.runtime.buffer import BufferClosed, Segment
 from sluice.runtime.disk_buffer import MAGIC, DiskBuffer, _Cursor, segment_bytes
 from tests.conftest import wait_until
 from tests.volumes import fill, small_tmpfs
@@ -450,3 +450,39 @@ async def test_a_drain_persists_the_cursor_without_errors(tmp_path: Path) -> Non
     while (batch := await buffer.next_batch()) is not None:
         batch.segments[0].group.release()
     assert errors == []
+
+
+async def test_a_restart_after_the_cursors_file_was_deleted_never_reuses_its_number(
+    tmp_path: Path,
+) -> None:
+    # a crash between deleting the consumed log and writing the cursor past it
+    buffer = disk(tmp_path)
+    await buffer.put(segment(0, 3))
+    assert numbers(await write_and_ack(buffer, 1)) == [0, 1, 2]
+    await buffer._tracker.flush()  # the process dies here, after deleting 1.log
+    assert orjson.loads((tmp_path / "cursor.json").read_bytes())["offset"] > 0
+    (tmp_path / "1.log").unlink()
+    reopened = disk(tmp_path)
+    await reopened.put(segment(3, 2))
+    assert (tmp_path / "2.log").exists() and not (tmp_path / "1.log").exists()
+    assert numbers(await write_and_ack(reopened, 1)) == [3, 4]
+    reopened.close(drain=False)
+    assert await reopened.next_batch() is None
+    again = disk(tmp_path)
+    await again.put(segment(5, 1))
+    assert numbers(await write_and_ack(again, 1)) == [5]
+
+
+async def test_a_put_held_by_a_full_disk_ends_when_the_buffer_closes(volume: Path) -> None:
+    buffer = disk(volume / "buffer")
+    await buffer.put(segment(0, 1))
+    fill(volume, leave_bytes=0)
+    part = segment(1, 5000)
+    putting = asyncio.create_task(buffer.put(part))
+    await wait_until(lambda: buffer.failing is not None)
+    buffer.close(drain=False)
+    assert await buffer.next_batch() is None  # waits for the put to give up
+    with pytest.raises(BufferClosed):
+        await putting
+    assert not part.group.done  # never acknowledged: the source still holds it
+    assert buffer.backlog_events == 1
