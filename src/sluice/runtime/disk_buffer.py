@@ -235,7 +235,7 @@ class DiskBuffer(BatchingQueue):
                 continue
             kept.append(number)
             data = path.read_bytes()
-            start = cursor.offset if number == cursor.file else 0
+            start = min(cursor.offset, len(data)) if number == cursor.file else 0
             if data[:4] != MAGIC and data:
                 self._legacy.add(number)
                 end = self._scan_legacy(number, data, start, now)
@@ -258,9 +258,11 @@ class DiskBuffer(BatchingQueue):
         self.events = sum(f.events for f in self._frames)
         self.nbytes = sum(f.nbytes for f in self._frames)
         self._write_file = max([*kept, cursor.file, 1])
-        if cursor.file not in kept and (cursor.offset or cursor.skip):
-            # the cursor's file is gone (consumed and deleted): never write a new file under its
-            # number, where the cursor's offset would skip what the new file holds
+        if self._sealed.get(cursor.file, 0) < cursor.offset or (
+            cursor.file not in kept and cursor.skip
+        ):
+            # the cursor's file is gone (consumed and deleted) or shorter than the cursor: never
+            # append under its number, where the cursor's offset would skip the new frames
             self._write_file = max(self._write_file, cursor.file + 1)
         if self._write_file in self._legacy:  # new frames never go into an old-format file
             self._write_file += 1

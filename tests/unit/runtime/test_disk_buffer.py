@@ -486,3 +486,19 @@ async def test_a_put_held_by_a_full_disk_ends_when_the_buffer_closes(volume: Pat
         await putting
     assert not part.group.done  # never acknowledged: the source still holds it
     assert buffer.backlog_events == 1
+
+
+async def test_a_cursor_beyond_the_end_of_its_file_does_not_hide_new_frames(
+    tmp_path: Path,
+) -> None:
+    buffer = disk(tmp_path)
+    await buffer.put(segment(0, 3))
+    assert numbers(await write_and_ack(buffer, 1)) == [0, 1, 2]
+    await buffer._tracker.flush()  # the process dies here
+    (tmp_path / "1.log").write_bytes(b"")  # and the file is found shorter than the cursor
+    reopened = disk(tmp_path)
+    await reopened.put(segment(3, 1))
+    reopened.close(drain=False)
+    assert await reopened.next_batch() is None
+    again = disk(tmp_path)
+    assert numbers(await write_and_ack(again, 1)) == [3]
