@@ -275,7 +275,7 @@ def test_kill_9_in_mid_append_then_restart_loses_nothing_stored(workdir: Path, r
             record_bytes=100,
             events_per_sec=50_000,
             batch_events=batch_events,
-            delay_secs=0.01,
+            delay_secs=0.02,  # the sink is behind the source: a backlog builds on disk
         ),
         "first",
     )

@@ -204,12 +204,16 @@ class Pipeline:
             await self._close_all()
         ok = self._failure is None
         self._log_summary()
-        backlogs = [b for w in self.all_sinks() if (b := w.backlog()) is not None]
-        on_disk: dict[str, int] = {}
-        if backlogs:
+        backlogs = {w.component_id: b for w in self.all_sinks() if (b := w.backlog()) is not None}
+        on_disk: dict[str, Any] = {}
+        if backlogs:  # what each disk buffer keeps for the next start
             on_disk = {
-                "disk_backlog_records": sum(records for records, _ in backlogs),
-                "disk_backlog_bytes": sum(nbytes for _, nbytes in backlogs),
+                "disk_backlog_records": sum(records for records, _ in backlogs.values()),
+                "disk_backlog_bytes": sum(nbytes for _, nbytes in backlogs.values()),
+                "disk_backlog": {
+                    sink: {"records": records, "bytes": nbytes}
+                    for sink, (records, nbytes) in backlogs.items()
+                },
             }
         self.log.info("pipeline.stopped", ok=ok, unwritten_records=unwritten, **on_disk)
         return RunResult(ok=ok, unwritten=unwritten, error=self._failure)

@@ -236,7 +236,8 @@ async def test_a_corrupt_last_frame_is_counted_and_a_torn_tail_is_not(tmp_path: 
     damage(log_file, last_offset + 15)  # complete but wrong: corruption
     log = Log()
     reopened = disk(tmp_path, log=log)
-    assert numbers(await write_and_ack(reopened, 1)) == list(range(6))
+    batch = await reopened.next_batch()  # read, never acknowledged: the cursor stays
+    assert batch is not None and numbers(list(batch.records)) == list(range(6))
     assert (reopened.corrupt_frames, reopened.corrupt_bytes) == (1, last_size)
     assert log_file.stat().st_size == last_offset
     # now a write cut short: cut off, not counted as corruption

@@ -138,6 +138,7 @@ async def test_the_stop_line_says_what_stays_on_disk(workdir: Path) -> None:
         {"component_id": "down", "component_kind": "sink", "component_type": "flaky"},
     )
     assert stopped["disk_backlog_bytes"] == received_bytes > 90_000
+    assert stopped["disk_backlog"] == {"down": {"records": 1000, "bytes": received_bytes}}
     [summary] = [
         line
         for line in logs
