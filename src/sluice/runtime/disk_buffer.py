@@ -530,7 +530,12 @@ class DiskBuffer(BatchingQueue):
             try:
                 await asyncio.to_thread(os.fsync, fd)
             except OSError as exc:
-                self._cursor_failed(exc)
+                self.log.warning(
+                    "buffer.fsync_failed",
+                    path=str(self.directory / f"{self._write_file}.log"),
+                    error=str(exc),
+                )
+                self._on_error(exc)
             finally:
                 os.close(fd)
         unacked = [
