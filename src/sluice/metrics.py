@@ -197,6 +197,18 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.buffer_corrupt_frames = Counter(
+            "sluice_buffer_corrupt_frames",
+            "Frames of a disk buffer's log found corrupt and skipped (their records are lost).",
+            LABELS,
+            registry=r,
+        )
+        self.buffer_corrupt_bytes = Counter(
+            "sluice_buffer_corrupt_bytes",
+            "Bytes of a disk buffer's log skipped as corrupt.",
+            LABELS,
+            registry=r,
+        )
         self._state = _StateCollector()
         r.register(self._state)
 
@@ -264,6 +276,8 @@ class ComponentMetrics:
         self.lag_seconds = sink_only(m.lag_seconds)
         self.retries = sink_only(m.retries)
         self.unwritten = sink_only(m.unwritten)
+        self.buffer_corrupt_frames = sink_only(m.buffer_corrupt_frames)
+        self.buffer_corrupt_bytes = sink_only(m.buffer_corrupt_bytes)
         self.connected = source_only(m.connected)
         self.reconnects = source_only(m.reconnects)
         self.last_event_time = source_only(m.last_event_time)
@@ -335,6 +349,8 @@ _HANDLES = (
     "lag_seconds",
     "retries",
     "unwritten",
+    "buffer_corrupt_frames",
+    "buffer_corrupt_bytes",
     "connected",
     "reconnects",
     "last_event_time",

@@ -6,7 +6,8 @@ config that uses them with ``python -m sluice.testing run CONFIG`` (same as ``sl
 
 ``ListSink`` keeps what it wrote in memory, by component id, in :data:`WRITTEN`; ``FlakySink``
 appends JSON Lines to a file like the ``file`` sink, after an optional delay per batch, and fails its
-first ``fail_first_writes`` writes with the chosen error.
+first ``fail_first_writes`` writes with the chosen error, and every write while its
+``closed_while`` file exists.
 """
 
 from __future__ import annotations
@@ -123,6 +124,13 @@ class FlakySinkConfig(SinkConfig):
     failure: Literal["retriable", "permanent", "oserror"] = Field(
         "retriable", description="The error the failing writes raise."
     )
+    closed_while: Path | None = Field(
+        None,
+        description=(
+            "While this file exists every write fails (retriable): a far side that a test takes "
+            "down and brings back from outside the process."
+        ),
+    )
 
 
 class FlakySink(Sink[FlakySinkConfig]):
@@ -139,6 +147,9 @@ class FlakySink(Sink[FlakySinkConfig]):
         self.attempts += 1
         if self.config.delay_secs:
             await asyncio.sleep(self.config.delay_secs)
+        gate = self.config.closed_while
+        if gate is not None and gate.exists():
+            raise RetriableError(f"closed while {gate} exists")
         if self.attempts <= self.config.fail_first_writes:
             message = f"injected failure {self.attempts} of {self.config.fail_first_writes}"
             if self.config.failure == "permanent":

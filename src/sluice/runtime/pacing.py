@@ -31,7 +31,11 @@ class Backoff:
         """The delay before the next attempt (counting this one)."""
         self.attempt += 1
         p = self.policy
-        cap = min(p.max_backoff_secs, p.initial_backoff_secs * p.multiplier ** (self.attempt - 1))
+        try:
+            grown = p.initial_backoff_secs * p.multiplier ** (self.attempt - 1)
+        except OverflowError:  # a sink down for thousands of attempts: the cap holds
+            grown = p.max_backoff_secs
+        cap = min(p.max_backoff_secs, grown)
         if p.jitter == "full":
             delay = self._rng.uniform(min(p.initial_backoff_secs, cap), cap)
         else:

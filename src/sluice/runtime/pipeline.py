@@ -204,7 +204,18 @@ class Pipeline:
             await self._close_all()
         ok = self._failure is None
         self._log_summary()
-        self.log.info("pipeline.stopped", ok=ok, unwritten_records=unwritten)
+        backlogs = {w.component_id: b for w in self.all_sinks() if (b := w.backlog()) is not None}
+        on_disk: dict[str, Any] = {}
+        if backlogs:  # what each disk buffer keeps for the next start
+            on_disk = {
+                "disk_backlog_records": sum(records for records, _ in backlogs.values()),
+                "disk_backlog_bytes": sum(nbytes for _, nbytes in backlogs.values()),
+                "disk_backlog": {
+                    sink: {"records": records, "bytes": nbytes}
+                    for sink, (records, nbytes) in backlogs.items()
+                },
+            }
+        self.log.info("pipeline.stopped", ok=ok, unwritten_records=unwritten, **on_disk)
         return RunResult(ok=ok, unwritten=unwritten, error=self._failure)
 
     async def _finish(
@@ -221,11 +232,20 @@ class Pipeline:
         workers: list[SourceWorker | SinkWorker] = [*self.sources, *self.all_sinks()]
         for worker in workers:
             counts = worker.metrics.totals()
+            extra: dict[str, int] = {}
+            if isinstance(worker, SinkWorker) and (backlog := worker.backlog()) is not None:
+                # what a disk buffer keeps for the next start, and what it found corrupt
+                extra["backlog_records"], extra["backlog_bytes"] = backlog
+                buffer: Any = worker.buffer
+                if buffer.corrupt_frames:
+                    extra["corrupt_frames"] = buffer.corrupt_frames
+                    extra["corrupt_bytes"] = buffer.corrupt_bytes
             self.log.info(
                 "component.summary",
                 component_id=worker.component_id,
                 component_kind=worker.ctx.component_kind,
                 **{k: v for k, v in counts.items() if v or k in ("received", "sent")},
+                **extra,
             )
 
     async def _run_source(self, worker: SourceWorker) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
 from sluice.plugin import ComponentContext, Readiness, Sink
@@ -20,9 +21,11 @@ from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.disk_buffer import DiskBuffer
 from sluice.runtime.pacing import Backoff, TokenBucket
 
-__all__ = ["SinkWorker"]
+__all__ = ["DropReporter", "SinkWorker"]
 
 _START_RETRIABLE = (RetriableError, OSError, TimeoutError)
+DROP_LOG_INTERVAL_SECS = 10.0
+"""At most one ``buffer.full.dropping`` line per sink this often."""
 
 
 class BufferFailed(RuntimeError):
@@ -44,7 +47,12 @@ class SinkWorker:
         self.buffer: SinkBuffer | DiskBuffer
         if self.config.buffer.type == "disk":
             self.buffer = DiskBuffer(
-                ctx.data_dir / "buffer", self.config.buffer, self.config.batch, self._buffer_failed
+                ctx.data_dir / "buffer",
+                self.config.buffer,
+                self.config.batch,
+                self._buffer_failed,
+                log=ctx.log,
+                metrics=ctx.metrics,
             )
         else:
             self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
@@ -60,7 +68,7 @@ class SinkWorker:
         self.broken: BrokenError | None = None
         """Set when the sink can write nothing until someone acts; its batches go to dead letters."""
         self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
-        self._drop_logged_at = 0.0
+        self.drops = DropReporter(self.log)
         self.metrics.gauge(
             "sluice_buffer_events", "Records held in a sink's buffer.", lambda: self.buffer.events
         )
@@ -77,6 +85,12 @@ class SinkWorker:
             "Capacity of a sink's buffer, in bytes.",
             lambda: self.config.buffer.max_bytes,
         )
+        if isinstance(self.buffer, DiskBuffer):
+            self.metrics.gauge(
+                "sluice_buffer_disk_bytes",
+                "Bytes of a disk buffer's log files on disk.",
+                self.buffer.disk_bytes,
+            )
         self.metrics.gauge(
             "sluice_sink_write_failing_seconds",
             "How long a sink's writes have been failing (0 while they succeed).",
@@ -101,8 +115,15 @@ class SinkWorker:
         return self.buffer.events + in_flight + self._offering
 
     def _buffer_failed(self, exc: BaseException) -> None:
+        """Count a disk buffer's I/O error (the buffer logs it, with the path, at its cadence)."""
         self.metrics.error("buffer_io")
-        self.log.warning("buffer.io.failed", error=str(exc), error_type=type(exc).__name__)
+
+    def backlog(self) -> tuple[int, int] | None:
+        """Records and bytes a disk buffer keeps on disk for the next start (once it finished);
+        None for a memory buffer."""
+        if not isinstance(self.buffer, DiskBuffer):
+            return None
+        return self.buffer.backlog_events, self.buffer.backlog_bytes
 
     async def _pause(self, delay: float) -> bool:
         """Wait ``delay`` before a retry; False when the pipeline stops and what is pending is
@@ -121,6 +142,9 @@ class SinkWorker:
     async def readiness(self) -> Readiness:
         if self.broken is not None:
             return Readiness(False, f"broken: {self.broken}")
+        failing = getattr(self.buffer, "failing", None)
+        if failing is not None:
+            return Readiness(False, f"buffer writes failing: {failing}")
         if not self.started:
             return Readiness(False, "not started (retrying)")
         if self.failing_since is not None:
@@ -152,10 +176,7 @@ class SinkWorker:
         if not accepted:
             self.metrics.drop("buffer_full", count)
             segment.group.release()
-            now = time.monotonic()
-            if now - self._drop_logged_at >= 5.0:
-                self._drop_logged_at = now
-                self.log.warning("buffer.full.dropping", dropped=count, policy="drop_newest")
+            self.drops.dropped(count)
 
     async def start(self) -> None:
         """Start the sink, retrying while the far side is unavailable."""
@@ -197,6 +218,12 @@ class SinkWorker:
 
     async def run(self) -> None:
         """Write batches until the buffer is closed and empty."""
+        try:
+            await self._run()
+        finally:
+            self.drops.flush()
+
+    async def _run(self) -> None:
         if not self.started:
             await self.start()
         while (batch := await self.buffer.next_batch()) is not None:
@@ -337,6 +364,46 @@ class SinkWorker:
         assert isinstance(group, AckGroup)
         group.add()
         await self.offer(Segment(letters, sum(len(r.raw) for r in letters), group))
+
+
+class DropReporter:
+    """Logs ``drop_newest`` drops at a bounded cadence: the first drop at once, then at most one
+    line every ``interval_secs``, each with the drops since the last line and the total."""
+
+    def __init__(
+        self,
+        log: Any,
+        interval_secs: float = DROP_LOG_INTERVAL_SECS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.interval_secs = interval_secs
+        self.clock = clock
+        self.total = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def dropped(self, count: int) -> None:
+        self.total += count
+        self._unlogged += count
+        now = self.clock()
+        if self._logged_at is None or now - self._logged_at >= self.interval_secs:
+            self._logged_at = now
+            self._log()
+
+    def flush(self) -> None:
+        """Log what was dropped since the last line (at the end of a run)."""
+        if self._unlogged:
+            self._log()
+
+    def _log(self) -> None:
+        self.log.warning(
+            "buffer.full.dropping",
+            dropped=self._unlogged,
+            dropped_total=self.total,
+            policy="drop_newest",
+        )
+        self._unlogged = 0
 
 
 def _error_type(exc: BaseException) -> str:

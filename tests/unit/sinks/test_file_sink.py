@@ -14,6 +14,7 @@ from sluice.metrics import Metrics
 from sluice.plugin import ComponentContext
 from sluice.records import Record
 from sluice.sinks.file import FileSink, FileSinkConfig
+from tests.volumes import fill, small_tmpfs
 
 
 def ctx(tmp_path: Path) -> ComponentContext:
@@ -81,29 +82,21 @@ async def test_fsync_is_called_per_batch(tmp_path: Path, monkeypatch: pytest.Mon
     await sink.close()
 
 
-async def test_disk_full_leaves_no_partial_line_and_is_retriable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "out.jsonl"
-    sink = await started(tmp_path, path=path)
-    await sink.write_batch(records(0, 2))
-    real_write = os.write
-    failures = {"left": 1}
-
-    def write_then_fail(fd: int, data: Any) -> int:
-        if failures["left"]:
-            failures["left"] -= 1
-            real_write(fd, bytes(data[:5]))  # half a line reaches the disk, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", write_then_fail)
-    with pytest.raises(RetriableError, match="No space left"):
-        await sink.write_batch(records(2, 2))
-    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n'  # truncated back
-    await sink.write_batch(records(2, 2))  # the runner's retry
-    await sink.close()
-    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n{"n":3}\n'
+async def test_disk_full_leaves_no_partial_line_and_is_retriable(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "volume", 64 * 1024) as volume:  # a real full disk
+        path = volume / "out.jsonl"
+        sink = await started(tmp_path, path=path)
+        await sink.write_batch(records(0, 2))
+        filler = fill(volume, leave_bytes=0)  # the file's first page still has room: a part of
+        big = records(2, 5000)  # this batch reaches the disk, then the disk is full
+        with pytest.raises(RetriableError, match="No space left"):
+            await sink.write_batch(big)
+        assert path.read_bytes() == b'{"n":0}\n{"n":1}\n'  # truncated back
+        filler.unlink()
+        await sink.write_batch(big)  # the runner's retry
+        await sink.close()
+        expected = b"".join(b'{"n":%d}\n' % n for n in range(5002))
+        assert path.read_bytes() == expected
 
 
 async def test_permission_error_is_retriable_and_the_file_is_reopened(
