@@ -24,7 +24,9 @@ from sluice.cli.sink_query import NotQueryable, QueryFailed, choose_sink, connec
 from sluice.config import LoadedConfig
 from sluice.plugin import QueryResult
 from sluice.registry import Registry
-from sluice.sinks.clickhouse.client import check_read_only
+from sluice.sinks.clickhouse.embedded import parse_in_process
+from sluice.sinks.clickhouse.errors import ClickHouseError
+from sluice.sinks.clickhouse.query_guard import QueryRefused, judge
 
 FORMATS = ("table", "csv", "json")
 
@@ -35,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 def sql(
     config: Annotated[Path, typer.Argument(help="The pipeline's YAML file.")],
-    statement: Annotated[str, typer.Argument(help="A read-only statement: SELECT, SHOW, ...")],
+    statement: Annotated[str, typer.Argument(help="One read-only SELECT.")],
     sink: Annotated[
         str | None,
         typer.Option("--sink", help="Which sink's store (default: the first queryable one)."),
@@ -47,10 +49,15 @@ def sql(
         print("error: --format must be table, csv or json", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE)
     try:
-        check_read_only(statement)
-    except ValueError as exc:
+        # judged here too for a usage error (exit 2) before anything is opened; whoever runs the
+        # query judges it again
+        judge(asyncio.run(parse_in_process(statement)))
+    except QueryRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc
+    except ClickHouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from exc
     registry = load_registry()
     loaded = load_or_exit(config, registry)
     try:
