@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "PermanentError",
+    "QueryRefused",
     "RejectedRecords",
     "RetriableError",
     "SluiceError",
@@ -62,3 +63,8 @@ class RejectedRecords(SluiceError):
 def is_retriable(exc: BaseException) -> bool:
     """True unless the error says the data itself is bad."""
     return not isinstance(exc, PermanentError | RejectedRecords)
+
+
+class QueryRefused(SluiceError, ValueError):
+    """A query from outside (``sluice sql``, the admin port) is not one a sink's store may run:
+    not read-only, or reaching outside the store. The message says why; not retried."""

@@ -20,13 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice.cli.common import EXIT_FAILURE, EXIT_USAGE, load_or_exit, load_registry
-from sluice.cli.sink_query import NotQueryable, QueryFailed, choose_sink, connect
+from sluice.cli.sink_query import NotQueryable, QueryFailed, QueryNotAllowed, choose_sink, connect
 from sluice.config import LoadedConfig
+from sluice.errors import QueryRefused
 from sluice.plugin import QueryResult
 from sluice.registry import Registry
 from sluice.sinks.clickhouse.embedded import parse_in_process
 from sluice.sinks.clickhouse.errors import ClickHouseError
-from sluice.sinks.clickhouse.query_guard import QueryRefused, judge
+from sluice.sinks.clickhouse.query_guard import judge
 
 FORMATS = ("table", "csv", "json")
 
@@ -63,7 +64,7 @@ def sql(
     try:
         sink_id = choose_sink(loaded, registry, sink)
         result = asyncio.run(_query(loaded, registry, sink_id, statement))
-    except NotQueryable as exc:
+    except (NotQueryable, QueryNotAllowed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc
     except QueryFailed as exc:

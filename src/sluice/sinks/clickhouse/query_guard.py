@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final
 
+from sluice.errors import QueryRefused
+
 __all__ = [
     "ALLOWED_TABLE_FUNCTIONS",
     "FORMAT_QUERY",
@@ -82,10 +84,6 @@ READ_ONLY_HINT: Final[str] = (
     "OUTFILE, FORMAT or SETTINGS, reading tables or the table functions "
     + ", ".join(sorted(ALLOWED_TABLE_FUNCTIONS - {"generateseries"}))
 )
-
-
-class QueryRefused(ValueError):
-    """The query is not one read-only SELECT; the message says why (not retried, HTTP 400)."""
 
 
 @dataclass(frozen=True)
