@@ -1,5 +1,5 @@
 """Fixtures for integration tests: one real ClickHouse server for the whole session (with the
-shipped read-only `grafana` user), chDB directories per test, the Coinbase simulator on a free
+shipped read-only `grafana` and `sluice_reader` users), chDB directories per test, the Coinbase simulator on a free
 port, and fresh table names."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
-from tests.integration.support import grafana_users_d
+from tests.integration.support import grafana_users_d, reader_users_d
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,8 @@ def clickhouse_server_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
             f"{SERVER_BINARY} is missing: install Debian's clickhouse-server (.ci/run does)"
         )
     server = LocalServer(
-        tmp_path_factory.mktemp("clickhouse-server"), users_d={"grafana.xml": grafana_users_d()}
+        tmp_path_factory.mktemp("clickhouse-server"),
+        users_d={"grafana.xml": grafana_users_d(), "sluice_reader.xml": reader_users_d()},
     )
     server.start()
     yield server

@@ -22,6 +22,9 @@ from sluice.testing import ListSource, registry_with_doubles
 from tests.conftest import REPO
 
 GRAFANA_PASSWORD = "grafana-test-password"
+READER_PASSWORD = "reader-test-password"
+READER_DATABASE = "sec_demo"
+"""The database the shipped read-only `sluice_reader` user may also read in the tests."""
 
 
 def grafana_users_d() -> str:
@@ -29,6 +32,18 @@ def grafana_users_d() -> str:
     text = (REPO / "observability/grafana/clickhouse/users.d/grafana.xml").read_text()
     digest = hashlib.sha256(GRAFANA_PASSWORD.encode()).hexdigest()
     assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
+    return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
+
+
+def reader_users_d() -> str:
+    """The shipped users.d file of the `sluice_reader` query user, with the test password's hash
+    filled in and :data:`READER_DATABASE` allowed too."""
+    text = (REPO / "observability/clickhouse/sluice_reader.xml").read_text()
+    digest = hashlib.sha256(READER_PASSWORD.encode()).hexdigest()
+    assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
+    allowed = "<database>coinbase_demo</database>"
+    assert allowed in text
+    text = text.replace(allowed, f"{allowed}<database>{READER_DATABASE}</database>")
     return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
 
 
