@@ -4,6 +4,7 @@ port, and fresh table names."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
-from tests.integration.support import grafana_users_d, reader_users_d
+from tests.integration.support import Listener, grafana_users_d, reader_users_d
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +73,19 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSim
 def table() -> str:
     """A fresh table name per test."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    """A loopback listener that must get no connection (the far side of url(), remote())."""
+    found = Listener(None, 0)  # type: ignore[arg-type]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        found.connections += 1
+        writer.close()
+
+    found.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    found.port = found.server.sockets[0].getsockname()[1]
+    yield found
+    found.server.close()
+    await found.server.wait_closed()

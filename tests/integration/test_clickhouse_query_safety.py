@@ -5,9 +5,7 @@ judgement, the engines' own read-only mode refuses the same forms (the second wa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,73 +17,14 @@ from sluice.sinks.clickhouse.embedded import EmbeddedClient
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.http_client import HttpClient
 from sluice.sinks.clickhouse.testing import LocalServer
-from tests.integration.support import READER_DATABASE, READER_PASSWORD
+from tests.integration.support import (
+    READER_DATABASE,
+    READER_PASSWORD,
+    Listener,
+    forbidden,
+)
 
 DATABASE = READER_DATABASE
-
-
-@dataclass
-class Listener:
-    """A TCP listener on loopback that counts the connections it gets (a URL's far side)."""
-
-    server: asyncio.Server
-    port: int
-    connections: int = 0
-
-
-@pytest.fixture
-async def listener() -> AsyncIterator[Listener]:
-    found = Listener(None, 0)  # type: ignore[arg-type]
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        found.connections += 1
-        writer.close()
-
-    found.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    found.port = found.server.sockets[0].getsockname()[1]
-    yield found
-    found.server.close()
-    await found.server.wait_closed()
-
-
-def forbidden(out: Path, secret: Path, port: int, table: str) -> list[str]:
-    """Every form a query from outside must not take: writes, files, URLs, other servers,
-    settings. ``out``: a directory where nothing may appear; ``port``: a listener that must get no
-    connection."""
-    return [
-        f"SELECT 1 INTO OUTFILE '{out}/plain.txt'",
-        f"SELECT 1 INTO OUTFILE '{out}/truncate.txt' TRUNCATE",
-        f"SELECT 1 INTO OUTFILE '{out}/append.txt' APPEND",
-        f"WITH x AS (SELECT 1 AS n) SELECT n FROM x INTO OUTFILE '{out}/with.txt'",
-        f"SELECT * FROM {table} INTO OUTFILE '{out}/format.csv' FORMAT CSV",
-        f"INSERT INTO {table} VALUES (7)",
-        f"INSERT INTO {table} SELECT number FROM numbers(3)",
-        f"CREATE TABLE {DATABASE}.made (n UInt8) ENGINE = Memory",
-        f"DROP TABLE {table}",
-        f"ALTER TABLE {table} DELETE WHERE 1",
-        f"TRUNCATE TABLE {table}",
-        f"SELECT 1; DROP TABLE {table}",
-        f"SELECT 1; SELECT 1 INTO OUTFILE '{out}/second.txt'",
-        f"SELECT * FROM file('{secret}', 'LineAsString')",
-        f"SELECT file('{secret}')",
-        f"SELECT * FROM url('http://127.0.0.1:{port}/', 'LineAsString')",
-        f"SELECT * FROM URL('http://127.0.0.1:{port}/', CSV, 'a String')",
-        f"SELECT * FROM s3('http://127.0.0.1:{port}/b/x.csv', 'CSV', 'a String')",
-        f"SELECT * FROM remote('127.0.0.1:{port}', system.one)",
-        f"SELECT * FROM remoteSecure('127.0.0.1:{port}', system.one)",
-        f"SELECT * FROM {table} AS t JOIN url('http://127.0.0.1:{port}/', CSV, 'n UInt8') AS u "
-        "USING n",
-        f"SELECT (SELECT count() FROM url('http://127.0.0.1:{port}/', CSV, 'a String'))",
-        f"SELECT n FROM {table} WHERE n IN (SELECT * FROM file('{secret}', 'CSV', 'n UInt8'))",
-        f"SELECT * FROM mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
-        f"SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
-        "SELECT * FROM executable('cat', 'CSV', 'a String')",
-        "SELECT 1 SETTINGS readonly = 0",
-        "SELECT 1 SETTINGS max_execution_time = 0",
-        "SELECT * FROM (SELECT 1 SETTINGS max_execution_time = 0)",
-        "SHOW TABLES",
-        "",
-    ]
 
 
 async def assert_all_refused(
