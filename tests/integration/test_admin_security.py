@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import os
+import signal
 import stat
 import subprocess
 import uuid
@@ -30,7 +31,8 @@ from sluice.observe.service import Observability
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 from sluice.sinks.clickhouse.testing import LocalServer, ticker_bytes
-from tests.conftest import SLUICE, wait_until
+from sluice.testing import free_port
+from tests.conftest import SLUICE, wait_for, wait_until
 from tests.integration.support import READER_DATABASE, Listener, forbidden
 
 RECORDS = 5
@@ -278,3 +280,82 @@ admin: {admin_block}
             assert "admin.listen" in done.stderr
             assert "line 3" in done.stderr
             assert "admin.token" in done.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_dashboard_queries_with_the_token_from_the_link_or_the_prompt(tmp_path: Path) -> None:
+    """`apiQuery(sql, sink)` in headless Chromium: the token given once as `#token=` leaves the
+    address bar and authorises queries; without it a 401 brings up the token prompt."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    tickers = tmp_path / "tickers.jsonl"
+    tickers.write_bytes(b"".join(ticker_bytes(n) + b"\n" for n in range(RECORDS)))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+admin: {{listen: "127.0.0.1:{port}"}}
+sources:
+  feed: {{type: file, path: {tickers}, kind: ticker, follow: true}}
+sinks:
+  ticks: {{type: clickhouse, path: "{tmp_path / "chdb"}", inputs: [feed], database: d, table: t}}
+"""
+    )
+    process = subprocess.Popen(
+        [*SLUICE, "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    token_file = tmp_path / "data" / TOKEN_FILE
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(lambda: token_file.exists() and token_file.read_text().strip(), timeout=60)
+        token = token_file.read_text().strip()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}#token={token}")
+                assert page.evaluate("window.location.hash") == ""
+                assert page.evaluate("sessionStorage.getItem('sluice.admin.token')") == token
+                count = "SELECT count() AS n FROM d.t"
+                page.wait_for_function(
+                    f"() => apiQuery({count!r}, 'ticks').then(r => r.rows[0][0] === {RECORDS})",
+                    timeout=60_000,
+                    polling=200,
+                )
+                answer = page.evaluate("apiQuery('SELECT 1 AS one')")
+                assert answer == {"columns": ["one"], "types": ["UInt8"], "rows": [[1]]}
+                refused = page.evaluate(
+                    "apiQuery('DROP TABLE d.t').then(() => 'ran', e => e.message)"
+                )
+                assert "DropQuery" in refused
+
+                # a new tab without the token: the 401 brings up the prompt
+                page = browser.new_page()
+                page.goto(url)
+                page.evaluate("window.pending = apiQuery('SELECT 2 AS two'); 0")
+                page.wait_for_selector("#token-prompt #token-input")
+                page.fill("#token-input", token)
+                page.click("#token-prompt button[value=ok]")
+                assert page.evaluate("window.pending") == {
+                    "columns": ["two"],
+                    "types": ["UInt8"],
+                    "rows": [[2]],
+                }
+                page.evaluate(
+                    "sessionStorage.clear(); window.pending = apiQuery('SELECT 3')"
+                    ".then(() => 'ran', e => e.message); 0"
+                )
+                page.wait_for_selector("#token-prompt #token-input")
+                page.click("#token-prompt button[value=cancel]")
+                assert "token is needed" in page.evaluate("window.pending")
+            finally:
+                browser.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert process.returncode == 0
