@@ -4,9 +4,9 @@
 "use strict";
 
 // -- queries: apiQuery(sql, sink) -------------------------------------------------------------------
-// POST api/query needs the admin token (Authorization: Bearer). Give it once in the address,
-// http://127.0.0.1:8686/#token=..., (scripts/demo.sh prints that link): the page keeps it in this
-// tab's sessionStorage and takes it out of the address bar. A 401 asks for it.
+// POST api/query needs the admin token (Authorization: Bearer). Give it once in the address, as
+// the fragment #token=... (scripts/demo.sh prints that link): the page keeps it in this tab's
+// sessionStorage and takes it out of the address bar. A 401 asks for it.
 
 const SLUICE_TOKEN_KEY = "sluice.admin.token";
 
