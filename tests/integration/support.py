@@ -87,6 +87,8 @@ def forbidden(out: Path, secret: Path, port: int, table: str) -> list[str]:
         "USING n",
         f"SELECT (SELECT count() FROM url('http://127.0.0.1:{port}/', CSV, 'a String'))",
         f"SELECT n FROM {table} WHERE n IN (SELECT * FROM file('{secret}', 'CSV', 'n UInt8'))",
+        f"SELECT 1 IN url('http://127.0.0.1:{port}/x.csv')",
+        f"SELECT 'x' IN file('{secret}')",
         f"SELECT * FROM mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
         f"SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
         "SELECT * FROM executable('cat', 'CSV', 'a String')",

@@ -5,7 +5,7 @@ judgement, the engines' own read-only mode refuses the same forms (the second wa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,12 +85,12 @@ async def test_chdb_refuses_every_form_that_writes_or_reaches_out(
 
 
 @pytest.fixture
-def server_table(clickhouse_server: LocalServer, table: str) -> AsyncIterator[str]:
+def server_table(clickhouse_server: LocalServer, table: str) -> Iterator[str]:
     clickhouse_server.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     name = f"{DATABASE}.{table}"
     clickhouse_server.query(f"CREATE TABLE {name} (n UInt8) ENGINE = MergeTree ORDER BY n")
     clickhouse_server.query(f"INSERT INTO {name} VALUES (1), (2)")
-    yield name  # type: ignore[misc]
+    yield name
     clickhouse_server.query(f"DROP TABLE IF EXISTS {name}")
     clickhouse_server.query(f"DROP TABLE IF EXISTS {DATABASE}.made")
 

@@ -254,7 +254,8 @@ class AdminConfig(StrictModel):
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or " " in host:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8686")
-        if host and not is_loopback(host) and info.data.get("token") is None:
+        exposed = host and not is_loopback(host) and info.data.get("enabled", True)
+        if exposed and info.data.get("token") is None:
             raise ValueError(
                 f"{host} is not a loopback address: set `admin.token` (from the environment, "
                 "e.g. token: ${SLUICE_ADMIN_TOKEN}) before putting the admin port on the network"

@@ -30,6 +30,7 @@ from sluice.sinks.clickhouse.client import Client, parse_json_compact
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.query_guard import (
     FORMAT_QUERY,
+    TABLE_FUNCTIONS_QUERY,
     ParsedQuery,
     QueryRefused,
     escape_parameter,
@@ -127,7 +128,8 @@ def _parse_on(connection: Any, sql: str) -> ParsedQuery:
         ast = connection.query(f"EXPLAIN AST {canonical}", "TabSeparatedRaw").bytes().decode()
     except Exception as exc:
         raise QueryRefused(f"ClickHouse refuses it: {_reason(exc)}") from None
-    return ParsedQuery(str(canonical), ast)
+    names = connection.query(TABLE_FUNCTIONS_QUERY, "TabSeparatedRaw").bytes().decode().split()
+    return ParsedQuery(str(canonical), ast, frozenset(names))
 
 
 def _reason(exc: Exception) -> str:

@@ -15,7 +15,8 @@ A query is accepted when it is exactly one read-only SELECT:
    - no ``SETTINGS`` anywhere (a ``Set`` node: limits are not the query's to change);
    - every table function is on :data:`ALLOWED_TABLE_FUNCTIONS` (numbers, zeros, one, ...):
      ``file``, ``url``, ``remote``, ``s3``, ``mysql``, ``executable``, ... and any added in a later
-     release are refused, as is the scalar function ``file()``.
+     release are refused; and a name on the engine's list of table functions that is not allowed
+     is refused anywhere else too (``1 IN url(...)``, the ordinary function ``file(path)``).
 
 This is the first wall. The second is the engine's own: chDB queries run on a connection with
 ``readonly=1`` and a time limit; a server runs them with ``readonly=1`` and a time limit, as the
@@ -36,6 +37,7 @@ from sluice.errors import QueryRefused
 __all__ = [
     "ALLOWED_TABLE_FUNCTIONS",
     "FORMAT_QUERY",
+    "TABLE_FUNCTIONS_QUERY",
     "ParsedQuery",
     "QueryRefused",
     "escape_parameter",
@@ -56,8 +58,12 @@ ALLOWED_TABLE_FUNCTIONS: Final[frozenset[str]] = frozenset(
 )
 """Table functions that only make rows in memory (names compared in lower case)."""
 
-_DENIED_FUNCTIONS: Final[frozenset[str]] = frozenset({"file"})
-"""Ordinary functions that reach outside the store (``file(path)`` reads a file as a string)."""
+_SCALAR_NAMES_OK: Final[frozenset[str]] = frozenset({"format"})
+"""Table function names that are also harmless ordinary functions (``format('{}', x)``)."""
+
+TABLE_FUNCTIONS_QUERY: Final[str] = "SELECT lower(name) FROM system.table_functions"
+"""The engine's own list of table functions: a name on it that is not allowed is refused wherever
+it appears (``1 IN url(...)``, ``file(path)`` as an ordinary function), not only after FROM."""
 
 FORMAT_QUERY: Final[str] = "SELECT {sql:String} AS received, formatQuery({sql:String}) AS canonical"
 """How the engine parses one statement and gives back its canonical text (``sql`` a parameter,
@@ -94,6 +100,8 @@ class ParsedQuery:
     """The statement as the engine formats it (one statement, no trailing ``;``)."""
     ast: str
     """The output of ``EXPLAIN AST`` of :attr:`canonical`: one node a line, indented by depth."""
+    table_functions: frozenset[str]
+    """The engine's table functions, lower case (:data:`TABLE_FUNCTIONS_QUERY`)."""
 
 
 @dataclass(frozen=True)
@@ -156,5 +164,9 @@ def judge(parsed: ParsedQuery) -> None:
                 f"the table function {node.name}() is refused (it can reach files, URLs or other "
                 f"servers); {READ_ONLY_HINT}"
             )
-        if not in_from and name in _DENIED_FUNCTIONS:
-            raise QueryRefused(f"the function {node.name}() reads files and is refused")
+        reaching = name in parsed.table_functions and name not in _SCALAR_NAMES_OK
+        if not in_from and reaching and name not in ALLOWED_TABLE_FUNCTIONS:
+            raise QueryRefused(
+                f"{node.name}() is a table function that can reach files, URLs or other servers, "
+                f"refused wherever it appears; {READ_ONLY_HINT}"
+            )
