@@ -174,3 +174,27 @@ async def test_the_chdb_query_connection_refuses_more_than_reading(tmp_path: Pat
                 await client.select(sql)
     finally:
         await client.close()
+
+
+async def test_a_store_opening_while_a_server_query_is_parsed_is_retried_not_failed(
+    tmp_path: Path,
+) -> None:
+    """A server sink's query is parsed by an in-memory chDB engine of this process; a chDB sink
+    starting at that moment gets a retriable error (its start is retried), not a failed run."""
+    from sluice.errors import is_retriable
+    from sluice.sinks.clickhouse import embedded
+
+    embedded.claim_engine(embedded._MEMORY)
+    try:
+        with pytest.raises(ClickHouseError, match="busy parsing") as busy:
+            await EmbeddedClient(tmp_path / "chdb").open()
+        assert is_retriable(busy.value)
+    finally:
+        embedded.release_engine()
+    client = EmbeddedClient(tmp_path / "chdb")
+    await client.open()
+    try:
+        parsed = await embedded.parse_in_process("SELECT 1")  # on the open store's engine
+        assert parsed.canonical == "SELECT 1"
+    finally:
+        await client.close()

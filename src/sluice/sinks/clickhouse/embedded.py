@@ -81,11 +81,21 @@ def check_not_locked(path: Path) -> None:
         os.close(fd)  # closing releases our lock before chDB takes its own
 
 
+_MEMORY = Path(":memory:")
+"""The engine this process opens to parse queries for a server sink when no store is open."""
+
+
 def claim_engine(path: Path) -> None:
     """Count a user of this process's chDB engine at ``path``; RuntimeError if it runs elsewhere."""
     global _engine_path, _engine_users
     with _engine_lock:
         if _engine_path is not None and _engine_users > 0 and _engine_path != path:
+            if _MEMORY in (_engine_path, path):
+                # a query for a server sink is being parsed in memory (or waits for a store to
+                # close): a moment's wait, so retriable
+                raise ClickHouseError(
+                    f"chDB is busy parsing a query from outside; {path} opens when it is done"
+                )
             raise RuntimeError(
                 f"chDB runs one engine per process: {path} cannot be opened while "
                 f"{_engine_path} is open; give every clickhouse sink of this process the same `path`"
@@ -105,10 +115,6 @@ def release_engine() -> None:
         _engine_users = max(0, _engine_users - 1)
         if _engine_users == 0:
             _engine_path = None
-
-
-_MEMORY = Path(":memory:")
-"""The engine this process opens to parse queries for a server sink when no store is open."""
 
 
 def _parse_on(connection: Any, sql: str) -> ParsedQuery:
