@@ -29,6 +29,7 @@ __all__ = [
     "CANNOT_HEAL",
     "BrokenError",
     "PermanentError",
+    "QueryRefused",
     "RejectedRecords",
     "RetriableError",
     "SluiceError",
@@ -100,3 +101,8 @@ def classify_os_error(exc: OSError, doing: str) -> BrokenError | RetriableError:
     if exc.errno in CANNOT_HEAL:
         return BrokenError(message)
     return RetriableError(message)
+
+
+class QueryRefused(SluiceError, ValueError):
+    """A query from outside (``sluice sql``, the admin port) is not one a sink's store may run:
+    not read-only, or reaching outside the store. The message says why; not retried."""

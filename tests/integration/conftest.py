@@ -1,9 +1,10 @@
 """Fixtures for integration tests: one real ClickHouse server for the whole session (with the
-shipped read-only `grafana` user), chDB directories per test, the Coinbase simulator on a free
+shipped read-only `grafana` and `sluice_reader` users), chDB directories per test, the Coinbase simulator on a free
 port, and fresh table names."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
-from tests.integration.support import grafana_users_d
+from tests.integration.support import Listener, grafana_users_d, reader_users_d
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,8 @@ def clickhouse_server_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
             f"{SERVER_BINARY} is missing: install Debian's clickhouse-server (.ci/run does)"
         )
     server = LocalServer(
-        tmp_path_factory.mktemp("clickhouse-server"), users_d={"grafana.xml": grafana_users_d()}
+        tmp_path_factory.mktemp("clickhouse-server"),
+        users_d={"grafana.xml": grafana_users_d(), "sluice_reader.xml": reader_users_d()},
     )
     server.start()
     yield server
@@ -71,3 +73,19 @@ async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSim
 def table() -> str:
     """A fresh table name per test."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    """A loopback listener that must get no connection (the far side of url(), remote())."""
+    found = Listener(None, 0)  # type: ignore[arg-type]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        found.connections += 1
+        writer.close()
+
+    found.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    found.port = found.server.sockets[0].getsockname()[1]
+    yield found
+    found.server.close()
+    await found.server.wait_closed()

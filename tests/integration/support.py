@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from sluice.testing import ListSource, registry_with_doubles
 from tests.conftest import REPO
 
 GRAFANA_PASSWORD = "grafana-test-password"
+READER_PASSWORD = "reader-test-password"
+READER_DATABASE = "sec_demo"
+"""The database the shipped read-only `sluice_reader` user may also read in the tests."""
 
 
 def grafana_users_d() -> str:
@@ -30,6 +34,70 @@ def grafana_users_d() -> str:
     digest = hashlib.sha256(GRAFANA_PASSWORD.encode()).hexdigest()
     assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
     return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
+
+
+def reader_users_d() -> str:
+    """The shipped users.d file of the `sluice_reader` query user, with the test password's hash
+    filled in and :data:`READER_DATABASE` allowed too."""
+    text = (REPO / "observability/clickhouse/sluice_reader.xml").read_text()
+    digest = hashlib.sha256(READER_PASSWORD.encode()).hexdigest()
+    assert "REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD" in text
+    allowed = "<database>coinbase_demo</database>"
+    assert allowed in text
+    text = text.replace(allowed, f"{allowed}<database>{READER_DATABASE}</database>")
+    return text.replace("REPLACE_WITH_SHA256_HEX_OF_THE_PASSWORD", digest)
+
+
+@dataclass
+class Listener:
+    """A TCP listener on loopback that counts the connections it gets (a URL's far side; the
+    ``listener`` fixture)."""
+
+    server: asyncio.Server
+    port: int
+    connections: int = 0
+
+
+def forbidden(out: Path, secret: Path, port: int, table: str) -> list[str]:
+    """Every form a query from outside must not take: writes, files, URLs, other servers,
+    settings. ``out``: a directory where nothing may appear; ``port``: a listener that must get no
+    connection."""
+    return [
+        f"SELECT 1 INTO OUTFILE '{out}/plain.txt'",
+        f"SELECT 1 INTO OUTFILE '{out}/truncate.txt' TRUNCATE",
+        f"SELECT 1 INTO OUTFILE '{out}/append.txt' APPEND",
+        f"WITH x AS (SELECT 1 AS n) SELECT n FROM x INTO OUTFILE '{out}/with.txt'",
+        f"SELECT * FROM {table} INTO OUTFILE '{out}/format.csv' FORMAT CSV",
+        f"INSERT INTO {table} VALUES (7)",
+        f"INSERT INTO {table} SELECT number FROM numbers(3)",
+        f"CREATE TABLE {READER_DATABASE}.made (n UInt8) ENGINE = Memory",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table} DELETE WHERE 1",
+        f"TRUNCATE TABLE {table}",
+        f"SELECT 1; DROP TABLE {table}",
+        f"SELECT 1; SELECT 1 INTO OUTFILE '{out}/second.txt'",
+        f"SELECT * FROM file('{secret}', 'LineAsString')",
+        f"SELECT file('{secret}')",
+        f"SELECT * FROM url('http://127.0.0.1:{port}/', 'LineAsString')",
+        f"SELECT * FROM URL('http://127.0.0.1:{port}/', CSV, 'a String')",
+        f"SELECT * FROM s3('http://127.0.0.1:{port}/b/x.csv', 'CSV', 'a String')",
+        f"SELECT * FROM remote('127.0.0.1:{port}', system.one)",
+        f"SELECT * FROM remoteSecure('127.0.0.1:{port}', system.one)",
+        f"SELECT * FROM {table} AS t JOIN url('http://127.0.0.1:{port}/', CSV, 'n UInt8') AS u "
+        "USING n",
+        f"SELECT (SELECT count() FROM url('http://127.0.0.1:{port}/', CSV, 'a String'))",
+        f"SELECT n FROM {table} WHERE n IN (SELECT * FROM file('{secret}', 'CSV', 'n UInt8'))",
+        f"SELECT 1 IN url('http://127.0.0.1:{port}/x.csv')",
+        f"SELECT 'x' IN file('{secret}')",
+        f"SELECT * FROM mysql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+        f"SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
+        "SELECT * FROM executable('cat', 'CSV', 'a String')",
+        "SELECT 1 SETTINGS readonly = 0",
+        "SELECT 1 SETTINGS max_execution_time = 0",
+        "SELECT * FROM (SELECT 1 SETTINGS max_execution_time = 0)",
+        "SHOW TABLES",
+        "",
+    ]
 
 
 def ticker_record(n: int, **overrides: Any) -> Record:

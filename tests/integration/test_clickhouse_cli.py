@@ -92,6 +92,7 @@ sinks: {{ticks: {{type: clickhouse, inputs: [feed], path: {tmp_path / "chdb"}, t
     refused = sluice("sql", str(config), "DROP TABLE default.t")
     assert refused.returncode == 2
     assert "only read-only statements" in refused.stderr
+    assert "DropQuery" in refused.stderr
     missing = sluice("sql", str(config), "SELECT 1")
     assert missing.returncode == 1
     assert "no chDB data" in missing.stderr

@@ -5,21 +5,28 @@ see :mod:`sluice.admin.health`), ``/readyz`` (every component can do its work: 2
 a JSON body naming what is not), ``/`` (the built-in dashboard: static files shipped in the
 package, no CDN, no build step), ``/api/status`` (the JSON the dashboard polls), ``POST
 /api/query`` (a read-only query against a queryable sink, used by ``sluice sql`` and ``sluice
-monitor`` while the pipeline holds the store open).
+monitor`` while the pipeline holds the store open). Who may use which route:
+:mod:`sluice.admin.auth` (Host checked everywhere; a token, this server's own Origin and a JSON
+body for ``/api/query``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sluice.admin.auth import AdminGuard, new_token, write_token_file
 from sluice.admin.health import LoopMonitor
 from sluice.admin.status import build_status
+from sluice.errors import QueryRefused
 from sluice.runtime.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -69,8 +76,17 @@ class AdminServer:
         monitor: LoopMonitor | None = None,
         loop_stall_secs: float = LOOP_STALL_SECS,
         started_at: float | None = None,
+        token: str | None = None,
+        token_file: Path | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        """``token``: what ``/api/query`` requires; None makes a random one, written to
+        ``token_file`` (mode 0600) at start when one is given. ``allowed_hosts``: more names
+        (or ``*``) accepted in the Host header besides loopback and the listen address."""
         self.pipeline = pipeline
+        self.token = token if token is not None else new_token()
+        self.token_file = token_file if token is None else None
+        self._guard = AdminGuard(self.token, allowed_hosts=allowed_hosts)
         self.host, self.port = parse_listen(listen)
         self.history = history
         self.alerts = alerts
@@ -80,7 +96,7 @@ class AdminServer:
         )
         self.started_at = started_at if started_at is not None else time.time()
         self._static = _load_static()
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._guard.middleware])
         self.app[PIPELINE] = pipeline
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
@@ -109,6 +125,15 @@ class AdminServer:
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self._guard.bind(self.host, self.port)
+        if self.token_file is not None:
+            try:
+                await asyncio.to_thread(write_token_file, self.token_file, self.token)
+            except OSError:
+                await self._runner.cleanup()
+                raise
+            # the file's path, never the token
+            self.pipeline.log.info("admin.token_file", path=str(self.token_file))
         if self._own_monitor:
             await self.monitor.start()
         self.pipeline.log.info("admin.listening", url=self.url)
@@ -193,6 +218,8 @@ class AdminServer:
             return _json({"error": f"sink '{worker.component_id}' has not started yet"}, 503)
         try:
             result = await worker.sink.query(sql)
+        except QueryRefused as exc:
+            return _json({"error": str(exc), "refused": True}, 400)
         except Exception as exc:
             return _json({"error": str(exc) or type(exc).__name__}, 400)
         return _json({"columns": result.columns, "types": result.types, "rows": result.rows})

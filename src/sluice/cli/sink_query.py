@@ -11,23 +11,37 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import orjson
 
+from sluice.admin.auth import TOKEN_FILE, bearer, read_token_file
 from sluice.admin.server import parse_listen
 from sluice.config import LoadedConfig
+from sluice.errors import QueryRefused
 from sluice.plugin import QueryResult, Sink
 from sluice.registry import Registry
 
-__all__ = ["NotQueryable", "QueryFailed", "SinkQuery", "choose_sink", "connect"]
+__all__ = [
+    "NotQueryable",
+    "QueryFailed",
+    "QueryNotAllowed",
+    "SinkQuery",
+    "choose_sink",
+    "connect",
+]
 
 Via = Literal["auto", "admin", "direct"]
 
 
 class QueryFailed(Exception):
     """The store could not be reached or the query failed; the message says why (exit 1)."""
+
+
+class QueryNotAllowed(QueryFailed):
+    """The store's engine refused the query as not read-only (exit 2)."""
 
 
 class NotQueryable(Exception):
@@ -84,7 +98,13 @@ async def connect(
     admin = loaded.model.admin
     url = admin_url(admin.listen) if admin.enabled and via != "direct" else None
     if url is not None and await _answers(session, url):
-        return SinkQuery(_admin_query(session, url, sink_id), f"{url} (sink {sink_id})")
+        token = (
+            admin.token.get_secret_value()
+            if admin.token is not None
+            else read_token_file(Path(loaded.model.data_dir) / TOKEN_FILE)
+        )
+        query = _admin_query(session, url, sink_id, token)
+        return SinkQuery(query, f"{url} (sink {sink_id})")
     if via == "admin":
         raise QueryFailed(f"the admin server at {admin.listen} does not answer")
     config = loaded.sinks[sink_id]
@@ -96,6 +116,8 @@ async def connect(
     async def direct(sql: str) -> QueryResult:
         try:
             result: QueryResult = await query_stopped(sql)
+        except QueryRefused as exc:
+            raise QueryNotAllowed(str(exc)) from exc
         except Exception as exc:
             raise QueryFailed(str(exc)) from exc
         return result
@@ -113,13 +135,18 @@ async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
 
 
 def _admin_query(
-    session: aiohttp.ClientSession, url: str, sink_id: str
+    session: aiohttp.ClientSession, url: str, sink_id: str, token: str | None
 ) -> Callable[[str], Awaitable[QueryResult]]:
+    headers = bearer(token) if token is not None else {}
+
     async def query(sql: str) -> QueryResult:
         timeout = aiohttp.ClientTimeout(total=300, connect=2)
         try:
             async with session.post(
-                url + "api/query", json={"sql": sql, "sink": sink_id}, timeout=timeout
+                url + "api/query",
+                json={"sql": sql, "sink": sink_id},
+                timeout=timeout,
+                headers=headers,
             ) as response:
                 body = await response.read()
                 status = response.status
@@ -129,8 +156,17 @@ def _admin_query(
             document: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise QueryFailed(f"{url} is not a sluice admin server") from None
+        if status == 401:
+            raise QueryFailed(
+                f"the admin server at {url} refused the token: set admin.token (the same value "
+                f"as the running pipeline's) or run as the user who can read "
+                f"<data_dir>/{TOKEN_FILE}"
+            )
         if status != 200:
-            raise QueryFailed(str(document.get("error", f"HTTP {status}")))
+            error = str(document.get("error", f"HTTP {status}"))
+            if document.get("refused") is True:
+                raise QueryNotAllowed(error)
+            raise QueryFailed(error)
         return QueryResult(
             columns=list(document["columns"]),
             rows=[list(row) for row in document["rows"]],

@@ -20,11 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice.cli.common import EXIT_FAILURE, EXIT_USAGE, load_or_exit, load_registry
-from sluice.cli.sink_query import NotQueryable, QueryFailed, choose_sink, connect
+from sluice.cli.sink_query import NotQueryable, QueryFailed, QueryNotAllowed, choose_sink, connect
 from sluice.config import LoadedConfig
+from sluice.errors import QueryRefused
 from sluice.plugin import QueryResult
 from sluice.registry import Registry
-from sluice.sinks.clickhouse.client import check_read_only
+from sluice.sinks.clickhouse.embedded import parse_in_process
+from sluice.sinks.clickhouse.errors import ClickHouseError
+from sluice.sinks.clickhouse.query_guard import judge
 
 FORMATS = ("table", "csv", "json")
 
@@ -35,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
 def sql(
     config: Annotated[Path, typer.Argument(help="The pipeline's YAML file.")],
-    statement: Annotated[str, typer.Argument(help="A read-only statement: SELECT, SHOW, ...")],
+    statement: Annotated[str, typer.Argument(help="One read-only SELECT.")],
     sink: Annotated[
         str | None,
         typer.Option("--sink", help="Which sink's store (default: the first queryable one)."),
@@ -47,16 +50,21 @@ def sql(
         print("error: --format must be table, csv or json", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE)
     try:
-        check_read_only(statement)
-    except ValueError as exc:
+        # judged here too for a usage error (exit 2) before anything is opened; whoever runs the
+        # query judges it again
+        judge(asyncio.run(parse_in_process(statement)))
+    except QueryRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc
+    except ClickHouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE) from exc
     registry = load_registry()
     loaded = load_or_exit(config, registry, check_paths=False)
     try:
         sink_id = choose_sink(loaded, registry, sink)
         result = asyncio.run(_query(loaded, registry, sink_id, statement))
-    except NotQueryable as exc:
+    except (NotQueryable, QueryNotAllowed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from exc
     except QueryFailed as exc:

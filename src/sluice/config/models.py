@@ -9,12 +9,21 @@ generated from the same models that validate.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from sluice.alerts.config import AlertsConfig
 
@@ -34,6 +43,7 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StrictModel",
+    "is_loopback",
 ]
 
 ComponentId = Annotated[
@@ -194,13 +204,48 @@ class LogConfig(StrictModel):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``, bracketed or not)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminConfig(StrictModel):
     """The admin HTTP server: /metrics, /healthz, /readyz, the dashboard and queries."""
 
     enabled: bool = Field(True)
+    token: SecretStr | None = Field(
+        None,
+        description=(
+            "What `POST /api/query` requires as `Authorization: Bearer <token>`; take it from the "
+            "environment. Unset: a random one is made at each start and written to "
+            "`<data_dir>/admin.token` (mode 0600), where `sluice sql` and `sluice monitor` find "
+            "it. Required when `listen` is not a loopback address."
+        ),
+        examples=["${SLUICE_ADMIN_TOKEN}"],
+    )
     listen: str = Field(
         "127.0.0.1:8686",
-        description="host:port. Loopback by default; set 0.0.0.0:PORT to expose it.",
+        description=(
+            "host:port. Loopback by default. Another address (e.g. `0.0.0.0:8686` for a "
+            "Prometheus on another machine) puts the dashboard, /api/status and, with the token, "
+            "queries on the network: it needs `token`, and `allowed_hosts` for the names clients "
+            "use (see docs/observability.md)."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names or addresses (without port) accepted in the Host header besides "
+            "localhost, 127.0.0.1, [::1] and the `listen` address; `*` accepts any (then only the "
+            "token protects queries against DNS rebinding)."
+        ),
+        examples=[["metrics.internal", "10.0.0.5"]],
     )
     metrics: bool = Field(
         True,
@@ -220,10 +265,16 @@ class AdminConfig(StrictModel):
 
     @field_validator("listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str, info: ValidationInfo) -> str:
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or " " in host:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8686")
+        exposed = host and not is_loopback(host) and info.data.get("enabled", True)
+        if exposed and info.data.get("token") is None:
+            raise ValueError(
+                f"{host} is not a loopback address: set `admin.token` (from the environment, "
+                "e.g. token: ${SLUICE_ADMIN_TOKEN}) before putting the admin port on the network"
+            )
         return value
 
 

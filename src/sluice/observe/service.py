@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
+from sluice.admin.auth import TOKEN_FILE
 from sluice.admin.health import LoopMonitor
 from sluice.admin.server import AdminServer
 from sluice.alerts.engine import AlertEngine
@@ -59,6 +61,9 @@ class Observability:
                 alerts=self.alerts,
                 monitor=self.monitor,
                 started_at=self.started_at,
+                token=admin.token.get_secret_value() if admin.token is not None else None,
+                token_file=Path(config.data_dir) / TOKEN_FILE,
+                allowed_hosts=admin.allowed_hosts,
             )
         self._sampler: asyncio.Task[None] | None = None
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from sluice.records import Record
-from sluice.sinks.clickhouse.client import check_read_only, columns_from_describe
+from sluice.sinks.clickhouse.client import columns_from_describe
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
 from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
 from sluice.sinks.clickhouse.errors import ClickHouseError, code_from_text
@@ -188,23 +188,6 @@ def test_ddl_placeholders_and_statements() -> None:
         statements = render_statements(shipped_sql(name).read_text(), "db", "tb")
         assert len(statements) == 2
         assert statements[1].startswith("CREATE TABLE IF NOT EXISTS `db`.`tb`")
-
-
-@pytest.mark.parametrize(
-    "sql",
-    ["SELECT 1", "  with x as (select 1) select * from x;", "SHOW TABLES", "-- c\nDESCRIBE t"],
-)
-def test_read_only_statements_pass(sql: str) -> None:
-    assert check_read_only(sql)
-
-
-@pytest.mark.parametrize(
-    "sql",
-    ["DROP TABLE t", "INSERT INTO t VALUES (1)", "/* SELECT */ ALTER TABLE t DELETE WHERE 1", ""],
-)
-def test_statements_that_write_are_refused(sql: str) -> None:
-    with pytest.raises(ValueError, match="read-only"):
-        check_read_only(sql)
 
 
 def test_shipped_sql_is_found_in_the_checkout(tmp_path: Path) -> None:

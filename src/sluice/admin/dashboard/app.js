@@ -3,6 +3,97 @@
 // run began: unknown). The last bucket is the current, still filling, second or minute.
 "use strict";
 
+// -- queries: apiQuery(sql, sink) -------------------------------------------------------------------
+// POST api/query needs the admin token (Authorization: Bearer). Give it once in the address, as
+// the fragment #token=... (scripts/demo.sh prints that link): the page keeps it in this tab's
+// sessionStorage and takes it out of the address bar. A 401 asks for it.
+
+const SLUICE_TOKEN_KEY = "sluice.admin.token";
+
+(function adoptTokenFromFragment() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = fragment.get("token");
+  if (!token) return;
+  sessionStorage.setItem(SLUICE_TOKEN_KEY, token);
+  fragment.delete("token");
+  const rest = fragment.toString();
+  history.replaceState(null, "", window.location.pathname + window.location.search + (rest ? "#" + rest : ""));
+})();
+
+// A small modal form asking for the token; resolves to the token, or null when cancelled.
+function askForToken(message) {
+  return new Promise((resolve) => {
+    const old = document.getElementById("token-prompt");
+    if (old) old.remove();
+    const dialog = document.createElement("dialog");
+    dialog.id = "token-prompt";
+    const form = document.createElement("form");
+    form.method = "dialog";
+    const label = document.createElement("label");
+    label.textContent = message + " ";
+    const input = document.createElement("input");
+    input.type = "password";
+    input.id = "token-input";
+    input.autocomplete = "off";
+    label.append(input);
+    const ok = document.createElement("button");
+    ok.type = "submit";
+    ok.value = "ok";
+    ok.textContent = "Use token";
+    const cancel = document.createElement("button");
+    cancel.type = "submit";
+    cancel.value = "cancel";
+    cancel.textContent = "Cancel";
+    form.append(label, ok, cancel);
+    dialog.append(form);
+    dialog.addEventListener("close", () => {
+      const token = dialog.returnValue === "ok" ? input.value.trim() : "";
+      dialog.remove();
+      resolve(token || null);
+    });
+    document.body.append(dialog);
+    if (typeof dialog.showModal === "function") dialog.showModal();
+    else dialog.setAttribute("open", "");
+    input.focus();
+  });
+}
+
+// One read-only SELECT against a queryable sink (sink: its id, or undefined for the first one).
+// Returns the parsed {columns, types, rows}; throws an Error with the server's reason otherwise.
+async function apiQuery(sql, sink) {
+  const body = { sql: String(sql) };
+  if (sink !== undefined && sink !== null) body.sink = String(sink);
+  for (let asked = 0; ; asked++) {
+    const token = sessionStorage.getItem(SLUICE_TOKEN_KEY);
+    const headers = { "Content-Type": "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch("api/query", {
+      method: "POST",
+      headers: headers,
+      body: JSON.stringify(body),
+      cache: "no-store",
+      credentials: "same-origin",
+    });
+    if (response.status === 401 && asked < 3) {
+      const given = await askForToken(
+        token ? "That token was refused. Admin token:" : "Admin token (in <data_dir>/admin.token):"
+      );
+      if (!given) throw new Error("a token is needed to query (see <data_dir>/admin.token)");
+      sessionStorage.setItem(SLUICE_TOKEN_KEY, given);
+      continue;
+    }
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (err) {
+      answer = null;
+    }
+    if (!response.ok) throw new Error((answer && answer.error) || "HTTP " + response.status);
+    return answer;
+  }
+}
+window.apiQuery = apiQuery;
+
 (function () {
   const POLL_MS = 2000;
   const SVG_NS = "http://www.w3.org/2000/svg";

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -11,28 +10,10 @@ import orjson
 
 from sluice.plugin import QueryResult
 from sluice.sinks.clickhouse.errors import ClickHouseError
+from sluice.sinks.clickhouse.query_guard import ParsedQuery, judge
 from sluice.sinks.clickhouse.schema import Column, ServerInfo
 
-__all__ = ["Client", "check_read_only", "columns_from_describe", "parse_json_compact"]
-
-_READ_ONLY_START = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-_COMMENTS = re.compile(r"(--[^\n]*\n?)|(/\*.*?\*/)", re.DOTALL)
-
-
-def check_read_only(sql: str) -> str:
-    """The statement without a trailing ``;``, or ValueError if it does not only read.
-
-    A first line of defence for a clear message; the query also runs with ``readonly`` set, so the
-    engine itself refuses writes.
-    """
-    text = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
-    first = text.split(None, 1)[0].upper() if text else ""
-    first = first.lstrip("(")
-    if first not in _READ_ONLY_START:
-        raise ValueError(
-            "only read-only statements are allowed (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS)"
-        )
-    return sql.strip().rstrip(";")
+__all__ = ["Client", "columns_from_describe", "parse_json_compact"]
 
 
 def columns_from_describe(rows: Sequence[Sequence[object]]) -> list[Column]:
@@ -58,6 +39,26 @@ class Client(ABC):
     @abstractmethod
     async def select(self, sql: str, *, read_only: bool = True) -> QueryResult:
         """Run a query and return its rows (64-bit integers as numbers)."""
+
+    @abstractmethod
+    async def parse(self, sql: str) -> ParsedQuery:
+        """What a current engine's parser makes of ``sql``: ClickHouseError when it is not one
+        statement (or not SQL at all). Runs nothing."""
+
+    def outside_statement(self, sql: str, parsed: ParsedQuery) -> str:
+        """The text to run for a judged query from outside: the engine's canonical form, which
+        is exactly what was judged (a server overrides this)."""
+        return parsed.canonical
+
+    async def select_from_outside(self, sql: str) -> QueryResult:
+        """A query from outside (``sluice sql``, the admin port): judged by the engine's parser
+        (:mod:`~sluice.sinks.clickhouse.query_guard`, QueryRefused), then run read-only."""
+        parsed = await self.parse(sql)
+        judge(parsed)
+        return await self._select_outside(self.outside_statement(sql, parsed))
+
+    async def _select_outside(self, statement: str) -> QueryResult:
+        return await self.select(statement, read_only=True)
 
     @abstractmethod
     async def insert(self, table: str, body: bytes, settings: Mapping[str, str]) -> None:

@@ -49,6 +49,21 @@ class ClickHouseSinkConfig(SinkConfig):
         description="Server password; take it from the environment: `${CLICKHOUSE_PASSWORD}`.",
         examples=["${CLICKHOUSE_PASSWORD:-}"],
     )
+    query_user: str | None = Field(
+        None,
+        description=(
+            "Server user for queries from outside (`sluice sql`, `sluice monitor`, the admin "
+            "port's /api/query): a read-only user whose settings profile has `readonly = 1` "
+            "(see docs/clickhouse.md). Unset: those queries use `user` with `readonly=1` set on "
+            "each request. Ignored for `path`."
+        ),
+        examples=["sluice_reader"],
+    )
+    query_password: SecretStr | None = Field(
+        None,
+        description="Password of `query_user`; from the environment.",
+        examples=["${CLICKHOUSE_READER_PASSWORD}"],
+    )
     database: Identifier = Field("default", description="Database of the table.")
     table: Identifier = Field(description="Table to insert into.", examples=["coinbase_ticker"])
     create: bool = Field(

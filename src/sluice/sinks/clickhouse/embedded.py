@@ -23,15 +23,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from sluice.plugin import QueryResult
 from sluice.sinks.clickhouse.client import Client, parse_json_compact
 from sluice.sinks.clickhouse.errors import ClickHouseError
+from sluice.sinks.clickhouse.query_guard import (
+    FORMAT_QUERY,
+    TABLE_FUNCTIONS_QUERY,
+    ParsedQuery,
+    QueryRefused,
+    escape_parameter,
+)
 from sluice.sinks.clickhouse.schema import ServerInfo, parse_version
 
 QUERY_TIME_LIMIT_SECS = 60
 """Longest a query through `sluice sql`/`sluice monitor`/the admin port may run."""
 
-__all__ = ["DirectoryInUse", "EmbeddedClient"]
+__all__ = ["DirectoryInUse", "EmbeddedClient", "parse_in_process"]
 
 T = TypeVar("T")
 
@@ -72,11 +81,21 @@ def check_not_locked(path: Path) -> None:
         os.close(fd)  # closing releases our lock before chDB takes its own
 
 
+_MEMORY = Path(":memory:")
+"""The engine this process opens to parse queries for a server sink when no store is open."""
+
+
 def claim_engine(path: Path) -> None:
     """Count a user of this process's chDB engine at ``path``; RuntimeError if it runs elsewhere."""
     global _engine_path, _engine_users
     with _engine_lock:
         if _engine_path is not None and _engine_users > 0 and _engine_path != path:
+            if _MEMORY in (_engine_path, path):
+                # a query for a server sink is being parsed in memory (or waits for a store to
+                # close): a moment's wait, so retriable
+                raise ClickHouseError(
+                    f"chDB is busy parsing a query from outside; {path} opens when it is done"
+                )
             raise RuntimeError(
                 f"chDB runs one engine per process: {path} cannot be opened while "
                 f"{_engine_path} is open; give every clickhouse sink of this process the same `path`"
@@ -96,6 +115,57 @@ def release_engine() -> None:
         _engine_users = max(0, _engine_users - 1)
         if _engine_users == 0:
             _engine_path = None
+
+
+def _parse_on(connection: Any, sql: str) -> ParsedQuery:
+    """Parse ``sql`` with the engine behind ``connection`` (blocking): one statement, its
+    canonical text and its syntax tree. QueryRefused with the engine's reason otherwise."""
+    try:
+        answer = connection.query(
+            FORMAT_QUERY, "JSONCompact", params={"sql": escape_parameter(sql)}
+        ).bytes()
+        received, canonical = orjson.loads(answer)["data"][0]
+    except Exception as exc:
+        raise QueryRefused(f"ClickHouse's parser refuses it: {_reason(exc)}") from None
+    if received != sql:  # the parameter's encoding must give the engine the very text to judge
+        raise QueryRefused("the query text did not reach the parser intact")
+    try:
+        # the canonical text is one statement as the engine itself wrote it: nothing can follow it
+        ast = connection.query(f"EXPLAIN AST {canonical}", "TabSeparatedRaw").bytes().decode()
+    except Exception as exc:
+        raise QueryRefused(f"ClickHouse refuses it: {_reason(exc)}") from None
+    names = connection.query(TABLE_FUNCTIONS_QUERY, "TabSeparatedRaw").bytes().decode().split()
+    return ParsedQuery(str(canonical), ast, frozenset(names))
+
+
+def _reason(exc: Exception) -> str:
+    error = ClickHouseError.from_text(str(exc))
+    return str(error)
+
+
+def _parse_once(state: Any, path: Path, sql: str) -> ParsedQuery:
+    connection = state.connect(f"{path}?readonly=1")
+    try:
+        return _parse_on(connection, sql)
+    finally:
+        connection.close()
+
+
+async def parse_in_process(sql: str) -> ParsedQuery:
+    """Parse ``sql`` with this process's chDB engine: the data directory a sink of this process
+    has open, else an engine in memory opened for this parse and closed after it (a server sink,
+    or ``sluice sql`` before it opens anything)."""
+    state = _chdb_state()  # imported on the loop's thread (see the module's docstring)
+    with _engine_lock:
+        path = _engine_path if _engine_users > 0 and _engine_path is not None else _MEMORY
+    try:
+        claim_engine(path)
+    except RuntimeError as exc:
+        raise ClickHouseError(str(exc)) from exc
+    try:
+        return await asyncio.to_thread(_parse_once, state, path, sql)
+    finally:
+        release_engine()
 
 
 def _quote(value: str) -> str:
@@ -121,6 +191,8 @@ class EmbeddedClient(Client):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, fn)
+        except QueryRefused:
+            raise
         except Exception as exc:  # chDB raises RuntimeError or ChdbError, the code in the text
             raise ClickHouseError.from_text(str(exc)) from exc
 
@@ -153,6 +225,10 @@ class EmbeddedClient(Client):
         )
         result = await self.select("SELECT version()")
         return ServerInfo(parse_version(str(result.rows[0][0])), embedded=True)
+
+    async def parse(self, sql: str) -> ParsedQuery:
+        reader = self._reader
+        return await self._call(self._read_thread, lambda: _parse_on(reader, sql))
 
     async def execute(self, sql: str) -> None:
         writer = self._writer
