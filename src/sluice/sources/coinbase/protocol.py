@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
 import msgspec
+import orjson
 
 __all__ = [
     "DECIMAL_FIELDS",
@@ -194,16 +195,17 @@ def screen(frame: bytes, message: object) -> str | None:
     """Why a frame that :func:`decode` accepted must still be refused, or None.
 
     msgspec does not look inside the fields a spec skips, so a frame may carry bytes that are not
-    UTF-8 there (every sink after this one would choke on them); and a decimal field is text to
-    the spec, so ``"NaN"`` or ``"-Infinity"`` would pass it. Cheap for the common frame: the
+    UTF-8 there, or an escaped lone surrogate (``"\\ud800"``), which other JSON readers (orjson,
+    which :attr:`sluice.records.Record.data` uses, ClickHouse) refuse; and a decimal field is text
+    to the spec, so ``"NaN"`` or ``"-Infinity"`` would pass it. Cheap for the common frame: the
     caller may skip it when the frame is ASCII without ``\\`` and neither ``nan`` nor ``inf``
     appears in it, in any case (see :func:`suspect`).
     """
-    if not frame.isascii():
+    if not frame.isascii() or b"\\" in frame:
         try:
-            frame.decode()
-        except UnicodeDecodeError as exc:
-            return f"not valid UTF-8: {exc}"
+            orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return f"not valid JSON text: {exc}"
     for name in DECIMAL_FIELDS.get(type(message), ()):
         value = getattr(message, name)
         if value is None:
