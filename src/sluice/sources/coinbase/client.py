@@ -204,8 +204,9 @@ class _Listener(WSListener):
                 )
             if self._fragments_compressed or self._fragments_size <= self.max_frame_bytes:
                 fragments.append(frame.get_payload_as_bytes())  # compressed: bounded above
-            elif len(fragments) > 1 or len(fragments[0]) > OVERSIZE_HEAD_BYTES:
+            elif len(fragments) > 1 or len(fragments[0]) < OVERSIZE_HEAD_BYTES:
                 # over the limit: only the head is kept for the dead letter
+                fragments.append(frame.get_payload_as_bytes())
                 fragments[:] = [b"".join(fragments)[:OVERSIZE_HEAD_BYTES]]
             if frame.fin:
                 size = self._fragments_size
@@ -220,7 +221,8 @@ class _Listener(WSListener):
         elif msg_type is WSMsgType.CLOSE:
             code = frame.get_close_code()
             reason = frame.get_close_reason()
-            self.closed = (
+            # a server may echo the close this client sent (e.g. picows' 1009): say the first
+            self.closed = _client_close_reason(transport, self.transport_limit) or (
                 f"closed by the server (code {int(code.value)}{': ' + reason if reason else ''})"
             )
             transport.send_close(WSCloseCode.OK)
@@ -313,7 +315,7 @@ def _client_close_reason(transport: WSTransport, transport_limit: int) -> str | 
     """Why picows itself closed the connection (a frame it refused to parse), if it did."""
     handshake = transport.close_handshake
     sent = handshake.sent if handshake is not None else None
-    if sent is None or handshake.recv is not None:
+    if sent is None or (handshake.recv is not None and handshake.recv_then_sent):
         return None
     if sent.code == WSCloseCode.MESSAGE_TOO_BIG:
         return (
@@ -336,6 +338,10 @@ class Connection:
         self.compressed = listener.deflate is not None
         self.received_at = time.monotonic()
         """When frames were last taken (for the stale-feed watchdog and readiness)."""
+        # picows keeps the error that made it close the connection (an oversize frame) in a
+        # future nobody else awaits; awaiting it here keeps asyncio from logging it as lost
+        self._ended = asyncio.ensure_future(transport.wait_disconnected())
+        self._ended.add_done_callback(_retrieve)
 
     def send(self, message: bytes) -> None:
         self.transport.send(WSMsgType.TEXT, message)
@@ -444,6 +450,11 @@ async def open_connection(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
     assert isinstance(listener, _Listener)
     return Connection(transport, listener, where)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _retry_after(response: object) -> float | None:
