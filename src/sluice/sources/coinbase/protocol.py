@@ -29,6 +29,7 @@ import orjson
 __all__ = [
     "DECIMAL_FIELDS",
     "KNOWN_TYPES",
+    "MAX_DEPTH",
     "MAX_ID",
     "Error",
     "Heartbeat",
@@ -40,6 +41,7 @@ __all__ = [
     "Ticker",
     "classify",
     "decode",
+    "one_line",
     "screen",
     "subscribe_request",
 ]
@@ -48,6 +50,9 @@ Side = Literal["buy", "sell"]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """RFC 3339 with a zone (Coinbase sends UTC, ``Z``); a time without one is rejected."""
 MAX_ID = 2**63 - 1
+MAX_DEPTH = 1024
+"""Deepest nesting of arrays and objects a frame may have (orjson's limit, which every JSON
+reader here after the source must meet)."""
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 """A trade id or sequence: 0 to 2^63 - 1 (Coinbase's int64); beyond it the frame is refused."""
 
@@ -195,13 +200,18 @@ def screen(frame: bytes, message: object) -> str | None:
     """Why a frame that :func:`decode` accepted must still be refused, or None.
 
     msgspec does not look inside the fields a spec skips, so a frame may carry bytes that are not
-    UTF-8 there, or an escaped lone surrogate (``"\\ud800"``), which other JSON readers (orjson,
-    which :attr:`sluice.records.Record.data` uses, ClickHouse) refuse; and a decimal field is text
-    to the spec, so ``"NaN"`` or ``"-Infinity"`` would pass it. Cheap for the common frame: the
+    UTF-8 there, an escaped lone surrogate (``"\\ud800"``), or nesting deeper than
+    ``MAX_DEPTH``, which other JSON readers (orjson, which :attr:`sluice.records.Record.data` and
+    the dead letters use; ClickHouse) refuse; and a decimal field is text to the spec, so
+    ``"NaN"`` or ``"-Infinity"`` would pass it. Cheap for the common frame: the
     caller may skip it when the frame is ASCII without ``\\`` and neither ``nan`` nor ``inf``
     appears in it, in any case (see :func:`suspect`).
     """
-    if not frame.isascii() or b"\\" in frame:
+    if (
+        not frame.isascii()
+        or b"\\" in frame
+        or (len(frame) > 2 * MAX_DEPTH and frame.count(b"[") + frame.count(b"{") > MAX_DEPTH)
+    ):
         try:
             orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
@@ -221,8 +231,9 @@ def screen(frame: bytes, message: object) -> str | None:
 
 def suspect(frame: bytes) -> bool:
     """Whether :func:`screen` could refuse ``frame``: a non-ASCII byte, an escape (which could
-    spell a letter), or the letters of ``nan``/``inf`` in any case."""
-    if not frame.isascii() or b"\\" in frame:
+    spell a letter), a length that leaves room for too deep a nesting, or the letters of
+    ``nan``/``inf`` in any case."""
+    if not frame.isascii() or b"\\" in frame or len(frame) > 2 * MAX_DEPTH:
         return True
     lower = frame.lower()
     return b"nan" in lower or b"inf" in lower
@@ -234,3 +245,12 @@ def subscribe_request(subscription: dict[str, list[str]]) -> bytes:
     for name, products in subscription.items():
         channels.append({"name": name, "product_ids": products} if products else {"name": name})
     return msgspec.json.encode({"type": "subscribe", "channels": channels})
+
+
+def one_line(frame: bytes) -> bytes:
+    """``frame`` with its line breaks turned into spaces, so that its record is one line of JSON
+    Lines. In valid JSON a raw line break can only be whitespace between tokens (inside a string
+    it must be escaped), so the value is unchanged."""
+    if b"\n" in frame or b"\r" in frame:
+        return frame.replace(b"\n", b" ").replace(b"\r", b" ")
+    return frame

@@ -38,6 +38,7 @@ from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
+    MAX_DEPTH,
     Error,
     Heartbeat,
     Match,
@@ -46,6 +47,7 @@ from sluice.sources.coinbase.protocol import (
     Ticker,
     classify,
     decode,
+    one_line,
     screen,
     subscribe_request,
 )
@@ -261,9 +263,18 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 else:
                     rejected.append(Rejected(raw, reason))
                 continue
-            # what the spec's types let through (see protocol.suspect, inlined: once per frame)
-            if not raw.isascii() or b"\\" in raw:
+            # what the spec's types let through (protocol.suspect inlined, as this runs once per
+            # frame), and line breaks between tokens, folded so that a record stays one line
+            if (
+                not raw.isascii()
+                or b"\\" in raw
+                or b"\n" in raw
+                or b"\r" in raw
+                or len(raw) > _LONG
+            ):
                 reason = screen(raw, message)
+                if reason is None:
+                    raw = one_line(raw)
             else:
                 lower = raw.lower()
                 reason = screen(raw, message) if b"nan" in lower or b"inf" in lower else None
@@ -362,6 +373,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 dropped_out_of_order=moved.dropped,
             )
 
+
+_LONG = 2 * MAX_DEPTH
+"""Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
 
 _REBASELINE_REASONS = {
     "reconnect": "the first trade id after a reconnect is below the last one seen",
