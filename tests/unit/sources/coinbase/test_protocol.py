@@ -178,3 +178,11 @@ def test_screen_refuses_non_finite_decimals_and_bad_text_and_passes_the_rest() -
     assert suspect(b'{"a":"\\u0041"}')
     assert suspect('{"a":"é"}'.encode())
     assert not suspect(TICKER_2021)
+
+
+def test_screen_refuses_nesting_past_the_json_readers_limit_whatever_msgspec_did() -> None:
+    deep = b'{"type":"heartbeat","x":' + b"[" * 1025 + b"]" * 1025 + b"}"
+    assert "depth limit exceeded" in (screen(deep, object()) or "")
+    assert suspect(deep)
+    wide = b'{"type":"status","x":[' + b",".join([b"{}"] * 1500) + b"]}"
+    assert screen(wide, object()) is None

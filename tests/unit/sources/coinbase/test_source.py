@@ -195,3 +195,25 @@ def test_a_product_is_re_baselined_not_silenced_and_the_log_and_metric_say_so(
     assert moved[0]["product_id"] == "BTC-USD"
     assert _value(metrics, "sluice_source_rebaselines_total") == 1
     assert _value(metrics, "sluice_component_dropped_events_total", reason="out_of_order") == 2
+
+
+def test_line_breaks_between_tokens_are_folded_so_a_record_is_one_line(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    frame = b'{\r\n  "type": "ticker",\n' + _ticker(b"3")[1:]
+    batch = source._parse([frame])
+    assert batch.rejected == []
+    [record] = batch.records
+    assert record.raw == frame.replace(b"\r", b" ").replace(b"\n", b" ")
+    assert record.data == orjson.loads(frame)
+
+
+def test_a_frame_nested_past_the_json_readers_limit_is_a_dead_letter(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    # msgspec may skip it (depending on the stack), orjson and the sinks after it would not
+    frame = _ticker(b"4", extra=b',"x":' + b"[" * 1025 + b"]" * 1025)
+    ok = _ticker(b"5", extra=b',"x":' + b"[" * 500 + b"]" * 500)
+    batch = source._parse([frame, ok])
+    assert [r.raw for r in batch.rejected] == [frame]
+    reason = batch.rejected[0].reason
+    assert "nested too deeply" in reason or "depth limit exceeded" in reason
+    assert [r.raw for r in batch.records] == [ok]
