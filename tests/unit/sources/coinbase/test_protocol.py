@@ -174,15 +174,21 @@ def test_screen_refuses_non_finite_decimals_and_bad_text_and_passes_the_rest() -
         assert screen(frame, decode(frame)) is None
     bad_text = TICKER_2021.replace(b'"side"', b'"note":"\xed\xa0\x80","side"')
     assert "not valid JSON text" in (screen(bad_text, decode(bad_text)) or "")
-    assert suspect(b'{"price":"NAN"}')
-    assert suspect(b'{"a":"\\u0041"}')
-    assert suspect('{"a":"é"}'.encode())
-    assert not suspect(TICKER_2021)
+    assert not suspect(TICKER_2021, ticker)
+    for value in ("NAN", "inf", "Infinity", "-nan"):
+        frame = TICKER_2021.replace(b'"0.04"', b'"' + value.encode() + b'"')
+        assert suspect(frame, decode(frame))
+    for extra in (b'"\\u0041"', '"é"'.encode(), b'"a\\nb"', b"\n1", b"\r\n1"):
+        frame = TICKER_2021.replace(b'"side"', b'"note":' + extra + b',"side"')
+        assert suspect(frame, decode(frame)), extra
+    # a product id or field name with an N is no reason to look closer
+    frame = TICKER_2021.replace(b"BAND-GBP", b"NU-GBP").replace(b'"side"', b'"Note":1,"side"')
+    assert not suspect(frame, decode(frame))
 
 
 def test_screen_refuses_nesting_past_the_json_readers_limit_whatever_msgspec_did() -> None:
     deep = b'{"type":"heartbeat","x":' + b"[" * 1025 + b"]" * 1025 + b"}"
     assert "depth limit exceeded" in (screen(deep, object()) or "")
-    assert suspect(deep)
+    assert suspect(deep, object())
     wide = b'{"type":"status","x":[' + b",".join([b"{}"] * 1500) + b"]}"
     assert screen(wide, object()) is None
