@@ -30,6 +30,8 @@ from sluice.simulator.markets import load_recording
 from sluice.sources.coinbase.protocol import Error, Subscriptions, decode, screen
 from tests.integration.support import build_pipeline, read_jsonl, run_pipeline
 
+pytestmark = pytest.mark.timeout(240)
+
 LIMIT = 4096
 """The source's max_frame_bytes in this test (the least the config allows)."""
 SEED = 20261129

@@ -247,6 +247,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         records: list[Record] = []
         rejected: list[Rejected] = []
         unknown = 0
+        oversize_bytes = 0  # an Oversize stands empty in the frames for a message of its size
         late = [0, 0, 0]  # trade frames by verdict: (accepted), DUPLICATE, OUT_OF_ORDER
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
@@ -257,6 +258,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             except Exception as exc:  # whatever the bytes, a frame never stops the source
                 if type(raw) is Oversize:
                     rejected.append(Rejected(raw.head, raw.reason))
+                    oversize_bytes += raw.size
                     continue
                 reason = classify(raw, exc)
                 if reason is None:
@@ -312,7 +314,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # the runner from the batch's records
         metrics = ctx.metrics
         metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(sum(map(len, frames)))
+        metrics.received_bytes.inc(sum(map(len, frames)) + oversize_bytes)
         if unknown:
             metrics.drop("unknown_type", unknown)
         if late[DUPLICATE]:

@@ -217,3 +217,12 @@ def test_a_frame_nested_past_the_json_readers_limit_is_a_dead_letter(tmp_path: P
     reason = batch.rejected[0].reason
     assert "nested too deeply" in reason or "depth limit exceeded" in reason
     assert [r.raw for r in batch.records] == [ok]
+
+
+def test_an_oversize_frame_counts_its_size_in_the_received_bytes(tmp_path: Path) -> None:
+    from sluice.sources.coinbase.client import Oversize
+
+    source, metrics = _source(tmp_path)
+    source._parse([Oversize.of(5_000, b"{", 4096), b"{}"])
+    assert _value(metrics, "sluice_component_received_bytes_total") == 5_002
+    assert _value(metrics, "sluice_component_received_events_total") == 2
