@@ -85,6 +85,7 @@ class TradeIds:
         max_jump: int = 1_000_000_000,
     ) -> None:
         self.gap_products = gap_products
+        """Products whose gaps this stream reports (others are only de-duplicated)."""
         self.rebaseline_after = rebaseline_after
         self.max_jump = max_jump
         self.rebaselines: list[Rebaseline] = []
@@ -95,7 +96,6 @@ class TradeIds:
         self._fresh: dict[str, int] = {}
         """Per product, its highest id when the connection was reopened; valid for the first id
         that reaches :meth:`observe` only while the highest id is still that."""
-        """Products whose gaps this stream reports (others are only de-duplicated)."""
         self.last_ids: dict[str, int] = {}
         """The highest trade id seen, per product (read and advanced inline by the source's hot
         path for the common case of the next id)."""
