@@ -185,6 +185,13 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.rebaselines = Counter(
+            "sluice_source_rebaselines",
+            "Times a source moved its idea of where a sequence stands without reporting a gap "
+            "(e.g. a product's trade ids after a reconnect or a run of out-of-order ids).",
+            LABELS,
+            registry=r,
+        )
         self.rate_limit_waits = Counter(
             "sluice_component_rate_limit_waits",
             "Times a component waited for its rate limit.",
@@ -284,6 +291,7 @@ class ComponentMetrics:
         self.last_receive_time = source_only(m.last_receive_time)
         self.gaps = source_only(m.gaps)
         self.missed = source_only(m.missed)
+        self.rebaselines = source_only(m.rebaselines)
 
     def rate_limited(self, waited_secs: float) -> None:
         """Count a rate-limit wait (no-op when nothing was waited)."""
@@ -357,4 +365,5 @@ _HANDLES = (
     "last_receive_time",
     "gaps",
     "missed",
+    "rebaselines",
 )

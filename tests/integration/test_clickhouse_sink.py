@@ -176,6 +176,27 @@ async def test_records_that_do_not_fit_go_to_dead_letters_and_the_rest_is_stored
     )
 
 
+async def test_integers_past_their_column_are_dead_letters_never_stored_wrapped_or_as_zero(
+    store: ClickHouseStore, tmp_path: Path, table: str
+) -> None:
+    records = [ticker_record(n, trade_id=7) for n in range(6)]
+    past = {1: b"18446744073709551616", 2: b"1" + b"0" * 21, 3: b"-1"}
+    for index, value in past.items():
+        records[index] = Record(records[index].raw.replace(b'"trade_id":7', b'"trade_id":' + value))
+    top = records[4].raw.replace(b'"trade_id":7', b'"trade_id":18446744073709551615')
+    records[4] = Record(top)  # the largest UInt64: stored as it is
+    result = await run_pipeline(sink_yaml(tmp_path, store, table), records)
+    assert result.ok, result.error
+    ids = store.rows(f"SELECT toString(trade_id) FROM sluice_test.{table} ORDER BY sequence")
+    assert ids == [["7"], ["18446744073709551615"], ["7"]]
+    letters = dead_letters(tmp_path)
+    assert len(letters) == 3
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert sum("is out of range for UInt64" in reason for reason in reasons) == 2
+    assert sum("Expected `int` >= 0" in reason for reason in reasons) == 1
+    assert all("$.trade_id" in reason for reason in reasons)
+
+
 async def test_a_row_the_server_refuses_goes_to_dead_letters_with_its_reason(
     store: ClickHouseStore, tmp_path: Path, table: str
 ) -> None:

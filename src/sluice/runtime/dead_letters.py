@@ -29,8 +29,16 @@ def dead_letter(raw: bytes, reason: str, component_id: str, component_kind: str)
     }
     try:
         orjson.loads(raw)
+        if len(raw) > 2000 and raw.count(b"[") + raw.count(b"{") > 1000:
+            # it may be nested so deep that inside the envelope it would pass orjson's limit
+            # (1024 levels) and the dead letter could not be read back: then it is kept as text
+            orjson.loads(b'{"record":' + raw + b"}")
     except orjson.JSONDecodeError:
         envelope["raw"] = raw.decode("utf-8", errors="replace")
     else:
+        # the JSON as it came; a line break in it can only be whitespace between tokens, and
+        # would split the dead letter's line: it becomes a space
+        if b"\n" in raw or b"\r" in raw:
+            raw = raw.replace(b"\n", b" ").replace(b"\r", b" ")
         envelope["record"] = orjson.Fragment(raw)
     return Record(compact_json(envelope), DEAD_LETTER_KIND, now.timestamp())

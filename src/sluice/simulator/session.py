@@ -187,7 +187,7 @@ class Session(WSListener):
             if not isinstance(products, list) or not products:
                 return {}, " is not a valid product"
             for product in products:
-                if product not in self.market.products:
+                if not isinstance(product, str) or product not in self.market.products:
                     return {}, f"{product} is not a valid product"
             wanted[name] = list(products)
         return wanted, None

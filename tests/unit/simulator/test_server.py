@@ -90,10 +90,11 @@ async def test_channel_objects_and_status_are_accepted(simulator: CoinbaseSimula
         (["level2"], ["BTC-USD"], "require authentication"),
         ([], ["BTC-USD"], "No channels provided"),
         (["ticker"], [], " is not a valid product"),
+        (["ticker"], [["BTC-USD"]], "['BTC-USD'] is not a valid product"),  # not a string
     ],
 )
 async def test_bad_subscriptions_get_an_error_frame_like_coinbase(
-    simulator: CoinbaseSimulator, channels: list[str], products: list[str], reason: str
+    simulator: CoinbaseSimulator, channels: list[str], products: list[Any], reason: str
 ) -> None:
     async with connect(simulator.url) as ws:
         reply = await _subscribe(ws, channels, products)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -13,7 +15,13 @@ from sluice.sinks.clickhouse.client import columns_from_describe
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
 from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
 from sluice.sinks.clickhouse.errors import ClickHouseError, code_from_text
-from sluice.sinks.clickhouse.schema import Column, Converter, ServerInfo, parse_version
+from sluice.sinks.clickhouse.schema import (
+    Column,
+    Converter,
+    ServerInfo,
+    parse_version,
+    value_check,
+)
 
 CURRENT = ServerInfo((26, 9, 2), embedded=True)
 OLD = ServerInfo((18, 16, 1), embedded=False)
@@ -194,3 +202,75 @@ def test_shipped_sql_is_found_in_the_checkout(tmp_path: Path) -> None:
     assert shipped_sql(DEFAULT_DDL).name == DEFAULT_DDL
     with pytest.raises(FileNotFoundError):
         shipped_sql("nope.sql")
+
+
+def test_integers_are_checked_against_their_columns_full_range() -> None:
+    columns = [Column("u64", "UInt64"), Column("i64", "Int64"), Column("u32", "UInt32")]
+    columns.append(Column("i128", "Nullable(Int128)"))
+    converter = Converter("db.t", columns, CURRENT)
+    ok = {"u64": 2**64 - 1, "i64": -(2**63), "u32": 2**32 - 1, "i128": -(2**127)}
+    bad = [
+        ({"u64": 2**64}, "18446744073709551616 is out of range for UInt64"),
+        ({"u64": 10**21}, "out of range for UInt64"),
+        ({"u64": -1}, "Expected `int` >= 0 - at `$.u64`"),
+        ({"i64": 2**63}, "<= 9223372036854775807 - at `$.i64`"),
+        ({"u32": 2**32}, "<= 4294967295 - at `$.u32`"),
+        ({"i128": 2**127}, "out of range for Int128"),
+    ]
+    batch = [Record(json.dumps(ok).encode())]
+    batch += [Record(json.dumps({**ok, **change}).encode()) for change, _ in bad]
+    prepared = converter.prepare(batch)
+    assert prepared.indexes == [0]
+    assert prepared.rows == [batch[0].raw]
+    for index, (_, words) in enumerate(bad, 1):
+        assert words in prepared.rejected[index]
+
+
+@pytest.mark.parametrize("server", [CURRENT, OLD])
+def test_decimal_columns_refuse_non_finite_and_too_large_values_float_columns_keep_them(
+    server: ServerInfo,
+) -> None:
+    columns = [Column("d", "Decimal(18, 8)"), Column("f", "Float64")]
+    converter = Converter("db.t", columns, server)
+    good = {"d": "-9999999999.99999999", "f": "NaN"}
+    bad = [
+        ({"d": "NaN"}, "NaN is not a finite number, which Decimal(18, 8) cannot hold"),
+        ({"d": "-Infinity"}, "-Infinity is not a finite number"),
+        ({"d": "sNaN"}, "not a finite number"),
+        ({"d": "1e10"}, "1E+10 is out of range for Decimal(18, 8) (at most 10 integer digits)"),
+        ({"f": "1e400"}, "Number out of range - at `$.f`"),
+    ]
+    batch = [Record(json.dumps(good).encode())]
+    batch += [Record(json.dumps({**good, **change}).encode()) for change, _ in bad]
+    prepared = converter.prepare(batch)
+    assert prepared.indexes == [0]
+    for index, (_, words) in enumerate(bad, 1):
+        assert words in prepared.rejected[index]
+
+
+def test_records_that_cannot_be_decoded_are_rejected_not_raised() -> None:
+    converter = Converter("db.t", [Column("a", "UInt8"), Column("s", "String")], CURRENT)
+    deep = Record(b'{"a":1,"s":"","x":' + b"[" * 1000 + b"]" * 1000 + b"}")
+    not_utf8 = Record(b'{"a":1,"s":"\xff"}')
+    prepared = converter.prepare([deep, not_utf8, Record(b'{"a":1,"s":"x"}')])
+    assert prepared.indexes == [2]
+    assert "nested too deeply" in prepared.rejected[0]
+    assert "not UTF-8" in prepared.rejected[1]
+
+
+@pytest.mark.parametrize(
+    ("type_text", "digits"),
+    [
+        ("Decimal(18, 8)", 10),
+        ("Decimal(9)", 9),
+        ("Decimal32(2)", 7),
+        ("Decimal64(8)", 10),
+        ("Decimal128(10)", 28),
+        ("Decimal256(0)", 76),
+    ],
+)
+def test_decimal_integer_digits_from_the_type(type_text: str, digits: int) -> None:
+    check = value_check(Column("d", type_text))
+    assert check is not None
+    assert check(Decimal(10) ** (digits - 1)) is None
+    assert "out of range" in (check(Decimal(10) ** digits) or "")

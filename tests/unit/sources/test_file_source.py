@@ -130,3 +130,23 @@ async def test_follow_reads_the_end_of_a_rotated_file_before_the_new_one(tmp_pat
     path.write_bytes(b'{"n":4}\n{"n":5}\n')
     await asyncio.wait_for(reader, 5)
     assert seen == [b'{"n":%d}' % i for i in range(1, 6)]
+
+
+async def test_hostile_lines_are_dead_letters_and_the_source_reads_on(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    hostile = [
+        b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}",  # deeper than any JSON reader here allows
+        b'{"a":"\xff\xfe"}',  # not UTF-8
+        b'{"a":"\\ud800"}',  # a lone surrogate
+        b'{"a":NaN}',
+        b'{"a":1e400}',
+        b'{"a":"x"' + b"}" * 3,
+    ]
+    good = [b'{"n":1}', b'{"a":' + b"[" * 500 + b"]" * 500 + b"}", b'{"n":123456789012345678901}']
+    path.write_bytes(b"\n".join([good[0], *hostile, *good[1:]]) + b"\n")
+    src = await source(tmp_path, path=path)
+    batches = await collect(src)
+    assert [r.raw for b in batches for r in b.records] == good
+    rejected = [r for b in batches for r in b.rejected]
+    assert [r.raw for r in rejected] == hostile
+    assert all(r.reason.startswith("invalid JSON") for r in rejected)

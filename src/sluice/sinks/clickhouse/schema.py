@@ -7,8 +7,14 @@ insertable column, decoded leniently, so
 - decimal strings (``"14.7775"``) are accepted for Float and Decimal columns, integers (also as
   strings) for Int/UInt columns within the type's range, RFC 3339 text (or unix seconds) for
   DateTime and DateTime64, ``YYYY-MM-DD`` for Date;
+- every integer is checked against its column's range (UInt64, Int128... included: msgspec bounds
+  stop at 64 bits, so those are checked after decoding), so no value is stored wrapped or as 0; a
+  Decimal column refuses non-finite values (``NaN``, ``Infinity``) and values with more integer
+  digits than its precision leaves; a Float column keeps ``nan`` and ``inf``, which are Float
+  values in ClickHouse (a number too large for a double is refused);
 - a field missing for a column without a default (not Nullable, no DEFAULT expression), or a value
-  that cannot be converted, rejects that record with the reason (it goes to the dead letters);
+  that cannot be converted, rejects that record with the reason (it goes to the dead letters); so
+  does a record that cannot be decoded at all (not UTF-8, nested too deeply);
 - fields with no column are ignored; MATERIALIZED and ALIAS columns are never sent.
 
 What is sent: when the server parses every column's JSON form itself (a current server or chDB),
@@ -22,7 +28,7 @@ and dead-lettered with the server's reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -45,6 +51,15 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "UInt64": (0, 2**64 - 1),
 }
 _WIDE_INTS = {"Int128", "Int256", "UInt128", "UInt256"}
+_CHECKED_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "UInt64": (0, 2**64 - 1),
+    "Int128": (-(2**127), 2**127 - 1),
+    "UInt128": (0, 2**128 - 1),
+    "Int256": (-(2**255), 2**255 - 1),
+    "UInt256": (0, 2**256 - 1),
+}
+"""Integer ranges msgspec cannot check while decoding (its bounds are 64-bit)."""
+_DECIMAL_PRECISION = {"Decimal32": 9, "Decimal64": 18, "Decimal128": 38, "Decimal256": 76}
 _FLOATS = {"Float32", "Float64", "BFloat16"}
 _STRINGS = {"String", "FixedString", "UUID", "IPv4", "IPv6", "Enum8", "Enum16", "Enum"}
 _DECIMALS = {"Decimal", "Decimal32", "Decimal64", "Decimal128", "Decimal256"}
@@ -159,6 +174,51 @@ def value_type(column: Column) -> Any:
     return python_type
 
 
+def _decimal_digits(base: str) -> int | None:
+    """Integer digits a Decimal type holds (precision - scale), or None when unreadable."""
+    family = _family(base)
+    args = [a.strip() for a in base[len(family) :].strip().strip("()").split(",") if a.strip()]
+    if not all(a.isdigit() for a in args):
+        return None
+    if family == "Decimal" and len(args) == 2:
+        return int(args[0]) - int(args[1])
+    if family == "Decimal" and len(args) == 1:  # Decimal(P): scale 0
+        return int(args[0])
+    if family in _DECIMAL_PRECISION and len(args) == 1:
+        return _DECIMAL_PRECISION[family] - int(args[0])
+    return None
+
+
+def value_check(column: Column) -> Callable[[Any], str | None] | None:
+    """What decoding to :func:`value_type` cannot check for ``column``: a function of a decoded
+    value giving why it does not fit (None when it does), or None when there is nothing more."""
+    base = column.base_type
+    family = _family(base)
+    if family in _CHECKED_INT_BOUNDS:
+        low, high = _CHECKED_INT_BOUNDS[family]
+
+        def int_range(value: Any) -> str | None:
+            if type(value) is int and not low <= value <= high:
+                return f"{value} is out of range for {base} ({low} to {high})"
+            return None
+
+        return int_range
+    if family in _DECIMALS:
+        digits = _decimal_digits(base)
+
+        def decimal_range(value: Any) -> str | None:
+            if not isinstance(value, Decimal):
+                return None
+            if not value.is_finite():
+                return f"{value} is not a finite number, which {base} cannot hold"
+            if digits is not None and value and value.adjusted() >= digits:
+                return f"{value} is out of range for {base} (at most {digits} integer digits)"
+            return None
+
+        return decimal_range
+    return None
+
+
 def needs_encoding(column: Column, server: ServerInfo) -> bool:
     """Whether the server cannot read this column's values as they come in a record."""
     return _family(column.base_type) in _DECIMALS and not server.reads_quoted_decimals
@@ -188,10 +248,15 @@ class Converter:
             raise ValueError(f"table {table} has no column that can be inserted into")
         fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
         rename: dict[str, str] = {}
+        self._checks: list[tuple[str, str, Callable[[Any], str | None]]] = []
+        """(field, column name, check) for the columns decoding cannot fully check."""
         for position, column in enumerate(self.columns):
             name = f"c{position}"  # column names need not be Python identifiers
             rename[name] = column.name
             value = value_type(column)
+            check = value_check(column)
+            if check is not None:
+                self._checks.append((name, column.name, check))
             if column.required:
                 fields.append((name, value))
             elif column.nullable:
@@ -218,16 +283,19 @@ class Converter:
         stop = len(records) if stop is None else stop
         raws = [record.raw for record in records[start:stop]]
         decode = self._decoder.decode
+        checks = self._checks
         if self.passthrough:
             try:
                 for raw in raws:  # the common case, kept to the bare decode
-                    decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+                    row = decode(raw)
+                    if checks and self._problem(row) is not None:
+                        break
+                else:
+                    prepared.rows.extend(raws)
+                    prepared.indexes.extend(range(start, stop))
+                    return prepared
+            except (ValueError, RecursionError):  # msgspec's errors, UnicodeDecodeError
                 pass
-            else:
-                prepared.rows.extend(raws)
-                prepared.indexes.extend(range(start, stop))
-                return prepared
         encode = self._encoder.encode
         for index, raw in enumerate(raws, start):
             try:
@@ -235,6 +303,24 @@ class Converter:
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 prepared.rejected[index] = f"cannot convert to {self.table}: {exc}"
                 continue
+            except UnicodeDecodeError as exc:
+                prepared.rejected[index] = f"cannot convert to {self.table}: not UTF-8: {exc}"
+                continue
+            except RecursionError:
+                prepared.rejected[index] = f"cannot convert to {self.table}: nested too deeply"
+                continue
+            problem = self._problem(value) if checks else None
+            if problem is not None:
+                prepared.rejected[index] = f"cannot convert to {self.table}: {problem}"
+                continue
             prepared.rows.append(raw if self.passthrough else encode(value))
             prepared.indexes.append(index)
         return prepared
+
+    def _problem(self, row: Any) -> str | None:
+        """Why a decoded row does not fit its columns' ranges, or None."""
+        for name, column, check in self._checks:
+            problem = check(getattr(row, name))
+            if problem is not None:
+                return f"{problem} - at `$.{column}`"
+        return None

@@ -124,6 +124,35 @@ class CoinbaseSourceConfig(SourceConfig):
             "with ErrSlowConsume and the lost trades show up as a gap)."
         ),
     )
+    max_frame_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=4096,
+        description=(
+            "Longest message accepted (after permessage-deflate is undone). A longer one goes to "
+            "the dead letters with its size and first 4 KiB, and the connection goes on; one "
+            "longer than 4 times this (which the client will not buffer) ends the connection "
+            "with code 1009 and a log line saying so. Coinbase's largest messages (`status`) "
+            "are well under 1 MiB."
+        ),
+    )
+    rebaseline_after: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Trade ids: after this many consecutive, increasing ids below a product's highest "
+            "id, the product is re-baselined to them (logged and counted) instead of dropping "
+            "its trades as out of order for ever."
+        ),
+    )
+    max_trade_id_jump: int = Field(
+        1_000_000_000,
+        ge=1,
+        description=(
+            "Trade ids: a jump above a product's highest id by more than this is not reported "
+            "as a gap of that many trades; the product is re-baselined to the new id instead "
+            "(logged and counted)."
+        ),
+    )
     reconnect: RetryPolicy = Field(
         default_factory=lambda: RetryPolicy(
             initial_backoff_secs=1.0, max_backoff_secs=60.0, multiplier=2.0, jitter="full"

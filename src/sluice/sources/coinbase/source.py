@@ -14,9 +14,12 @@ first is a duplicate when nothing was missed and is dropped, else it reveals the
 
 Records: each accepted frame is one record whose ``raw`` is the frame's exact JSON text, of kind
 ``ticker``, ``heartbeat``, ``match`` (``match`` and ``last_match`` frames; the ``type`` field tells
-them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. A frame that fails its
-spec goes to the dead letters with the reason; a frame of an unknown ``type`` is counted
-(``unknown_type``) and skipped, as Coinbase asks of clients.
+them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. Every frame received is
+exactly one of: a record; a dead letter with its reason (not JSON, not UTF-8, nested too deeply,
+failing its spec, an id out of range, a non-finite decimal, longer than ``max_frame_bytes``); or
+skipped and counted as dropped (an unknown ``type``, as Coinbase asks of clients; a duplicate or
+out-of-order trade); ``subscriptions`` and ``error`` frames are control messages, logged. No frame can
+stop the source.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import msgspec
 from sluice.errors import SluiceError
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
-from sluice.sources.coinbase.client import Connection, FeedUnavailable, open_connection
+from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
+    MAX_DEPTH,
     Error,
     Heartbeat,
     Match,
@@ -43,6 +47,9 @@ from sluice.sources.coinbase.protocol import (
     Ticker,
     classify,
     decode,
+    may_be_non_finite,
+    one_line,
+    screen,
     subscribe_request,
 )
 
@@ -69,8 +76,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         self._subscription = config.subscription()
         self._request = subscribe_request(self._subscription)
         ticker_gaps, match_gaps = _gap_products(config, self._subscription)
-        self._tickers = TradeIds(ticker_gaps)
-        self._matches = TradeIds(match_gaps)
+        limits = {"rebaseline_after": config.rebaseline_after, "max_jump": config.max_trade_id_jump}
+        self._tickers = TradeIds(ticker_gaps, **limits)
+        self._matches = TradeIds(match_gaps, **limits)
         self._url = config.url
         self._conn: Connection | None = None
         self._subscribed = False
@@ -129,8 +137,12 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             ping_timeout_secs=c.ping_timeout_secs,
             receive_buffer_bytes=c.receive_buffer_bytes,
             max_pending_bytes=c.max_pending_bytes,
+            max_frame_bytes=c.max_frame_bytes,
         )
         self._conn = conn
+        # ids may have moved on another server, or back: each product's first may re-baseline
+        self._tickers.reconnected()
+        self._matches.reconnected()
         try:
             early = await self._subscribe(conn)
             self._subscribed = True
@@ -181,7 +193,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             for index, raw in enumerate(frames):
                 try:
                     message = decode(raw)
-                except msgspec.MsgspecError:
+                except Exception:  # any frame but the reply is parsed (and judged) later
                     early.append(raw)
                     continue
                 if isinstance(message, Error):
@@ -235,6 +247,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         records: list[Record] = []
         rejected: list[Rejected] = []
         unknown = 0
+        oversize_bytes = 0  # an Oversize stands empty in the frames for a message of its size
         late = [0, 0, 0]  # trade frames by verdict: (accepted), DUPLICATE, OUT_OF_ORDER
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
@@ -242,12 +255,35 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         for raw in frames:
             try:
                 message = decode(raw)
-            except msgspec.MsgspecError as exc:
+            except Exception as exc:  # whatever the bytes, a frame never stops the source
+                if type(raw) is Oversize:
+                    rejected.append(Rejected(raw.head, raw.reason))
+                    oversize_bytes += raw.size
+                    continue
                 reason = classify(raw, exc)
                 if reason is None:
                     unknown += 1
                 else:
                     rejected.append(Rejected(raw, reason))
+                continue
+            # what the spec's types let through, and line breaks between tokens, folded so that a
+            # record stays one line (protocol.suspect inlined, as this runs once per frame)
+            if (
+                not raw.isascii()
+                or 92 in raw  # a backslash
+                or 10 in raw
+                or 13 in raw
+                or len(raw) > _LONG
+            ):
+                reason = screen(raw, message)
+                if reason is None:
+                    raw = one_line(raw)
+            elif may_be_non_finite(message):
+                reason = screen(raw, message)
+            else:
+                reason = None
+            if reason is not None:
+                rejected.append(Rejected(raw, reason))
                 continue
             if isinstance(message, Ticker):
                 # the common case inline: the next trade id of a product already seen
@@ -278,7 +314,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # the runner from the batch's records
         metrics = ctx.metrics
         metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(sum(map(len, frames)))
+        metrics.received_bytes.inc(sum(map(len, frames)) + oversize_bytes)
         if unknown:
             metrics.drop("unknown_type", unknown)
         if late[DUPLICATE]:
@@ -299,6 +335,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         """A trade frame off the common path: follow its trade id and, unless it repeats or
         comes late, record it after the gap it reveals, if any. Returns the verdict."""
         verdict = tracker.observe(message.product_id, message.trade_id)
+        if tracker.rebaselines:
+            self._emit_rebaselines(tracker, stream)
         if verdict == ACCEPT:
             timestamp = message.time.timestamp()
             if tracker.gaps:
@@ -324,6 +362,30 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 missed=gap.missed,
             )
             records.append(Record(gap_json(gap, stream, detected_at), "gap", timestamp))
+
+    def _emit_rebaselines(self, tracker: TradeIds, stream: str) -> None:
+        assert self._ctx is not None
+        for moved in tracker.take_rebaselines():
+            self._ctx.metrics.rebaselines.inc()
+            self._log.warning(
+                "coinbase.trade_ids_rebaselined",
+                product_id=moved.product_id,
+                stream=stream,
+                old_baseline=moved.old,
+                new_baseline=moved.new,
+                reason=_REBASELINE_REASONS[moved.reason],
+                dropped_out_of_order=moved.dropped,
+            )
+
+
+_LONG = 2 * MAX_DEPTH
+"""Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
+
+_REBASELINE_REASONS = {
+    "reconnect": "the first trade id after a reconnect is below the last one seen",
+    "below": "consecutive trade ids below the last one seen",
+    "jump": "a trade id too far above the last one seen to be trades missed (max_trade_id_jump)",
+}
 
 
 def gap_json(gap: Gap, stream: str, detected_at: str) -> bytes:

@@ -9,7 +9,7 @@ import socket
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from sluice.sources.coinbase.client import FeedUnavailable, open_connection, parse_deflate
+from sluice.sources.coinbase.client import FeedUnavailable, Oversize, open_connection, parse_deflate
 
 FRAMES = [
     b'{"type":"heartbeat","n":%d,"pad":"%s"}' % (n, b"x" * (n * 37 % 300)) for n in range(200)
@@ -115,3 +115,61 @@ async def test_server_no_context_takeover_is_read_with_one_inflater() -> None:
             got += await conn.take(50, 5.0)
         conn.close()
     assert got == [*FRAMES, b'{"fragmented":1}']
+
+
+LIMIT = 4096
+
+
+async def _send_oversize(ws: ServerConnection) -> None:
+    await ws.recv()
+    await ws.send('{"n":1}')
+    await ws.send("x" * (LIMIT + 904))  # over the limit, under the transport limit
+    await ws.send(iter(["y" * 3000, "y" * 3000]))  # a fragmented message over it
+    await ws.send('{"n":2}')
+    await ws.send(b"z" * (LIMIT + 1))  # binary frames too
+    await ws.send("w" * LIMIT)  # exactly the limit: a frame like any other
+    await ws.send('{"n":3}')
+    await ws.send("v" * (LIMIT * 5))  # past 4 x the limit: the connection ends
+    await ws.wait_closed()
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_an_oversize_message_is_replaced_by_its_size_and_the_connection_goes_on(
+    compression: str | None,
+) -> None:
+    async with serve(_send_oversize, "127.0.0.1", 0, compression=compression) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection(f"ws://127.0.0.1:{port}", max_frame_bytes=LIMIT)
+        conn.send(b'{"type":"subscribe"}')
+        got: list[bytes] = []
+        ended = ""
+        while not ended:
+            try:
+                got += await conn.take(50, 5.0)
+            except FeedUnavailable as exc:
+                ended = str(exc)
+        conn.close()
+    # picows may still hand over the frame it refused before it disconnects: then as an Oversize
+    assert [bytes(f) for f in got[:7]] == [
+        b'{"n":1}',
+        b"",
+        b"",
+        b'{"n":2}',
+        b"",
+        b"w" * LIMIT,
+        b'{"n":3}',
+    ]
+    oversize = [f for f in got[:7] if isinstance(f, Oversize)]
+    assert [(o.size, o.head) for o in oversize] == [
+        (LIMIT + 904, b"x" * 4096),
+        (6000, b"y" * 4096),
+        (LIMIT + 1, b"z" * 4096),
+    ]
+    assert "over max_frame_bytes (4096)" in oversize[0].reason
+    assert conn.listener.oversize == len(got) - 4
+    # the end is explained, whichever side of the limit noticed it
+    if compression:
+        assert f"a compressed message inflates past {LIMIT * 4} bytes" in ended
+    else:
+        assert f"a frame over the client's limit of {LIMIT * 4} bytes" in ended
+        assert "the client closed the connection with code 1009" in ended

@@ -19,7 +19,9 @@ from sluice.sources.coinbase.protocol import (
     Ticker,
     classify,
     decode,
+    screen,
     subscribe_request,
+    suspect,
 )
 
 TICKER_2021 = (
@@ -119,3 +121,74 @@ def test_subscribe_request_uses_channel_objects() -> None:
         "type": "subscribe",
         "channels": [{"name": "ticker", "product_ids": ["BTC-USD"]}, {"name": "status"}],
     }
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not valid UTF-8"),
+        (MemoryError(), "cannot be decoded: MemoryError"),
+    ],
+)
+def test_classify_names_any_decode_failure_and_never_raises(
+    error: BaseException, words: str
+) -> None:
+    deep = b'{"type":' + b"[" * 100_000
+    assert words in (classify(deep, error) or "")
+
+
+def test_classify_survives_a_frame_too_deep_for_its_own_type_probe() -> None:
+    frame = b'{"type":"ticker","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    error = msgspec.ValidationError("Object missing required field `product_id`")
+    reason = classify(frame, error)
+    assert reason is not None
+    assert "does not match the Coinbase message spec" in reason
+
+
+def test_ids_fit_a_signed_64_bit_integer() -> None:
+    top = TICKER_2021.replace(b'"trade_id":881613', b'"trade_id":9223372036854775807')
+    ticker = decode(top)
+    assert isinstance(ticker, Ticker)
+    assert ticker.trade_id == 2**63 - 1
+    for bad in (b"9223372036854775808", b"-1", b"18446744073709551616"):
+        frame = TICKER_2021.replace(b'"trade_id":881613', b'"trade_id":' + bad)
+        assert "$.trade_id" in (_reason(frame) or "")
+    negative_sequence = TICKER_2021.replace(b'"sequence":333938798', b'"sequence":-5')
+    assert "$.sequence" in (_reason(negative_sequence) or "")
+    heartbeat = (
+        b'{"type":"heartbeat","last_trade_id":-1,"product_id":"BTC-USD","sequence":1,'
+        b'"time":"2026-01-01T00:00:02Z"}'
+    )
+    assert "$.last_trade_id" in (_reason(heartbeat) or "")
+
+
+def test_screen_refuses_non_finite_decimals_and_bad_text_and_passes_the_rest() -> None:
+    ticker = decode(TICKER_2021)
+    assert screen(TICKER_2021, ticker) is None
+    for value in ("NaN", "nan", "-Infinity", "+inf", "sNaN", " NaN "):
+        frame = TICKER_2021.replace(b'"14.7775"', b'"' + value.encode() + b'"')
+        assert screen(frame, decode(frame)) == f"price is not a finite number: {value!r}"
+    for value in ("1e999999", "not a number", ""):  # finite or not numbers: the sink judges
+        frame = TICKER_2021.replace(b'"14.7775"', b'"' + value.encode() + b'"')
+        assert screen(frame, decode(frame)) is None
+    bad_text = TICKER_2021.replace(b'"side"', b'"note":"\xed\xa0\x80","side"')
+    assert "not valid JSON text" in (screen(bad_text, decode(bad_text)) or "")
+    assert not suspect(TICKER_2021, ticker)
+    for value in ("NAN", "inf", "Infinity", "-nan"):
+        frame = TICKER_2021.replace(b'"0.04"', b'"' + value.encode() + b'"')
+        assert suspect(frame, decode(frame))
+    for extra in (b'"\\u0041"', '"é"'.encode(), b'"a\\nb"', b"\n1", b"\r\n1"):
+        frame = TICKER_2021.replace(b'"side"', b'"note":' + extra + b',"side"')
+        assert suspect(frame, decode(frame)), extra
+    # a product id or field name with an N is no reason to look closer
+    frame = TICKER_2021.replace(b"BAND-GBP", b"NU-GBP").replace(b'"side"', b'"Note":1,"side"')
+    assert not suspect(frame, decode(frame))
+
+
+def test_screen_refuses_nesting_past_the_json_readers_limit_whatever_msgspec_did() -> None:
+    deep = b'{"type":"heartbeat","x":' + b"[" * 1025 + b"]" * 1025 + b"}"
+    assert "depth limit exceeded" in (screen(deep, object()) or "")
+    assert suspect(deep, object())
+    wide = b'{"type":"status","x":[' + b",".join([b"{}"] * 1500) + b"]}"
+    assert screen(wide, object()) is None

@@ -114,3 +114,115 @@ def test_a_refused_subscription_is_fatal_and_auth_is_named(tmp_path: Path) -> No
     with pytest.raises(SubscriptionRefused, match="FOO-USD is not a valid product"):
         source._refused(Error("Failed to subscribe", "FOO-USD is not a valid product"))
     assert _value(metrics, "sluice_component_errors_total", error_type="coinbase_error") == 2
+
+
+def _ticker(trade_id: bytes = b"1", price: bytes = b'"60000.01"', extra: bytes = b"") -> bytes:
+    return (
+        b'{"type":"ticker","sequence":1,"product_id":"BTC-USD","price":%s,'
+        b'"time":"2026-01-01T00:00:00Z","trade_id":%s%s}' % (price, trade_id, extra)
+    )
+
+
+HOSTILE = [
+    (b'{"type":"ticker","x":' + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+    (b'{"a":' * 1000 + b"1" + b"}" * 1000, "nested too deeply"),
+    (b'{"type":"ticker","product_id":"\xff\xfe"}', "not valid UTF-8"),
+    (_ticker(extra=b',"note":"\xc3\x28"'), "not valid JSON text"),
+    (_ticker(extra=b',"note":"\\ud800"'), "not valid JSON"),
+    (_ticker(b"1000000000000000000000"), "$.trade_id"),
+    (_ticker(b"9223372036854775808"), "<= 9223372036854775807"),
+    (_ticker(b"18446744073709551616"), "$.trade_id"),
+    (_ticker(b"-1"), ">= 0"),
+    (_ticker(b"1e400"), "$.trade_id"),
+    (_ticker(price=b'"NaN"'), "price is not a finite number"),
+    (_ticker(price=b'"-Infinity"'), "price is not a finite number"),
+    (_ticker(price=b'"inf"'), "price is not a finite number"),
+    (_ticker(price=b'"\\u004eaN"'), "price is not a finite number"),
+    (_ticker(extra=b',"best_ask_size":"sNaN"'), "best_ask_size is not a finite number"),
+    (b"\x00\x01\x02", "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("frame", "words"), HOSTILE)
+def test_a_hostile_frame_is_a_dead_letter_with_its_reason(
+    tmp_path: Path, frame: bytes, words: str
+) -> None:
+    source, metrics = _source(tmp_path)
+    good = _ticker(b"7")
+    batch = source._parse([frame, good])
+    assert [r.raw for r in batch.rejected] == [frame]
+    assert words in batch.rejected[0].reason
+    assert [r.raw for r in batch.records] == [good]
+    assert _value(metrics, "sluice_component_received_events_total") == 2
+
+
+def test_frames_that_merely_look_suspect_are_records(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    frames = [
+        _ticker(b"1", extra=b',"note":"infinite nanny \\"quoted\\" caf\xc3\xa9"'),
+        _ticker(b"2", price=b'"1e-8"'),
+    ]
+    batch = source._parse(frames)
+    assert batch.rejected == []
+    assert [r.raw for r in batch.records] == frames
+    assert batch.records[0].data["note"] == 'infinite nanny "quoted" café'
+
+
+def test_an_oversize_placeholder_is_a_dead_letter_with_its_size(tmp_path: Path) -> None:
+    from sluice.sources.coinbase.client import Oversize
+
+    source, _ = _source(tmp_path)
+    batch = source._parse([Oversize.of(5_000_000, b'{"type":"status"' + b"x" * 9000, 4096)])
+    assert len(batch.rejected) == 1
+    assert batch.rejected[0].raw == (b'{"type":"status"' + b"x" * 9000)[:4096]
+    assert batch.rejected[0].reason == (
+        "frame of 5000000 bytes is over max_frame_bytes (4096); its first 4096 bytes are kept"
+    )
+
+
+def test_a_product_is_re_baselined_not_silenced_and_the_log_and_metric_say_so(
+    tmp_path: Path,
+) -> None:
+    source, metrics = _source(tmp_path, rebaseline_after=3)
+    with structlog.testing.capture_logs() as logs:
+        batch = source._parse([TICKER % (1, n) for n in (100, 5, 6, 7, 8)])
+    assert [orjson.loads(r.raw)["trade_id"] for r in batch.records] == [100, 7, 8]
+    moved = [e for e in logs if e["event"] == "coinbase.trade_ids_rebaselined"]
+    assert len(moved) == 1
+    assert moved[0]["old_baseline"] == 100
+    assert moved[0]["new_baseline"] == 7
+    assert moved[0]["dropped_out_of_order"] == 2
+    assert moved[0]["product_id"] == "BTC-USD"
+    assert _value(metrics, "sluice_source_rebaselines_total") == 1
+    assert _value(metrics, "sluice_component_dropped_events_total", reason="out_of_order") == 2
+
+
+def test_line_breaks_between_tokens_are_folded_so_a_record_is_one_line(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    frame = b'{\r\n  "type": "ticker",\n' + _ticker(b"3")[1:]
+    batch = source._parse([frame])
+    assert batch.rejected == []
+    [record] = batch.records
+    assert record.raw == frame.replace(b"\r", b" ").replace(b"\n", b" ")
+    assert record.data == orjson.loads(frame)
+
+
+def test_a_frame_nested_past_the_json_readers_limit_is_a_dead_letter(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    # msgspec may skip it (depending on the stack), orjson and the sinks after it would not
+    frame = _ticker(b"4", extra=b',"x":' + b"[" * 1025 + b"]" * 1025)
+    ok = _ticker(b"5", extra=b',"x":' + b"[" * 500 + b"]" * 500)
+    batch = source._parse([frame, ok])
+    assert [r.raw for r in batch.rejected] == [frame]
+    reason = batch.rejected[0].reason
+    assert "nested too deeply" in reason or "depth limit exceeded" in reason
+    assert [r.raw for r in batch.records] == [ok]
+
+
+def test_an_oversize_frame_counts_its_size_in_the_received_bytes(tmp_path: Path) -> None:
+    from sluice.sources.coinbase.client import Oversize
+
+    source, metrics = _source(tmp_path)
+    source._parse([Oversize.of(5_000, b"{", 4096), b"{}"])
+    assert _value(metrics, "sluice_component_received_bytes_total") == 5_002
+    assert _value(metrics, "sluice_component_received_events_total") == 2
