@@ -68,6 +68,7 @@ async def build_status(
     dead = _by_component(m, m.dead_letters)
     errors = _by_component_and(m, m.errors)
     dropped = _by_component_and(m, m.dropped)
+    unrouted = _by_component_and(m, m.unrouted)
     connected = _by_component(m, m.connected)
     reconnects = _by_component(m, m.reconnects)
     gaps = _by_component(m, m.gaps)
@@ -126,6 +127,8 @@ async def build_status(
                 "reconnects": reconnects.get(cid, 0.0),
                 "gaps": gaps.get(cid, 0.0),
                 "missed": missed.get(cid, 0.0),
+                "unrouted": sum(unrouted.get(cid, {}).values()),
+                "unrouted_by_kind": unrouted.get(cid, {}),
                 "last_receive_time": received or None,
                 "last_event_time": event or None,
                 "freshness_secs": round(now - received, 3) if received else None,

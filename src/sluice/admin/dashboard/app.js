@@ -183,12 +183,15 @@
       el("td", { class: "num" }, fmt(s.records)),
       el("td", { class: "num " + freshnessClass(s.freshness_secs, status.alerts, s.id), "data-freshness": s.freshness_secs },
         ago(s.freshness_secs)),
-      el("td", { class: "num" }, s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
-      el("td", { class: "num" + (s.gaps ? " warn" : "") }, fmt(s.gaps) + " / " + fmt(s.missed)),
+      el("td", { class: "num", "data-event-lag": s.event_lag_secs === null ? "" : s.event_lag_secs },
+        s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
+      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed)),
       el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
       el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
       el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
-      el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason) }, fmt(s.dropped)),
+      el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason), "data-dropped": s.dropped }, fmt(s.dropped)),
+      // records no sink takes (e.g. heartbeats, kept for liveness): by design, shown neutrally
+      el("td", { class: "num muted", title: JSON.stringify(s.unrouted_by_kind || {}) }, fmt(s.unrouted || 0)),
       el("td", { class: "num" }, fmt(s.rate_limit_waits))));
     $("sources").tBodies[0].replaceChildren(...rows);
     const select = $("source-filter");
