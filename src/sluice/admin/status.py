@@ -142,6 +142,7 @@ async def build_status(
             {
                 **common("sink", cid, sink.ctx.component_type),
                 "dead_letter_sink": sink is pipeline.dead_letters,
+                "table": _table(sink),
                 "started": sink.started,
                 "retries": retries.get(cid, 0.0),
                 "failing_secs": round(sink.failing_for(), 3),
@@ -170,6 +171,15 @@ async def build_status(
         "sinks": sinks,
         "alerts": [a.as_dict() for a in alerts.alerts] if alerts is not None else [],
     }
+
+
+def _table(sink: SinkWorker) -> str | None:
+    """``database.table`` of a sink that writes a table (the market panel reads its candles)."""
+    database = getattr(sink.config, "database", None)
+    table = getattr(sink.config, "table", None)
+    if isinstance(database, str) and isinstance(table, str):
+        return f"{database}.{table}"
+    return None
 
 
 def _buffer(sink: SinkWorker) -> dict[str, Any]:

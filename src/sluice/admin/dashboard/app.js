@@ -12,6 +12,23 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // ---- apiQuery: BEGIN minimal helper (demo branch) -------------------------------------------
+  // POST api/query as {sql, sink}; resolves to {columns, types, rows}, throws with the server's
+  // error. The admin-security branch ships the full helper (token from "#token=…" kept in
+  // sessionStorage "sluice.token"): on merge keep that one and drop this block.
+  async function apiQuery(sql, sink) {
+    const headers = { "Content-Type": "application/json" };
+    const token = window.sessionStorage && sessionStorage.getItem("sluice.token");
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch("api/query", {
+      method: "POST", headers, cache: "no-store", body: JSON.stringify({ sql, sink }),
+    });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error((body && body.error) || "HTTP " + response.status);
+    return body;
+  }
+  // ---- apiQuery: END -------------------------------------------------------------------------
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -235,6 +252,115 @@
     drawChart($("chart-seconds"), sumSeries(sources, "per_second"), status.seconds, "second");
   }
 
+  // ---- the market panel: 1-minute candles of the last hour from the sink's candles view ----------
+  const MARKET_POLL_MS = 5000;
+  const TABLE_RE = /^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$/;
+  let marketTimer = null;
+
+  function priceText(p) {
+    const digits = Math.abs(p) >= 1 ? 2 : 6;
+    return p.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
+  function drawCandles(candles, now) {
+    const width = 300, height = 110;
+    const pad = { left: 4, right: 68, top: 6, bottom: 16 };
+    const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
+    // the last hour, this minute included; a younger run is shown over its own minutes (10 at
+    // least) so that its first candles are not slivers at the right edge
+    const thisMinute = Math.floor(now / 60) * 60;
+    const first = Math.min(...candles.map((c) => c.minute));
+    const slots = Math.max(10, Math.min(60, Math.round((thisMinute - first) / 60) + 1));
+    const start = thisMinute - (slots - 1) * 60;
+    const lo = Math.min(...candles.map((c) => c.low)), hi = Math.max(...candles.map((c) => c.high));
+    const span = hi - lo || Math.max(Math.abs(hi) * 1e-4, 1e-9);
+    const y = (p) => pad.top + plotH - ((p - lo) / span) * plotH;
+    const slot = plotW / slots;
+    const x = (minute) => pad.left + ((minute - start) / 60) * slot;
+    const root = svg("svg", { width: String(width), height: String(height), role: "img", "aria-label": "price, last hour" });
+    const points = [];
+    for (const c of candles) {
+      if (c.minute < start) continue;
+      const cx = x(c.minute) + slot / 2;
+      const up = c.close >= c.open;
+      root.append(svg("line", { x1: cx, x2: cx, y1: y(c.high), y2: y(c.low), class: "wick" }));
+      const top = y(Math.max(c.open, c.close));
+      const body = svg("rect", {
+        x: cx - Math.max(1, slot * 0.35), width: Math.max(2, slot * 0.7), y: top,
+        height: Math.max(1, y(Math.min(c.open, c.close)) - top), class: "candle " + (up ? "up" : "down"),
+      });
+      body.append(titled(clock(c.minute) + "  O " + priceText(c.open) + "  H " + priceText(c.high) +
+        "  L " + priceText(c.low) + "  C " + priceText(c.close) + "  vol " + fmt(c.volume)));
+      root.append(body);
+      points.push(cx.toFixed(1) + "," + y(c.close).toFixed(1));
+    }
+    if (points.length > 1) root.append(svg("polyline", { points: points.join(" "), class: "close-line" }));
+    const label = (text, yy) => {
+      const t = svg("text", { x: width - pad.right + 4, y: yy, class: "tick" });
+      t.textContent = text;
+      return t;
+    };
+    root.append(label(priceText(hi), pad.top + 8), label(priceText(lo), pad.top + plotH));
+    const startTick = svg("text", { x: pad.left, y: height - 3, class: "tick" });
+    startTick.textContent = clock(start);
+    const lastTick = svg("text", { x: pad.left + plotW, y: height - 3, class: "tick", "text-anchor": "end" });
+    lastTick.textContent = "now";
+    root.append(startTick, lastTick);
+    root.setAttribute("data-candles", String(points.length));
+    return root;
+  }
+
+  function renderMarket(result, now) {
+    const index = Object.fromEntries(result.columns.map((name, i) => [name, i]));
+    const byProduct = new Map();
+    for (const row of result.rows) {
+      const c = {};
+      for (const name of ["minute", "open", "high", "low", "close", "volume", "spread"]) c[name] = Number(row[index[name]]);
+      const product = String(row[index.product_id]);
+      if (!byProduct.has(product)) byProduct.set(product, []);
+      byProduct.get(product).push(c);
+    }
+    const cards = [...byProduct.entries()].map(([product, candles]) => {
+      const lastCandle = candles[candles.length - 1];
+      const change = candles[0].open ? (lastCandle.close - candles[0].open) / candles[0].open * 100 : 0;
+      const dir = change > 0 ? "up" : change < 0 ? "down" : "";
+      return el("div", { class: "product", "data-product": product, "data-last": lastCandle.close },
+        el("div", { class: "quote" },
+          el("b", {}, product),
+          el("span", { class: "price" }, priceText(lastCandle.close)),
+          el("span", { class: dir }, (change >= 0 ? "+" : "") + change.toFixed(2) + "%"),
+          el("span", { class: "muted" }, "spread " + String(+lastCandle.spread.toPrecision(4)))),
+        drawCandles(candles, now));
+    });
+    $("market").replaceChildren(...cards);
+    $("market-note").textContent = "last hour, 1-minute candles" + (cards.length ? "" : ": no trades yet");
+  }
+
+  async function pollMarket() {
+    marketTimer = null;
+    const status = last;
+    const sink = status && status.sinks.find((s) => s.type === "clickhouse" && s.table && TABLE_RE.test(s.table));
+    if (!sink) {
+      $("market-section").hidden = true;
+      marketTimer = setTimeout(pollMarket, MARKET_POLL_MS);
+      return;
+    }
+    $("market-section").hidden = false;
+    // the table name comes from the sink's validated config; no value is put into the SQL
+    const sql = "SELECT product_id, toUInt32(minute) AS minute, open, high, low, close, volume, spread " +
+      "FROM " + sink.table + "_candles_1m WHERE minute >= toStartOfMinute(now()) - 3540 " +
+      "ORDER BY product_id, minute";
+    try {
+      renderMarket(await apiQuery(sql, sink.id), status.now);
+    } catch (err) {
+      $("market").replaceChildren();
+      $("market-note").textContent = "no candles from sink " + sink.id + " (" + err.message + ")";
+    } finally {
+      marketTimer = setTimeout(pollMarket, MARKET_POLL_MS);
+    }
+  }
+  // ---- end of the market panel ---------------------------------------------------------------
+
   function render(status) {
     renderHeader(status);
     renderAlerts(status.alerts, status.now);
@@ -243,6 +369,7 @@
     renderSinks(status);
     $("updated").textContent = "updated " + clock(status.now, true);
     document.body.dataset.updated = String(status.now);
+    document.body.dataset.uptime = String(status.now - status.started_at);
   }
 
   async function poll() {
@@ -265,4 +392,5 @@
   $("source-filter").addEventListener("change", () => last && renderCharts(last));
   window.addEventListener("resize", () => last && renderCharts(last));
   poll();
+  marketTimer = setTimeout(pollMarket, 500);
 })();
