@@ -369,7 +369,7 @@ class SyntheticMarket(Market):
         rng = self._rng
         s.trade_id += 1
         s.sequence += rng.randint(1, 5)
-        s.price = max(10.0**-s.decimals, s.price * (1 + rng.gauss(0, 0.0005)))
+        s.price = max(10.0**-s.decimals, s.price * (1 + rng.gauss(0, 0.0002)))
         s.low, s.high = min(s.low, s.price), max(s.high, s.price)
         size = round(rng.uniform(0.0001, 2.0), 8)
         s.volume += size
