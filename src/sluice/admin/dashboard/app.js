@@ -278,7 +278,7 @@
     const slot = plotW / slots;
     const x = (minute) => pad.left + ((minute - start) / 60) * slot;
     const root = svg("svg", { width: String(width), height: String(height), role: "img", "aria-label": "price, last hour" });
-    const points = [];
+    let drawn = 0;
     for (const c of candles) {
       if (c.minute < start) continue;
       const cx = x(c.minute) + slot / 2;
@@ -292,9 +292,8 @@
       body.append(titled(clock(c.minute) + "  O " + priceText(c.open) + "  H " + priceText(c.high) +
         "  L " + priceText(c.low) + "  C " + priceText(c.close) + "  vol " + fmt(c.volume)));
       root.append(body);
-      points.push(cx.toFixed(1) + "," + y(c.close).toFixed(1));
+      drawn++;
     }
-    if (points.length > 1) root.append(svg("polyline", { points: points.join(" "), class: "close-line" }));
     const label = (text, yy) => {
       const t = svg("text", { x: width - pad.right + 4, y: yy, class: "tick" });
       t.textContent = text;
@@ -306,7 +305,7 @@
     const lastTick = svg("text", { x: pad.left + plotW, y: height - 3, class: "tick", "text-anchor": "end" });
     lastTick.textContent = "now";
     root.append(startTick, lastTick);
-    root.setAttribute("data-candles", String(points.length));
+    root.setAttribute("data-candles", String(drawn));
     return root;
   }
 
