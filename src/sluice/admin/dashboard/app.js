@@ -314,7 +314,8 @@
     const byProduct = new Map();
     for (const row of result.rows) {
       const c = {};
-      for (const name of ["minute", "open", "high", "low", "close", "volume", "spread"]) c[name] = Number(row[index[name]]);
+      for (const name of ["open", "high", "low", "close", "volume", "spread"]) c[name] = Number(row[index[name]]);
+      c.minute = Number(row[index.minute_ts]);
       const product = String(row[index.product_id]);
       if (!byProduct.has(product)) byProduct.set(product, []);
       byProduct.get(product).push(c);
@@ -346,7 +347,7 @@
     }
     $("market-section").hidden = false;
     // the table name comes from the sink's validated config; no value is put into the SQL
-    const sql = "SELECT product_id, toUInt32(minute) AS minute, open, high, low, close, volume, spread " +
+    const sql = "SELECT product_id, toUInt32(minute) AS minute_ts, open, high, low, close, volume, spread " +
       "FROM " + sink.table + "_candles_1m WHERE minute >= toStartOfMinute(now()) - 3540 " +
       "ORDER BY product_id, minute";
     try {
