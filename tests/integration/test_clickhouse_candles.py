@@ -3,6 +3,9 @@ aggregation of the ticker table, also after a batch was stored twice, on chDB an
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.testing import ClickHouseStore, LocalChdb
+from tests.conftest import REPO
 from tests.integration.support import run_pipeline, ticker_record
 from tests.integration.test_clickhouse_sink import sink_yaml
 
@@ -23,8 +27,6 @@ def records(start: int, count: int) -> list[Any]:
     out = []
     for n in range(start, start + count):
         offset = (n // 25) * STEP_SECS
-        from datetime import UTC, datetime
-
         stamp = datetime.fromtimestamp(1_761_000_000 + offset + (n % 25) * 0.01, UTC)
         price = 60000 + ((n * 7919) % 997) * 0.5
         out.append(
@@ -99,3 +101,41 @@ async def test_candles_equal_a_direct_aggregation_even_after_a_batch_stored_twic
     assert len(expected) >= 6  # several minutes of three products
     assert sum(row[8] for row in expected) == 3000
     assert candles(store, table) == expected
+
+
+def test_the_dashboards_market_query_reads_the_last_hour_of_candles(
+    store: ClickHouseStore, table: str
+) -> None:
+    """The query the built-in dashboard's market panel sends (through POST api/query), as it is
+    in app.js, on chDB and on the 18.16 server."""
+    [sql] = re.findall(
+        r'const MARKET_SQL = "([^"]+)";', (REPO / "src/sluice/admin/dashboard/app.js").read_text()
+    )
+    store.create_ticker_table("sluice_test", table)
+    minute = int(time.time()) // 60 * 60
+
+    def at(ts: int) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    trades = [  # time, product, trade id, price, size, bid, ask
+        (minute - 7200, "BTC-USD", 1, 90.0, 1.0, 89.0, 91.0),  # older than the hour shown
+        (minute - 115, "BTC-USD", 2, 100.0, 1.0, 99.5, 100.5),
+        (minute - 110, "BTC-USD", 3, 104.0, 0.5, 103.0, 105.0),
+        (minute - 105, "BTC-USD", 4, 101.0, 0.25, 100.0, 102.0),
+        (minute, "BTC-USD", 5, 103.0, 2.0, 102.5, 103.5),
+        (minute + 1, "ETH-USD", 9, 3000.0, 1.5, 2999.0, 3001.0),
+    ]
+    values = ",".join(
+        f"('{at(t)}','{p}',{i},{i},{price},{size},{bid},{ask})"
+        for t, p, i, price, size, bid, ask in trades
+    )
+    store.query(
+        f"INSERT INTO sluice_test.{table} (time, product_id, sequence, trade_id, price, "
+        f"last_size, best_bid, best_ask) VALUES {values}"
+    )
+    rows = store.rows(sql.replace("{table}", f"sluice_test.{table}"))
+    assert [[r[0], int(r[1]), *map(float, r[2:])] for r in rows] == [
+        ["BTC-USD", minute - 120, 100.0, 104.0, 100.0, 101.0, 1.75, 2.0],
+        ["BTC-USD", minute, 103.0, 103.0, 103.0, 103.0, 2.0, 1.0],
+        ["ETH-USD", minute, 3000.0, 3000.0, 3000.0, 3000.0, 1.5, 2.0],
+    ]

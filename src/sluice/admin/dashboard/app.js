@@ -255,6 +255,8 @@
   // ---- the market panel: 1-minute candles of the last hour from the sink's candles view ----------
   const MARKET_POLL_MS = 5000;
   const TABLE_RE = /^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$/;
+  // one line: tests run it on chDB and on ClickHouse 18.16
+  const MARKET_SQL = "SELECT product_id, toUInt32(minute) AS minute_ts, open, high, low, close, volume, spread FROM {table}_candles_1m WHERE minute >= toStartOfMinute(now()) - 3540 ORDER BY product_id, minute";
   let marketTimer = null;
 
   function priceText(p) {
@@ -347,9 +349,7 @@
     }
     $("market-section").hidden = false;
     // the table name comes from the sink's validated config; no value is put into the SQL
-    const sql = "SELECT product_id, toUInt32(minute) AS minute_ts, open, high, low, close, volume, spread " +
-      "FROM " + sink.table + "_candles_1m WHERE minute >= toStartOfMinute(now()) - 3540 " +
-      "ORDER BY product_id, minute";
+    const sql = MARKET_SQL.replace("{table}", sink.table);
     try {
       renderMarket(await apiQuery(sql, sink.id), status.now);
     } catch (err) {
