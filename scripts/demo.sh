@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install sluice and run the demo pipeline: the Coinbase feed into embedded ClickHouse (chDB, no
-# server needed) and test.jsonl. With --offline, the built-in simulator replays recorded Coinbase
-# frames instead, so the same flow runs with no network.
+# server needed) and test.jsonl. With --offline, the built-in Coinbase simulator (a synthetic
+# BTC-USD/ETH-USD market) feeds the same flow, so it runs with no network.
 #
 # Once the run has started, the dashboard's link is printed on the terminal, with the admin token
 # the run wrote to <data_dir>/admin.token (mode 0600) in its #fragment: the page keeps the token

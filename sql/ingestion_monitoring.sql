@@ -71,6 +71,21 @@ ARRAY JOIN arrayPopBack(ids) AS after_trade_id, arrayPopFront(ids) AS before_tra
 WHERE before_trade_id - after_trade_id > 1
 ORDER BY product_id, after_trade_id;
 
+-- name: prices
+-- Per product over the last hour: the last price, the first (for the change), the low,
+-- the high and the last quote's spread (best_ask - best_bid).
+SELECT
+    product_id,
+    argMax(price, time) AS last_price,
+    argMin(price, time) AS first_price,
+    min(price) AS low,
+    max(price) AS high,
+    argMax(best_ask - best_bid, time) AS spread
+FROM coinbase_demo.coinbase_ticker
+WHERE time >= now() - 3600
+GROUP BY product_id
+ORDER BY product_id;
+
 -- name: rows_last_minute
 -- Rows of the last 60 seconds: the original demo's alert fires when this is below 1.
 SELECT count() AS rows

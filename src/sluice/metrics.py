@@ -124,8 +124,16 @@ class Metrics:
         )
         self.dropped = Counter(
             "sluice_component_dropped_events",
-            "Records discarded on purpose (a buffer's when_full: drop_newest), by reason.",
+            "Records lost on purpose (a buffer's when_full: drop_newest, a rate limit that "
+            "drops), or repeated input discarded (duplicates), by reason.",
             (*LABELS, "reason"),
+            registry=r,
+        )
+        self.unrouted = Counter(
+            "sluice_component_unrouted_events",
+            "Records a source produced that no sink takes, by kind: by design, not a loss (e.g. "
+            "heartbeats, which the source uses for liveness and gap checks).",
+            (*LABELS, "kind"),
             registry=r,
         )
         self.flush_seconds = Histogram(
@@ -253,6 +261,7 @@ class ComponentMetrics:
     labels: tuple[str, str, str]
     _errors: dict[str, Any] = field(default_factory=dict)
     _dropped: dict[str, Any] = field(default_factory=dict)
+    _unrouted: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m, labels = self.metrics, self.labels
@@ -300,7 +309,8 @@ class ComponentMetrics:
             self.rate_limit_wait_seconds.inc(waited_secs)
 
     def totals(self) -> dict[str, int]:
-        """Counts so far: received, sent, dropped (all reasons), dead letters, errors, retries."""
+        """Counts so far: received, sent, dropped (all reasons), unrouted (all kinds), dead
+        letters, errors, retries."""
         registry = self.metrics.registry
         labels = dict(zip(LABELS, self.labels, strict=True))
 
@@ -314,6 +324,9 @@ class ComponentMetrics:
             "dropped": sum(
                 value("sluice_component_dropped_events_total", {"reason": r}) for r in self._dropped
             ),
+            "unrouted": sum(
+                value("sluice_component_unrouted_events_total", {"kind": k}) for k in self._unrouted
+            ),
             "dead_letters": value("sluice_component_dead_letters_total"),
             "errors": sum(
                 value("sluice_component_errors_total", {"error_type": t}) for t in self._errors
@@ -322,23 +335,26 @@ class ComponentMetrics:
             "unwritten": value("sluice_component_unwritten_events_total"),
         }
 
-    def error(self, error_type: str, count: int = 1) -> None:
-        """Count an error of ``error_type`` (a short stable name, never a message)."""
+    def _count(self, children: dict[str, Any], family: Counter, label: str, count: int) -> None:
+        """Bump ``family``'s series for this component and one extra ``label``."""
         if not self.metrics.enabled:
             return
-        child = self._errors.get(error_type)
+        child = children.get(label)
         if child is None:
-            child = self._errors[error_type] = self.metrics.errors.labels(*self.labels, error_type)
+            child = children[label] = family.labels(*self.labels, label)
         child.inc(count)
+
+    def error(self, error_type: str, count: int = 1) -> None:
+        """Count an error of ``error_type`` (a short stable name, never a message)."""
+        self._count(self._errors, self.metrics.errors, error_type, count)
 
     def drop(self, reason: str, count: int) -> None:
         """Count records discarded on purpose."""
-        if not self.metrics.enabled:
-            return
-        child = self._dropped.get(reason)
-        if child is None:
-            child = self._dropped[reason] = self.metrics.dropped.labels(*self.labels, reason)
-        child.inc(count)
+        self._count(self._dropped, self.metrics.dropped, reason, count)
+
+    def unrouted(self, kind: str, count: int) -> None:
+        """Count records of ``kind`` that no sink takes (not a loss: nothing asked for them)."""
+        self._count(self._unrouted, self.metrics.unrouted, kind, count)
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose ``read()`` for this component as a gauge sampled at scrape time."""

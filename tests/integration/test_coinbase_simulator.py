@@ -134,7 +134,7 @@ TICKERS = "    channels: [ticker, heartbeat]"
 
 @pytest.mark.parametrize(
     "simulator",
-    [SimulatorOptions(mode="replay", speed=20, loop=False, record_sent=True)],
+    [SimulatorOptions(mode="replay", speed=20, loop=False, retime=False, record_sent=True)],
     indirect=True,
 )
 async def test_replay_writes_exactly_the_recorded_tickers(

@@ -89,3 +89,22 @@ def test_disabled_metrics_leave_an_empty_history() -> None:
     history = History(metrics, T0)
     history.sample(T0 + 1)
     assert history.series == {}
+
+
+def test_the_minute_the_run_started_in_is_not_a_gap_before_the_first_record(
+    metrics: Metrics,
+) -> None:
+    """A run started one second before a minute ends: that minute was barely inside the run, so
+    without records it is unknown, not a red gap; a quiet minute after it is a gap."""
+    feed = metrics.component("feed", "source", "generator")
+    history = History(metrics, T0 + 59)
+    key = ("source", "feed", "records")
+    history.sample(T0 + 60.02)  # nothing yet in the minute the run started in
+    for second in range(61, 120):
+        feed.sent_events.inc(1)
+        history.sample(T0 + second + 0.02)
+    for second in range(120, 181):  # then a stop of a whole minute
+        history.sample(T0 + second + 0.02)
+    last = history.last_second(T0 + 181)
+    assert history.per_minute(key, last, 3) == [None, 59.0, 0.0]
+    assert history.per_second(key, int(T0) + 61, 3) == [None, 1.0, 1.0]

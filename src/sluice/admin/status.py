@@ -68,6 +68,7 @@ async def build_status(
     dead = _by_component(m, m.dead_letters)
     errors = _by_component_and(m, m.errors)
     dropped = _by_component_and(m, m.dropped)
+    unrouted = _by_component_and(m, m.unrouted)
     connected = _by_component(m, m.connected)
     reconnects = _by_component(m, m.reconnects)
     gaps = _by_component(m, m.gaps)
@@ -126,6 +127,8 @@ async def build_status(
                 "reconnects": reconnects.get(cid, 0.0),
                 "gaps": gaps.get(cid, 0.0),
                 "missed": missed.get(cid, 0.0),
+                "unrouted": sum(unrouted.get(cid, {}).values()),
+                "unrouted_by_kind": unrouted.get(cid, {}),
                 "last_receive_time": received or None,
                 "last_event_time": event or None,
                 "freshness_secs": round(now - received, 3) if received else None,
@@ -139,6 +142,7 @@ async def build_status(
             {
                 **common("sink", cid, sink.ctx.component_type),
                 "dead_letter_sink": sink is pipeline.dead_letters,
+                "table": _table(sink),
                 "started": sink.started,
                 "retries": retries.get(cid, 0.0),
                 "failing_secs": round(sink.failing_for(), 3),
@@ -167,6 +171,15 @@ async def build_status(
         "sinks": sinks,
         "alerts": [a.as_dict() for a in alerts.alerts] if alerts is not None else [],
     }
+
+
+def _table(sink: SinkWorker) -> str | None:
+    """``database.table`` of a sink that writes a table (the market panel reads its candles)."""
+    database = getattr(sink.config, "database", None)
+    table = getattr(sink.config, "table", None)
+    if isinstance(database, str) and isinstance(table, str):
+        return f"{database}.{table}"
+    return None
 
 
 def _buffer(sink: SinkWorker) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import aiohttp
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_or_exit, load_registry
@@ -53,6 +52,23 @@ class MonitorReport:
     """``(product_id, last row unix time, age in seconds, rows in the last hours)``."""
     gaps: list[tuple[str, int, int, int]] = field(default_factory=list)
     """``(product_id, after_trade_id, before_trade_id, missed)``."""
+    prices: list[tuple[str, float, float, float, float, float]] = field(default_factory=list)
+    """``(product_id, last, first, low, high, spread)`` over the last hour (none when the table
+    has no ``price`` columns)."""
+
+    @property
+    def run_minutes(self) -> list[tuple[int, int]]:
+        """The minutes of the run: from the first minute with rows to now (none without rows)."""
+        for index, (_, rows) in enumerate(self.minutes):
+            if rows:
+                return self.minutes[index:]
+        return []
+
+    @property
+    def run_stops(self) -> list[tuple[int, int]]:
+        """:attr:`stops` inside the run (not the time before its first row)."""
+        run = self.run_minutes
+        return [s for s in self.stops if run and s[0] >= run[0][0]]
 
     @property
     def empty_minutes(self) -> int:
@@ -106,6 +122,14 @@ async def collect(query: Query, table: str, via: str, minutes: int, hours: int) 
     report.freshness = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
     result = await query(render("trade_id_gaps", table, hours=hours))
     report.gaps = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
+    try:
+        result = await query(render("prices", table))
+    except QueryFailed:
+        return report  # a table of other records: no prices to show
+    report.prices = [
+        (str(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
+        for r in result.rows
+    ]
     return report
 
 
@@ -114,52 +138,74 @@ def _clock(ts: int, seconds: bool = False) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime(fmt)
 
 
-def render_report(report: MonitorReport, console: Console, stale_after_secs: int = 60) -> None:
-    """Print ``report`` for people (times in UTC)."""
-    console.print(
-        f"[bold]{report.table}[/] via {report.via} at "
-        f"{_clock(int(report.generated_at), seconds=True)} UTC"
-    )
-    peak = max((rows for _, rows in report.minutes), default=0) or 1
-    table = Table(title="Rows per minute (UTC; the last minute is still filling)", box=None)
-    table.add_column("minute")
-    table.add_column("rows", justify="right")
-    table.add_column("")
-    for index, (minute, rows) in enumerate(report.minutes):
-        current = index == len(report.minutes) - 1
-        if rows == 0 and not current:
-            bar = Text("no rows: gap", style="bold red")
-        else:
-            bar = Text("█" * max(1 if rows else 0, math.ceil(rows / peak * 40)), style="blue")
-        table.add_row(_clock(minute), Text(str(rows), style="red" if not rows else ""), bar)
-    console.print(table)
-    total = sum(rows for _, rows in report.minutes)
-    stops = ", ".join(f"{_clock(s)} for {n} min" for s, n in report.stops) or "none"
-    console.print(
-        f"{total:,} rows in {len(report.minutes)} minutes; {report.empty_minutes} empty "
-        f"minute(s); stops: {stops}"
-    )
+def _price(value: float) -> str:
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6g}"
 
-    fresh = Table(title="Freshness", box=None)
-    for column in ("product", "last row (UTC)", "age", "rows"):
-        fresh.add_column(column, justify="right" if column in ("age", "rows") else "left")
+
+def render_report(report: MonitorReport, console: Console, stale_after_secs: int = 60) -> None:
+    """Print ``report`` for people (times in UTC): a summary line first, then prices, the rows
+    per minute of the run, freshness and gaps, as plain lines that fit a narrow terminal or a
+    pipe."""
+    run = report.run_minutes
+    total = sum(rows for _, rows in run)
+    empty = sum(1 for _, rows in run[:-1] if rows == 0)
+    missed = sum(g[3] for g in report.gaps)
+    newest = min((age for _, _, age, _ in report.freshness), default=None)
+    gaps = f"{len(report.gaps)} gap(s), {missed:,} missed" if report.gaps else "no gaps"
+    fresh = f"newest row {newest}s ago" if newest is not None else "no rows yet"
+    # the summary first; rich wraps long lines at word boundaries to the terminal's width
+    console.print(f"[bold]{report.table}[/]: {total:,} rows in {len(run)} min, {gaps}, {fresh}")
+    since = f" since {_clock(run[0][0])} UTC" if run else ""
+    console.print(
+        f"[dim]{empty} empty minute(s){since}; via {report.via} at "
+        f"{_clock(int(report.generated_at), seconds=True)} UTC[/]"
+    )
+    if report.prices:
+        console.print("[bold]Prices[/] (last hour)")
+        for product, last, first, low, high, spread in report.prices:
+            change = (last - first) / first * 100 if first else 0.0
+            style = "green" if change > 0 else "red" if change < 0 else ""
+            line = Text(f"  {product:<9} {_price(last):>12} ")
+            line.append(f"{change:+.2f}%", style=style)
+            line.append(f"  lo {_price(low)} hi {_price(high)} spread {_price(spread)}")
+            console.print(line)
+
+    console.print("[bold]Rows per minute[/] (UTC; the last minute is still filling)")
+    if not run:
+        console.print("  (no rows in the window)")
+    peak = max((rows for _, rows in run), default=0) or 1
+    width = max(8, min(40, console.width - 16))
+    for index, (minute, rows) in enumerate(run):
+        current = index == len(run) - 1
+        line = Text(f"  {_clock(minute)} {rows:>7,} ", style="red" if not rows else "")
+        if rows == 0 and not current:
+            line.append("no rows: gap", style="bold red")
+        else:
+            line.append("█" * max(1 if rows else 0, math.ceil(rows / peak * width)), style="blue")
+        console.print(line)
+    stops = ", ".join(f"{_clock(s)} for {n} min" for s, n in report.run_stops)
+    if stops:
+        console.print(f"  stops: {stops}")
+
+    console.print("[bold]Freshness[/]")
+    if not report.freshness:
+        console.print("  (no rows)")
     for product, last, age, rows in report.freshness:
         style = "bold red" if age > stale_after_secs else "green"
-        fresh.add_row(
-            product, _clock(last, seconds=True), Text(f"{age}s", style=style), f"{rows:,}"
-        )
-    if not report.freshness:
-        fresh.add_row("(no rows)", "", "", "")
-    console.print(fresh)
+        line = Text(f"  {product:<9} {_clock(last, seconds=True)} ")
+        line.append(f"{age}s ago", style=style)
+        line.append(f"  {rows:,} rows")
+        console.print(line)
 
-    gaps = Table(title="Trade-id gaps", box=None)
-    for column in ("product", "after trade", "before trade", "missed"):
-        gaps.add_column(column, justify="left" if column == "product" else "right")
-    for product, after, before, missed in report.gaps:
-        gaps.add_row(product, str(after), str(before), Text(str(missed), style="yellow"))
-    console.print(gaps if report.gaps else "Trade-id gaps: none")
-    if report.gaps:
-        console.print(f"{sum(g[3] for g in report.gaps):,} trade(s) missed")
+    if not report.gaps:
+        console.print("Trade-id gaps: none")
+        return
+    console.print("[bold]Trade-id gaps[/] (product, after trade, before trade, missed)")
+    for product, after, before, count in report.gaps:
+        line = Text(f"  {product:<9} {after} {before} ")
+        line.append(str(count), style="yellow")
+        console.print(line)
+    console.print(f"{missed:,} trade(s) missed")
 
 
 # -- where the queries go ------------------------------------------------------------------------

@@ -43,6 +43,13 @@ def coinbase(
     loop: Annotated[
         bool, typer.Option(help="Replay: start again at the end, with trade ids moved on.")
     ] = True,
+    retime: Annotated[
+        bool,
+        typer.Option(
+            help="Replay: move the frames' times to the present (--no-retime: the recorded "
+            "frames exactly)."
+        ),
+    ] = True,
     trades_per_sec: Annotated[
         float, typer.Option(help="Synthetic: trades per second, all products together.")
     ] = 20.0,
@@ -133,6 +140,7 @@ def coinbase(
         mode="replay" if mode == "replay" else "synthetic",
         speed=speed,
         loop=loop,
+        retime=retime,
         trades_per_sec=trades_per_sec,
         products=tuple(p.strip() for p in products.split(",") if p.strip()) if products else None,
         fast=fast,

@@ -176,7 +176,11 @@ class History:
         known_to = last // width if self.last_sample is not None else started - 1
         kept = self.keep_seconds if width == 1 else self.keep_minutes
         known_from = max(started, known_to - kept + 1)  # older buckets were forgotten
+        # the bucket the run started in was only partly inside it: without counts it is unknown,
+        # not a gap (a run started at hh:mm:59 would otherwise open with a false alarm)
         return [
-            round(buckets.get(bucket, 0.0), 3) if known_from <= bucket <= known_to else None
+            round(buckets.get(bucket, 0.0), 3)
+            if known_from <= bucket <= known_to and (bucket != started or buckets.get(bucket))
+            else None
             for bucket in span
         ]

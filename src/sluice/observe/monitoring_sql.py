@@ -105,6 +105,23 @@ WHERE before_trade_id - after_trade_id > 1
 ORDER BY product_id, after_trade_id""",
     ),
     Query(
+        "prices",
+        "Per product over the last hour: the last price, the first (for the change), the low,\n"
+        "the high and the last quote's spread (best_ask - best_bid).",
+        """\
+SELECT
+    product_id,
+    argMax(price, time) AS last_price,
+    argMin(price, time) AS first_price,
+    min(price) AS low,
+    max(price) AS high,
+    argMax(best_ask - best_bid, time) AS spread
+FROM {table}
+WHERE time >= now() - 3600
+GROUP BY product_id
+ORDER BY product_id""",
+    ),
+    Query(
         "rows_last_minute",
         "Rows of the last 60 seconds: the original demo's alert fires when this is below 1.",
         """\

@@ -1,8 +1,9 @@
 """Routing: which sink buffers each source batch goes to, by the sinks' ``inputs``.
 
 A sink's input ``coinbase`` takes every record of source ``coinbase``; ``coinbase.ticker`` takes only
-records of kind ``ticker``. Records that no sink takes are counted as dropped (``unrouted``), and the
-inputs a source rejected go to the dead letters, both as part of the batch's acknowledgement.
+records of kind ``ticker``. Records that no sink takes are counted as ``unrouted``, per kind (not a
+loss: nothing asked for them), and the inputs a source rejected go to the dead letters, as part of
+the batch's acknowledgement.
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ class Router:
                     group.add()
                     await route.sink.offer(Segment(part, part_bytes, group))
             if taken is not None:
-                unrouted = sum(1 for r in records if r.kind not in taken)
-                if unrouted:
-                    metrics.drop("unrouted", unrouted)
+                unrouted: dict[str, int] = {}
+                for r in records:
+                    if r.kind not in taken:
+                        unrouted[r.kind] = unrouted.get(r.kind, 0) + 1
+                for kind, count in unrouted.items():
+                    metrics.unrouted(kind, count)
         if rejected:
             metrics.dead_letters.inc(len(rejected))
             letters: list[Record] = [

@@ -7,7 +7,11 @@ are disconnected miss what happens meanwhile, as on the real feed.
 
 - :class:`ReplayMarket` replays frames recorded from the real feed (package data, with its
   licence notice beside it) in their recorded timing, ``speed`` times faster, and, when looping,
-  again with trade ids, sequences and times moved on so the feed stays consistent.
+  again with trade ids, sequences and times moved on so the feed stays consistent: each pass
+  continues every product's trade ids from the previous pass without a gap. By default
+  (``retime``) every frame's ``time`` is moved to the present (the recording's start becomes the
+  moment the market starts; order and spacing are kept, spacing divided by ``speed``), so a replay
+  looks live; ``retime=False`` sends the recorded bytes exactly on the first pass.
 - :class:`SyntheticMarket` generates an endless consistent feed at a set rate: per-product
   consecutive trade ids, increasing sequences and a random-walk price.
 """
@@ -16,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 
 import orjson
@@ -39,6 +44,9 @@ RECORDING = "ws-feed-2021-04-17.tsv"
 """The recorded frames shipped in ``sluice/simulator/data`` (see the README beside them)."""
 
 _CHANNEL_OF_TYPE = {"ticker": "ticker", "match": "matches"}
+_TIME = re.compile(rb'"time":"[^"]*"')
+_TRADE_ID = re.compile(rb'"trade_id":\d+')
+_SEQUENCE = re.compile(rb'"sequence":\d+')
 
 
 @dataclass(slots=True)
@@ -57,6 +65,23 @@ Publish = Callable[[list[Event]], None]
 
 def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(frame: bytes) -> float:
+    """The ``time`` of a recorded frame, as unix seconds."""
+    text = orjson.loads(frame)["time"]
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def rewrite(frame: bytes, when: float, trade_id: int | None, sequence: int | None) -> bytes:
+    """``frame`` with its ``time`` (and ``trade_id``/``sequence`` when given) replaced, every
+    other byte kept."""
+    frame = _TIME.sub(b'"time":"%s"' % rfc3339(when).encode(), frame, count=1)
+    if trade_id is not None:
+        frame = _TRADE_ID.sub(b'"trade_id":%d' % trade_id, frame, count=1)
+    if sequence is not None:
+        frame = _SEQUENCE.sub(b'"sequence":%d' % sequence, frame, count=1)
+    return frame
 
 
 @dataclass
@@ -175,23 +200,28 @@ def load_recording() -> Recording:
 
 
 class ReplayMarket(Market):
-    """The recorded feed, in its timing (``speed`` times faster), looping when asked."""
+    """The recorded feed, in its timing (``speed`` times faster), looping when asked, re-timed to
+    the present unless ``retime`` is false."""
 
-    def __init__(self, speed: float = 1.0, loop: bool = True) -> None:
+    def __init__(self, speed: float = 1.0, loop: bool = True, retime: bool = True) -> None:
         recording = load_recording()
         super().__init__(recording.products)
         self.recording = recording
         self.speed = speed
         self.loop = loop
+        self.retime = retime
         self._clock_started = 0.0
+        self._anchor = time.time()
+        """Wall-clock time the recording's start maps to (re-timing)."""
+        self._times = [_parse_time(rec.frame) for rec in recording.events]
         for product, frame in recording.initial_tickers.items():
             data = orjson.loads(frame)
-            self.latest_ticker[product] = frame
+            self.latest_ticker[product] = self._moved(frame, 0)
             self.last_trade_id[product] = int(data["trade_id"])
             self.sequence[product] = int(data["sequence"])
         for product, frame in recording.initial_matches.items():
             data = orjson.loads(frame)
-            self.last_match[product] = frame
+            self.last_match[product] = self._moved(frame, 0)
             self.last_trade_id[product] = max(
                 self.last_trade_id.get(product, 0), int(data["trade_id"])
             )
@@ -200,7 +230,10 @@ class ReplayMarket(Market):
         last = dict(first)
         for event in recording.events:
             last[event.product_id] = max(last.get(event.product_id, 0), event.trade_id)
-        self._id_span = {p: last[p] - first.get(p, last[p]) + 1 for p in last}
+        # the first trade a subscriber is sent (latest ticker, last match) carries the id before
+        # the recorded events, so a pass moves each product's ids on by the number of its trades:
+        # the next pass's first trade is then the previous pass's last plus one (no gap)
+        self._id_span = {p: last[p] - first.get(p, last[p]) for p in last}
         self._seq_span = {
             p: max([e.sequence for e in recording.events if e.product_id == p] or [0])
             - self.sequence.get(p, 0)
@@ -208,35 +241,47 @@ class ReplayMarket(Market):
             for p in last
         }
 
+    def _moved(self, frame: bytes, number: int) -> bytes:
+        """A frame recorded at the recording's start, as it is sent in pass ``number``."""
+        if not self.retime:
+            return frame
+        return rewrite(frame, self._retimed(_parse_time(frame), number), None, None)
+
+    def _retimed(self, recorded: float, number: int) -> float:
+        offset = recorded - self.recording.started_at + number * self.recording.duration
+        return self._anchor + offset / self.speed
+
     def clock(self) -> float:
+        if self.retime:
+            return time.time()
         if not self._clock_started:
             return self.recording.started_at
         return self.recording.started_at + (time.monotonic() - self._clock_started) * self.speed
 
     def _pass(self, number: int) -> Iterator[tuple[float, Event]]:
-        """The recorded events of pass ``number`` (0 is the recording as it is)."""
+        """The recorded events of pass ``number`` (0 is the recording as it is, re-timed unless
+        ``retime`` is false)."""
         shift = number * self.recording.duration
-        for rec in self.recording.events:
-            if number == 0:
+        retime = self.retime
+        for rec, recorded in zip(self.recording.events, self._times, strict=True):
+            if number == 0 and not retime:
                 yield (
                     rec.offset,
                     Event(rec.product_id, rec.channel, rec.frame, rec.trade_id, rec.sequence),
                 )
                 continue
-            data = orjson.loads(rec.frame)
             trade_id = rec.trade_id + number * self._id_span.get(rec.product_id, 0)
             sequence = rec.sequence + number * self._seq_span.get(rec.product_id, 0)
-            data["trade_id"], data["sequence"] = trade_id, sequence
-            when = datetime.fromisoformat(data["time"].replace("Z", "+00:00"))
-            data["time"] = (when + timedelta(seconds=shift)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            yield (
-                shift + rec.offset,
-                Event(rec.product_id, rec.channel, orjson.dumps(data), trade_id, sequence),
+            when = self._retimed(recorded, number) if retime else recorded + shift
+            frame = rewrite(
+                rec.frame, when, trade_id if number else None, sequence if number else None
             )
+            yield shift + rec.offset, Event(rec.product_id, rec.channel, frame, trade_id, sequence)
 
     async def run(self, publish: Publish) -> None:
         await self.started.wait()
         self._clock_started = started = time.monotonic()
+        self._anchor = time.time()
         number = 0
         while True:
             due: list[Event] = []
@@ -324,7 +369,7 @@ class SyntheticMarket(Market):
         rng = self._rng
         s.trade_id += 1
         s.sequence += rng.randint(1, 5)
-        s.price = max(10.0**-s.decimals, s.price * (1 + rng.gauss(0, 0.0005)))
+        s.price = max(10.0**-s.decimals, s.price * (1 + rng.gauss(0, 0.0002)))
         s.low, s.high = min(s.low, s.price), max(s.high, s.price)
         size = round(rng.uniform(0.0001, 2.0), 8)
         s.volume += size

@@ -54,6 +54,9 @@ class SimulatorOptions:
     """Replay: 1 keeps the recorded timing, 10 is ten times faster."""
     loop: bool = True
     """Replay: start again at the end, with trade ids, sequences and times moved on."""
+    retime: bool = True
+    """Replay: move every frame's ``time`` to the present (order kept, spacing divided by
+    ``speed``) so the replay looks live; False sends the recorded bytes exactly (first pass)."""
     trades_per_sec: float = 20.0
     """Synthetic: trades per second across all products (each a ticker and a match)."""
     products: tuple[str, ...] | None = None

@@ -43,7 +43,7 @@ class CoinbaseSimulator:
         self.options = options = options or SimulatorOptions()
         self.market: Market
         if options.mode == "replay":
-            self.market = ReplayMarket(options.speed, options.loop)
+            self.market = ReplayMarket(options.speed, options.loop, options.retime)
         else:
             products = options.products or DEFAULT_SYNTHETIC_PRODUCTS
             self.market = SyntheticMarket(tuple(products), options.trades_per_sec)

@@ -107,6 +107,10 @@ def test_every_clickhouse_panel_is_checked_here() -> None:
         "Freshness per product",
         "Trade-id gaps",
         "Missed trades",
+        "Prices: last, change and spread per product",
+        "Price per minute (close), by product",
+        "Spread per minute, by product",
+        "Volume and VWAP per minute, by product",
     }
 
 
@@ -140,6 +144,41 @@ def test_dashboard_queries_show_the_stop(panels: Panels) -> None:
     assert [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in gaps] == seeded.gaps
 
     assert run_panel(panels, "Missed trades", start, end) == [[11]]
+
+
+def test_market_panels_read_the_candles_of_the_shipped_ddl(panels: Panels) -> None:
+    """The market panels read the candles view that the shipped DDL keeps next to the table;
+    each agrees with the ticker table itself (seeded at price 100.5, bid 100.4, ask 100.6)."""
+    seeded = panels.seeded
+    end = seeded.now()
+    start = end - 3600
+    minutes = dict(
+        (str(r[0]), int(r[1]))
+        for r in panels.rows(
+            f"SELECT product_id, uniqExact(toStartOfMinute(time)) FROM {seeded.table} "
+            f"WHERE time >= toStartOfMinute(toDateTime({start})) GROUP BY product_id"
+        )
+    )
+    assert set(minutes) == {"BTC-USD", "ETH-USD"}
+
+    prices = run_panel(panels, "Prices: last, change and spread per product", start, end)
+    assert [r[0] for r in prices] == ["BTC-USD", "ETH-USD"]
+    for _, last, change, spread in prices:
+        assert float(last) == 100.5
+        assert float(change) == 0
+        assert float(spread) == pytest.approx(0.2)
+    for title, column in (
+        ("Price per minute (close), by product", 2),
+        ("Spread per minute, by product", 2),
+        ("Volume and VWAP per minute, by product", 3),
+    ):
+        rows = run_panel(panels, title, start, end)
+        per_product: dict[str, int] = {}
+        for row in rows:
+            per_product[row[1]] = per_product.get(row[1], 0) + 1
+        assert per_product == minutes, title
+        if column == 3:  # VWAP of trades all at 100.5
+            assert all(float(r[3]) == pytest.approx(100.5) for r in rows)
 
 
 def alert_rule() -> dict[str, Any]:

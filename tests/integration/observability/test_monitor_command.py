@@ -72,7 +72,13 @@ async def test_monitor_reads_the_sinks_table_directly(tmp_path: Path, seeded: Se
     render_report(report, console)
     text = console.export_text()
     assert "no rows: gap" in text
-    assert f"{report.empty_minutes} empty minute(s)" in text
+    # only the minutes of the run are listed: from the first with rows, stops inside it shown
+    run = report.run_minutes
+    assert run[0][1] > 0 and run[-1][0] == report.minutes[-1][0]
+    assert len(run) < len(report.minutes)
+    assert report.run_stops == report.stops[1:]
+    assert f"{sum(1 for _, rows in run[:-1] if rows == 0)} empty minute(s)" in text
+    assert text.splitlines()[0].startswith(f"{seeded.table}: ")
     assert "11 trade(s) missed" in text
     assert "BTC-USD" in text
 

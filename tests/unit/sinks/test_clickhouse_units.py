@@ -194,8 +194,15 @@ def test_ddl_placeholders_and_statements() -> None:
     ]
     for name in (DEFAULT_DDL, LEGACY_DDL):
         statements = render_statements(shipped_sql(name).read_text(), "db", "tb")
-        assert len(statements) == 2
+        assert len(statements) == 5
         assert statements[1].startswith("CREATE TABLE IF NOT EXISTS `db`.`tb`")
+        # the candles: a state table, the materialized view feeding it, the view to read
+        assert statements[2].startswith("CREATE TABLE IF NOT EXISTS `db`.`tb_candles_1m_state`")
+        assert statements[3].startswith(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.`tb_candles_1m_mv`"
+        )
+        assert "FROM `db`.`tb`\n" in statements[3]
+        assert statements[4].startswith("CREATE VIEW IF NOT EXISTS `db`.`tb_candles_1m`")
 
 
 def test_shipped_sql_is_found_in_the_checkout(tmp_path: Path) -> None:

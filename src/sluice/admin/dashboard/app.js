@@ -274,12 +274,15 @@ window.apiQuery = apiQuery;
       el("td", { class: "num" }, fmt(s.records)),
       el("td", { class: "num " + freshnessClass(s.freshness_secs, status.alerts, s.id), "data-freshness": s.freshness_secs },
         ago(s.freshness_secs)),
-      el("td", { class: "num" }, s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
-      el("td", { class: "num" + (s.gaps ? " warn" : "") }, fmt(s.gaps) + " / " + fmt(s.missed)),
+      el("td", { class: "num", "data-event-lag": s.event_lag_secs === null ? "" : s.event_lag_secs },
+        s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
+      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed)),
       el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
       el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
       el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
-      el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason) }, fmt(s.dropped)),
+      el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason), "data-dropped": s.dropped }, fmt(s.dropped)),
+      // records no sink takes (e.g. heartbeats, kept for liveness): by design, shown neutrally
+      el("td", { class: "num muted", title: JSON.stringify(s.unrouted_by_kind || {}) }, fmt(s.unrouted || 0)),
       el("td", { class: "num" }, fmt(s.rate_limit_waits))));
     $("sources").tBodies[0].replaceChildren(...rows);
     const select = $("source-filter");
@@ -323,6 +326,115 @@ window.apiQuery = apiQuery;
     drawChart($("chart-seconds"), sumSeries(sources, "per_second"), status.seconds, "second");
   }
 
+  // ---- the market panel: 1-minute candles of the last hour from the sink's candles view ----------
+  const MARKET_POLL_MS = 5000;
+  const TABLE_RE = /^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$/;
+  // one line: tests run it on chDB and on ClickHouse 18.16
+  const MARKET_SQL = "SELECT product_id, toUInt32(minute) AS minute_ts, open, high, low, close, volume, spread FROM {table}_candles_1m WHERE minute >= toStartOfMinute(now()) - 3540 ORDER BY product_id, minute";
+  let marketTimer = null;
+
+  function priceText(p) {
+    const digits = Math.abs(p) >= 1 ? 2 : 6;
+    return p.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
+  function drawCandles(candles, now) {
+    const width = 300, height = 110;
+    const pad = { left: 4, right: 68, top: 6, bottom: 16 };
+    const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
+    // the last hour, this minute included; a younger run is shown over its own minutes (10 at
+    // least) so that its first candles are not slivers at the right edge
+    const thisMinute = Math.floor(now / 60) * 60;
+    const first = Math.min(...candles.map((c) => c.minute));
+    const slots = Math.max(10, Math.min(60, Math.round((thisMinute - first) / 60) + 1));
+    const start = thisMinute - (slots - 1) * 60;
+    const lo = Math.min(...candles.map((c) => c.low)), hi = Math.max(...candles.map((c) => c.high));
+    const span = hi - lo || Math.max(Math.abs(hi) * 1e-4, 1e-9);
+    const y = (p) => pad.top + plotH - ((p - lo) / span) * plotH;
+    const slot = plotW / slots;
+    const x = (minute) => pad.left + ((minute - start) / 60) * slot;
+    const root = svg("svg", { width: String(width), height: String(height), role: "img", "aria-label": "price, last hour" });
+    let drawn = 0;
+    for (const c of candles) {
+      if (c.minute < start) continue;
+      const cx = x(c.minute) + slot / 2;
+      const up = c.close >= c.open;
+      root.append(svg("line", { x1: cx, x2: cx, y1: y(c.high), y2: y(c.low), class: "wick" }));
+      const top = y(Math.max(c.open, c.close));
+      const body = svg("rect", {
+        x: cx - Math.max(1, slot * 0.35), width: Math.max(2, slot * 0.7), y: top,
+        height: Math.max(1, y(Math.min(c.open, c.close)) - top), class: "candle " + (up ? "up" : "down"),
+      });
+      body.append(titled(clock(c.minute) + "  O " + priceText(c.open) + "  H " + priceText(c.high) +
+        "  L " + priceText(c.low) + "  C " + priceText(c.close) + "  vol " + fmt(c.volume)));
+      root.append(body);
+      drawn++;
+    }
+    const label = (text, yy) => {
+      const t = svg("text", { x: width - pad.right + 4, y: yy, class: "tick" });
+      t.textContent = text;
+      return t;
+    };
+    root.append(label(priceText(hi), pad.top + 8), label(priceText(lo), pad.top + plotH));
+    const startTick = svg("text", { x: pad.left, y: height - 3, class: "tick" });
+    startTick.textContent = clock(start);
+    const lastTick = svg("text", { x: pad.left + plotW, y: height - 3, class: "tick", "text-anchor": "end" });
+    lastTick.textContent = "now";
+    root.append(startTick, lastTick);
+    root.setAttribute("data-candles", String(drawn));
+    return root;
+  }
+
+  function renderMarket(result, now) {
+    const index = Object.fromEntries(result.columns.map((name, i) => [name, i]));
+    const byProduct = new Map();
+    for (const row of result.rows) {
+      const c = {};
+      for (const name of ["open", "high", "low", "close", "volume", "spread"]) c[name] = Number(row[index[name]]);
+      c.minute = Number(row[index.minute_ts]);
+      const product = String(row[index.product_id]);
+      if (!byProduct.has(product)) byProduct.set(product, []);
+      byProduct.get(product).push(c);
+    }
+    const cards = [...byProduct.entries()].map(([product, candles]) => {
+      const lastCandle = candles[candles.length - 1];
+      const change = candles[0].open ? (lastCandle.close - candles[0].open) / candles[0].open * 100 : 0;
+      const dir = change > 0 ? "up" : change < 0 ? "down" : "";
+      return el("div", { class: "product", "data-product": product, "data-last": lastCandle.close },
+        el("div", { class: "quote" },
+          el("b", {}, product),
+          el("span", { class: "price" }, priceText(lastCandle.close)),
+          el("span", { class: dir }, (change >= 0 ? "+" : "") + change.toFixed(2) + "%"),
+          el("span", { class: "muted" }, "spread " + String(+lastCandle.spread.toPrecision(4)))),
+        drawCandles(candles, now));
+    });
+    $("market").replaceChildren(...cards);
+    $("market-note").textContent = "last hour, 1-minute candles" + (cards.length ? "" : ": no trades yet");
+  }
+
+  async function pollMarket() {
+    marketTimer = null;
+    const status = last;
+    const sink = status && status.sinks.find((s) => s.type === "clickhouse" && s.table && TABLE_RE.test(s.table));
+    if (!sink) {
+      $("market-section").hidden = true;
+      marketTimer = setTimeout(pollMarket, MARKET_POLL_MS);
+      return;
+    }
+    $("market-section").hidden = false;
+    // the table name comes from the sink's validated config; no value is put into the SQL
+    const sql = MARKET_SQL.replace("{table}", sink.table);
+    try {
+      renderMarket(await apiQuery(sql, sink.id), status.now);
+    } catch (err) {
+      $("market").replaceChildren();
+      $("market-note").textContent = "no candles from sink " + sink.id + " (" + err.message + ")";
+    } finally {
+      marketTimer = setTimeout(pollMarket, MARKET_POLL_MS);
+    }
+  }
+  // ---- end of the market panel ---------------------------------------------------------------
+
   function render(status) {
     renderHeader(status);
     renderAlerts(status.alerts, status.now);
@@ -331,6 +443,7 @@ window.apiQuery = apiQuery;
     renderSinks(status);
     $("updated").textContent = "updated " + clock(status.now, true);
     document.body.dataset.updated = String(status.now);
+    document.body.dataset.uptime = String(status.now - status.started_at);
   }
 
   async function poll() {
@@ -353,4 +466,5 @@ window.apiQuery = apiQuery;
   $("source-filter").addEventListener("change", () => last && renderCharts(last));
   window.addEventListener("resize", () => last && renderCharts(last));
   poll();
+  marketTimer = setTimeout(pollMarket, 500);
 })();

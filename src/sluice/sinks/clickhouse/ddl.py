@@ -6,7 +6,8 @@ package (``sluice/sql/``, put there by the wheel build) or, in a source checkout
 ``coinbase_ticker.legacy.sql`` when the default is used.
 
 Placeholders are replaced by identifiers that the config has validated (letters, digits,
-underscores), quoted with backticks; no value is ever put into SQL text.
+underscores), quoted with backticks; no value is ever put into SQL text. ``{table}_suffix`` names a
+table derived from the sink's (the shipped DDL's candles), quoted as one identifier.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ DEFAULT_DDL = "coinbase_ticker.sql"
 LEGACY_DDL = "coinbase_ticker.legacy.sql"
 
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+_DERIVED_TABLE = re.compile(r"\{table\}(_[A-Za-z0-9_]+)")
 
 
 def shipped_sql(name: str) -> Path:
@@ -38,5 +40,7 @@ def shipped_sql(name: str) -> Path:
 def render_statements(text: str, database: str, table: str) -> list[str]:
     """The statements of a DDL file with the placeholders filled, comments and blanks removed."""
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    body = "\n".join(lines).replace("{database}", f"`{database}`").replace("{table}", f"`{table}`")
+    body = "\n".join(lines).replace("{database}", f"`{database}`")
+    body = _DERIVED_TABLE.sub(lambda m: f"`{table}{m.group(1)}`", body)
+    body = body.replace("{table}", f"`{table}`")
     return [s.strip() for s in _STATEMENT_END.split(body) if s.strip()]

@@ -45,6 +45,13 @@ class EmbeddedSimulator(StrictModel):
         ),
     )
     speed: float = Field(1.0, gt=0, description="Replay speed (1 = the recorded timing).")
+    retime: bool = Field(
+        True,
+        description=(
+            "Replay: move the frames' times to the present (order and spacing kept) so the "
+            "replay looks live; `false` sends the recorded frames exactly."
+        ),
+    )
     trades_per_sec: float = Field(
         20.0, gt=0, description="Synthetic mode: trades per second, all products together."
     )

@@ -97,6 +97,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 SimulatorOptions(
                     mode=sim.mode,
                     speed=sim.speed,
+                    retime=sim.retime,
                     trades_per_sec=sim.trades_per_sec,
                     products=tuple(self.config.products) if sim.mode == "synthetic" else None,
                 )
