@@ -18,29 +18,28 @@ from dataclasses import dataclass
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.acks import AckGroup
+from sluice.runtime.ledger import Ticket
 
 __all__ = ["Batch", "Segment", "SinkBuffer"]
 
 
 class Segment:
-    """Records of one source batch bound for one sink, with the ack group they belong to."""
+    """Records of one source batch bound for one sink, with their acknowledgement ticket."""
 
-    __slots__ = ("arrived", "group", "nbytes", "records")
+    __slots__ = ("arrived", "nbytes", "records", "ticket")
 
-    def __init__(self, records: Sequence[Record], nbytes: int, group: AckGroup) -> None:
+    def __init__(self, records: Sequence[Record], nbytes: int, ticket: Ticket) -> None:
         self.records = records
         self.nbytes = nbytes
-        self.group = group
+        self.ticket = ticket
         self.arrived = time.monotonic()
 
     def split(self, count: int) -> tuple[Segment, Segment]:
-        """The first ``count`` records and the rest; the group counts one more piece."""
+        """The first ``count`` records (with a child ticket) and the rest (with this ticket)."""
         head_records, tail_records = self.records[:count], self.records[count:]
         head_bytes = sum([len(r.raw) for r in head_records])
-        self.group.add()
-        head = Segment(head_records, head_bytes, self.group)
-        tail = Segment(tail_records, self.nbytes - head_bytes, self.group)
+        head = Segment(head_records, head_bytes, self.ticket.split())
+        tail = Segment(tail_records, self.nbytes - head_bytes, self.ticket)
         head.arrived = tail.arrived = self.arrived
         return head, tail
 

@@ -53,8 +53,8 @@ import structlog
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.acks import AckGroup, CommitTracker
 from sluice.runtime.buffer import Batch, BatchingQueue, BufferClosed, Segment
+from sluice.runtime.ledger import Ledger, Ticket
 
 __all__ = ["MAGIC", "DiskBuffer", "encode_frame", "read_frames", "segment_bytes"]
 
@@ -191,13 +191,13 @@ class DiskBuffer(BatchingQueue):
         self._finished = False
         self._open_lock = asyncio.Lock()
         self._on_error = on_error or (lambda exc: None)
-        self._tracker = CommitTracker(self._persist_cursor, self._cursor_failed)
+        self._ledger = Ledger(self._persist_cursor, self._cursor_failed)
         self._end = _Cursor(1, 0, 0)
         self.abandoned = asyncio.Event()
         """Set by ``close(drain=False)``: the sink may give up its in-flight batch (it is on disk)."""
-        self._tracker_task: asyncio.Task[None] | None = None
-        self._outstanding: deque[tuple[AckGroup, int, int]] = deque()
-        """Batches taken and not yet known written: group, records, bytes."""
+        self._ledger_task: asyncio.Task[None] | None = None
+        self._outstanding: deque[tuple[Ticket, int, int]] = deque()
+        """Batches taken and not yet known written: ticket, records, bytes."""
         self._synced_at = time.monotonic()
         self._append_lock = asyncio.Lock()
         self.failing: str | None = None
@@ -217,8 +217,8 @@ class DiskBuffer(BatchingQueue):
             if not self._opened:
                 await asyncio.to_thread(self._recover)
                 self._opened = True
-                self._tracker_task = asyncio.get_running_loop().create_task(
-                    self._tracker.run(), name=f"disk-buffer:{self.directory}"
+                self._ledger_task = asyncio.get_running_loop().create_task(
+                    self._ledger.run(), name=f"disk-buffer:{self.directory}"
                 )
 
     def _recover(self) -> None:
@@ -397,7 +397,7 @@ class DiskBuffer(BatchingQueue):
             # registered, so a batch taken meanwhile cannot commit past a frame it did not see
             self._end = _Cursor(self._write_file, self._write_offset, 0)
         self._added(len(records), segment.nbytes)
-        segment.group.release()  # durable now: the source may move on
+        segment.ticket.release()  # durable now: the source may move on
         return True
 
     async def _append_retrying(self, frame: bytes) -> None:
@@ -518,9 +518,9 @@ class DiskBuffer(BatchingQueue):
         if self._finished:
             return
         self._finished = True
-        await self._tracker.flush()
-        if self._tracker_task is not None:
-            self._tracker_task.cancel()
+        await self._ledger.flush()
+        if self._ledger_task is not None:
+            self._ledger_task.cancel()
         async with self._append_lock:  # a put still appending (a full disk) ends first
             await self._close_log()
 
@@ -539,11 +539,11 @@ class DiskBuffer(BatchingQueue):
             finally:
                 os.close(fd)
         unacked = [
-            (events, nbytes) for group, events, nbytes in self._outstanding if not group.done
+            (events, nbytes) for ticket, events, nbytes in self._outstanding if not ticket.done
         ]
         self.backlog_events = self.events + sum(events for events, _ in unacked)
         self.backlog_bytes = self.nbytes + sum(nbytes for _, nbytes in unacked)
-        if not self._frames and self._tracker.in_flight == 0:
+        if not self._frames and self._ledger.in_flight == 0:
             # everything written: nothing of the log needs to stay
             done = _Cursor(self._write_file + 1, 0, 0)
             with self._files_lock:
@@ -579,7 +579,7 @@ class DiskBuffer(BatchingQueue):
             cursor = _Cursor(head.file, head.offset, self._skip)
         else:
             cursor = self._end
-        group = self._tracker.open(cursor)
+        ticket = self._ledger.open(cursor)
         parts = await asyncio.to_thread(self._read_plan, plan)
         records = [Record(raw, kind, t) for part in parts for raw, kind, t in part]
         nbytes = sum([len(r.raw) for r in records])
@@ -587,10 +587,10 @@ class DiskBuffer(BatchingQueue):
         if self._frames and self._frames[0] is last_frame:  # partly taken: it keeps the rest
             last_frame.nbytes -= sum(len(row[0]) for row in parts[-1])
         self._removed(len(records), nbytes)
-        self._outstanding.append((group, len(records), nbytes))
+        self._outstanding.append((ticket, len(records), nbytes))
         while self._outstanding and self._outstanding[0][0].done:
             self._outstanding.popleft()
-        return Batch([Segment(records, nbytes, group)], records, nbytes)
+        return Batch([Segment(records, nbytes, ticket)], records, nbytes)
 
     def _read_plan(self, plan: list[tuple[_Frame, int, int]]) -> list[_Rows]:
         return [self._read_rows(frame)[skip : skip + count] for frame, skip, count in plan]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sluice.metrics import ComponentMetrics
 from sluice.records import Record, SourceBatch
-from sluice.runtime.acks import CommitTracker
 from sluice.runtime.buffer import Segment
 from sluice.runtime.dead_letters import dead_letter
+from sluice.runtime.ledger import Ledger
 from sluice.runtime.sink_worker import SinkWorker
 
 __all__ = ["Route", "Router"]
@@ -53,7 +53,7 @@ class Router:
         self,
         source_id: str,
         batch: SourceBatch,
-        tracker: CommitTracker,
+        ledger: Ledger,
         metrics: ComponentMetrics,
         count_received: bool = True,
     ) -> None:
@@ -61,7 +61,7 @@ class Router:
 
         ``count_received``: count the batch as the source's input (False for a source that counts
         its raw input itself, e.g. frames it skipped)."""
-        group = tracker.open(batch.token)
+        ticket = ledger.open(batch.token)  # held until every piece is handed out
         records = batch.records
         rejected = batch.rejected
         if rejected and count_received:
@@ -94,8 +94,7 @@ class Router:
                     if taken is not None:
                         taken |= kinds
                 if part:
-                    group.add()
-                    await route.sink.offer(Segment(part, part_bytes, group))
+                    await route.sink.offer(Segment(part, part_bytes, ticket.split()))
             if taken is not None:
                 unrouted = sum(1 for r in records if r.kind not in taken)
                 if unrouted:
@@ -105,5 +104,5 @@ class Router:
             letters: list[Record] = [
                 dead_letter(item.raw, item.reason, source_id, "source") for item in rejected
             ]
-            await self.dead_letters.accept_dead_letters(letters, group)
-        group.release()
+            await self.dead_letters.accept_dead_letters(letters, ticket.split())
+        ticket.release()

@@ -19,6 +19,7 @@ from sluice.records import Record
 from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
 from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.disk_buffer import DiskBuffer
+from sluice.runtime.ledger import Ticket
 from sluice.runtime.pacing import Backoff, TokenBucket
 
 __all__ = ["DropReporter", "SinkWorker"]
@@ -164,18 +165,18 @@ class SinkWorker:
         except BufferClosed:
             # only after a forced stop; the records are counted as not written
             self.metrics.unwritten.inc(count)
-            segment.group.release()
+            segment.ticket.release()  # abandoned
             return
         except Exception as exc:
             # a bug, not a condition: fail the run rather than let the source restart past it
             self.metrics.unwritten.inc(count)
-            segment.group.release()
+            segment.ticket.release()  # abandoned
             raise BufferFailed(f"sink '{self.component_id}' buffer failed: {exc!r}") from exc
         finally:
             self._offering -= count
         if not accepted:
             self.metrics.drop("buffer_full", count)
-            segment.group.release()
+            segment.ticket.release()  # dropped by policy
             self.drops.dropped(count)
 
     async def start(self) -> None:
@@ -235,7 +236,7 @@ class SinkWorker:
                 await self.buffer.next_batch()  # closed: persists the cursor, closes the log
                 return
             for segment in batch.segments:
-                segment.group.release()
+                segment.ticket.release()  # written, or its rejects handed to the dead letters
 
     async def _deliver(self, batch: Batch) -> bool:
         """Write ``batch`` (or dead-letter what cannot be); False if abandoned on a stop."""
@@ -355,15 +356,12 @@ class SinkWorker:
             ]
             offset = end
             if letters:
-                await self.dead_letters.accept_dead_letters(letters, segment.group)
+                await self.dead_letters.accept_dead_letters(letters, segment.ticket.split())
 
-    async def accept_dead_letters(self, letters: Sequence[Record], group: object) -> None:
-        """Queue dead letters on this (the dead-letter) sink, as part of ``group``'s batch."""
-        from sluice.runtime.acks import AckGroup
-
-        assert isinstance(group, AckGroup)
-        group.add()
-        await self.offer(Segment(letters, sum(len(r.raw) for r in letters), group))
+    async def accept_dead_letters(self, letters: Sequence[Record], ticket: Ticket) -> None:
+        """Queue dead letters on this (the dead-letter) sink; ``ticket`` (a piece of the batch they
+        came from) is released once they are written."""
+        await self.offer(Segment(letters, sum(len(r.raw) for r in letters), ticket))
 
 
 class DropReporter:

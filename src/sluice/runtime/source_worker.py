@@ -12,7 +12,7 @@ from sluice.config.models import RetryPolicy
 from sluice.errors import RetriableError
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import SourceBatch
-from sluice.runtime.acks import CommitTracker
+from sluice.runtime.ledger import Ledger
 from sluice.runtime.pacing import Backoff, TokenBucket
 from sluice.runtime.router import Router
 
@@ -35,7 +35,7 @@ class SourceWorker:
         self.router = router
         self.log = ctx.log
         self.metrics = ctx.metrics
-        self.tracker = CommitTracker(source.commit, self._commit_failed)
+        self.ledger = Ledger(source.commit, self._commit_failed)
         self.started = False
         self.finished = False
         self.restarting: str | None = None
@@ -80,7 +80,7 @@ class SourceWorker:
     async def run(self) -> None:
         """Read until the source ends or :meth:`stop` is called. Raises SourceFailed."""
         self._task = asyncio.current_task()
-        committer = asyncio.create_task(self.tracker.run(), name=f"commit:{self.component_id}")
+        committer = asyncio.create_task(self.ledger.run(), name=f"commit:{self.component_id}")
         try:
             await self._read_with_restarts()
         finally:
@@ -127,7 +127,7 @@ class SourceWorker:
             finally:
                 await _aclose(iterator)
             if ended:
-                self.log.info("source.finished", batches=self.tracker.completed_batches)
+                self.log.info("source.finished", batches=self.ledger.completed_batches)
                 return
 
     async def _read(self, iterator: AsyncIterator[SourceBatch], backoff: Backoff) -> bool:
@@ -158,7 +158,7 @@ class SourceWorker:
             backoff.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
-            await route(self.component_id, batch, self.tracker, self.metrics, count_received)
+            await route(self.component_id, batch, self.ledger, self.metrics, count_received)
         return False
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
@@ -180,7 +180,7 @@ class SourceWorker:
             self._task.cancel()  # sleeping before a restart
 
     async def final_commit(self) -> None:
-        await self.tracker.flush()
+        await self.ledger.flush()
 
 
 async def _aclose(iterator: Any) -> None:
