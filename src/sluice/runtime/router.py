@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sluice.metrics import ComponentMetrics
 from sluice.records import Record, SourceBatch
-from sluice.runtime.buffer import Segment
+from sluice.runtime.buffers import Segment
 from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.ledger import Ledger
 from sluice.runtime.sink_worker import SinkWorker

@@ -16,9 +16,8 @@ from typing import Any
 from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
 from sluice.plugin import ComponentContext, Readiness, Sink
 from sluice.records import Record
-from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
+from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment, build_buffer
 from sluice.runtime.dead_letters import dead_letter
-from sluice.runtime.disk_buffer import DiskBuffer
 from sluice.runtime.ledger import Ticket
 from sluice.runtime.pacing import Backoff, TokenBucket
 
@@ -45,18 +44,14 @@ class SinkWorker:
         self.sink = sink
         self.ctx = ctx
         self.config = sink.config
-        self.buffer: SinkBuffer | DiskBuffer
-        if self.config.buffer.type == "disk":
-            self.buffer = DiskBuffer(
-                ctx.data_dir / "buffer",
-                self.config.buffer,
-                self.config.batch,
-                self._buffer_failed,
-                log=ctx.log,
-                metrics=ctx.metrics,
-            )
-        else:
-            self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
+        self.buffer: Buffer = build_buffer(
+            self.config.buffer,
+            self.config.batch,
+            ctx.data_dir / "buffer",
+            on_error=self._buffer_failed,
+            log=ctx.log,
+            metrics=ctx.metrics,
+        )
         self.dead_letters = dead_letters
         """Where this sink's rejected records go; None for the dead-letter sink itself."""
         self.metrics = ctx.metrics
@@ -86,7 +81,7 @@ class SinkWorker:
             "Capacity of a sink's buffer, in bytes.",
             lambda: self.config.buffer.max_bytes,
         )
-        if isinstance(self.buffer, DiskBuffer):
+        if self.buffer.durable:
             self.metrics.gauge(
                 "sluice_buffer_disk_bytes",
                 "Bytes of a disk buffer's log files on disk.",
@@ -108,9 +103,9 @@ class SinkWorker:
         return 0.0 if since is None else time.monotonic() - since
 
     def unwritten(self) -> int:
-        """Records held in memory, waiting to enter the buffer, or being written now (a disk
+        """Records held in memory, waiting to enter the buffer, or being written now (a durable
         buffer's records are safe)."""
-        if isinstance(self.buffer, DiskBuffer):
+        if self.buffer.durable:
             return self._offering
         in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
         return self.buffer.events + in_flight + self._offering
@@ -119,23 +114,17 @@ class SinkWorker:
         """Count a disk buffer's I/O error (the buffer logs it, with the path, at its cadence)."""
         self.metrics.error("buffer_io")
 
-    def backlog(self) -> tuple[int, int] | None:
-        """Records and bytes a disk buffer keeps on disk for the next start (once it finished);
-        None for a memory buffer."""
-        if not isinstance(self.buffer, DiskBuffer):
-            return None
-        return self.buffer.backlog_events, self.buffer.backlog_bytes
+    def backlog(self) -> Backlog | None:
+        """Records and bytes a durable buffer keeps for the next start (once it finished); None
+        for a buffer that keeps nothing."""
+        return self.buffer.backlog() if self.buffer.durable else None
 
     async def _pause(self, delay: float) -> bool:
         """Wait ``delay`` before a retry; False when the pipeline stops and what is pending is
         safe on disk, so the retries can end now (the next start picks it up)."""
-        abandoned = self.buffer.abandoned if isinstance(self.buffer, DiskBuffer) else None
-        if abandoned is None:
-            await asyncio.sleep(delay)
-            return True
         try:
             async with asyncio.timeout(delay):
-                await abandoned.wait()
+                await self.buffer.abandoned.wait()
         except TimeoutError:
             return True
         return False
@@ -143,7 +132,7 @@ class SinkWorker:
     async def readiness(self) -> Readiness:
         if self.broken is not None:
             return Readiness(False, f"broken: {self.broken}")
-        failing = getattr(self.buffer, "failing", None)
+        failing = self.buffer.failing
         if failing is not None:
             return Readiness(False, f"buffer writes failing: {failing}")
         if not self.started:
@@ -233,7 +222,7 @@ class SinkWorker:
             self.in_flight = None
             if not delivered:
                 # stopping with the batch still on disk: not acknowledged, kept for the next start
-                await self.buffer.next_batch()  # closed: persists the cursor, closes the log
+                await self.buffer.aclose()
                 return
             for segment in batch.segments:
                 segment.ticket.release()  # written, or its rejects handed to the dead letters

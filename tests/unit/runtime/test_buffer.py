@@ -5,7 +5,7 @@ import pytest
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.buffer import Segment, SinkBuffer
+from sluice.runtime.buffers import MemoryBuffer, Segment
 from sluice.runtime.ledger import Ledger
 
 
@@ -28,8 +28,8 @@ def _buffer(
     batch_events: int = 10,
     batch_bytes: int = 1_000_000,
     age: float = 0.05,
-) -> SinkBuffer:
-    return SinkBuffer(
+) -> MemoryBuffer:
+    return MemoryBuffer(
         BufferPolicy(max_events=max_events, max_bytes=max_bytes, when_full=when_full),  # type: ignore[arg-type]
         BatchPolicy(max_events=batch_events, max_bytes=batch_bytes, max_age_secs=age),
     )

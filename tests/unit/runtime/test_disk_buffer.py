@@ -17,8 +17,8 @@ import pytest
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.metrics import Metrics
 from sluice.records import Record
-from sluice.runtime.buffer import BufferClosed, Segment
-from sluice.runtime.disk_buffer import MAGIC, DiskBuffer, _Cursor, segment_bytes
+from sluice.runtime.buffers import BufferClosed, Segment
+from sluice.runtime.buffers.disk import MAGIC, DiskBuffer, _Cursor, segment_bytes
 from sluice.runtime.ledger import Ledger
 from tests.conftest import wait_until
 from tests.volumes import fill, small_tmpfs

@@ -4,7 +4,7 @@ import pytest
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.buffer import Segment, SinkBuffer
+from sluice.runtime.buffers import MemoryBuffer, Segment
 from sluice.runtime.ledger import Ledger, TicketReleasedTwice
 
 
@@ -85,7 +85,7 @@ async def test_a_segment_split_across_sink_batches_commits_after_both_halves() -
     ledger = _ledger(committed)
     root = ledger.open("batch")
     records = [Record(b'{"n":%d}' % i) for i in range(15)]
-    buffer = SinkBuffer(
+    buffer = MemoryBuffer(
         BufferPolicy(max_events=100, max_bytes=10_000),
         BatchPolicy(max_events=10, max_bytes=1_000_000, max_age_secs=0.01),
     )

@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import orjson
@@ -53,7 +53,7 @@ import structlog
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.buffer import Batch, BatchingQueue, BufferClosed, Segment
+from sluice.runtime.buffers.base import Backlog, Batch, BatchingQueue, BufferClosed, Segment
 from sluice.runtime.ledger import Ledger, Ticket
 
 __all__ = ["MAGIC", "DiskBuffer", "encode_frame", "read_frames", "segment_bytes"]
@@ -154,7 +154,9 @@ def _is_complete_frame(data: bytes, offset: int) -> bool:
 
 
 class DiskBuffer(BatchingQueue):
-    """Same interface as :class:`sluice.runtime.buffer.SinkBuffer`, backed by files."""
+    """The :class:`~sluice.runtime.buffers.base.Buffer` protocol, backed by files."""
+
+    durable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -193,17 +195,11 @@ class DiskBuffer(BatchingQueue):
         self._on_error = on_error or (lambda exc: None)
         self._ledger = Ledger(self._persist_cursor, self._cursor_failed)
         self._end = _Cursor(1, 0, 0)
-        self.abandoned = asyncio.Event()
-        """Set by ``close(drain=False)``: the sink may give up its in-flight batch (it is on disk)."""
         self._ledger_task: asyncio.Task[None] | None = None
         self._outstanding: deque[tuple[Ticket, int, int]] = deque()
         """Batches taken and not yet known written: ticket, records, bytes."""
         self._synced_at = time.monotonic()
         self._append_lock = asyncio.Lock()
-        self.failing: str | None = None
-        """Why appends fail now (names the file), or None while they succeed."""
-        self.corrupt_frames = 0
-        self.corrupt_bytes = 0
         self.backlog_events = 0
         self.backlog_bytes = 0
         """What stays on disk for the next start, set when the buffer finishes."""
@@ -355,11 +351,19 @@ class DiskBuffer(BatchingQueue):
         except FileNotFoundError:
             return _Cursor(1, 0, 0)
 
-    # -- the SinkBuffer interface ------------------------------------------------------------------
+    # -- the Buffer protocol ------------------------------------------------------------------------
 
     def volatile_events(self) -> int:
         """Records that would be lost if the process stopped now: none, they are on disk."""
         return 0
+
+    def backlog(self) -> Backlog:
+        return Backlog(self.backlog_events, self.backlog_bytes)
+
+    async def aclose(self) -> None:
+        """Persist the cursor and close the log (what is held stays for the next start)."""
+        await self._ensure_open()
+        await self._finish()
 
     def disk_bytes(self) -> int:
         """Bytes of log files on disk now."""
