@@ -13,17 +13,25 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
+from sluice.errors import (
+    BrokenError,
+    PermanentError,
+    RejectedRecords,
+    RetriableError,
+    is_transient,
+)
 from sluice.plugin import ComponentContext, Readiness, Sink
 from sluice.records import Record
 from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment, build_buffer
 from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.ledger import Ticket
-from sluice.runtime.pacing import Backoff, TokenBucket
+from sluice.runtime.pacing import TokenBucket
+from sluice.runtime.retry import Cadence, Retrying, retrying
 
 __all__ = ["DropReporter", "SinkWorker"]
 
-_START_RETRIABLE = (RetriableError, OSError, TimeoutError)
+_WRITE_CADENCE = Cadence(first=3, every=10)
+"""A failing write is a warning for its first three attempts, then every tenth (else debug)."""
 DROP_LOG_INTERVAL_SECS = 10.0
 """At most one ``buffer.full.dropping`` line per sink this often."""
 
@@ -170,22 +178,18 @@ class SinkWorker:
 
     async def start(self) -> None:
         """Start the sink, retrying while the far side is unavailable."""
-        backoff = Backoff(self.config.retry)
+        retry = retrying(self.config.retry, self.log, "sink.start.failed")
         while True:
             try:
                 await self.sink.start(self.ctx)
             except BrokenError as exc:
                 self._break(exc)
                 return
-            except _START_RETRIABLE as exc:
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = retry.failed(exc)
                 self.metrics.error("start")
-                self.log.warning(
-                    "sink.start.failed",
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    retry_in_secs=round(delay, 2),
-                )
                 if not await self._pause(delay):
                     self.log.info("sink.start.abandoned", reason="stopping; the buffer is on disk")
                     return
@@ -232,9 +236,8 @@ class SinkWorker:
         records = batch.records
         if self._limiter is not None:
             self.metrics.rate_limited(await self._limiter.acquire(len(records)))
-        backoff = Backoff(self.config.retry)
+        retry: Retrying | None = None  # made on the first failure: most batches need none
         started = time.monotonic()
-        max_attempts = self.config.retry.max_attempts
         while True:
             if self.broken is not None:
                 reason = f"sink broken: {self.broken}"
@@ -264,29 +267,21 @@ class SinkWorker:
                 return True
             except Exception as exc:
                 self.metrics.error(_error_type(exc))
-                if max_attempts is not None and backoff.attempt + 1 >= max_attempts:
-                    reason = f"gave up after {max_attempts} attempts: {exc}"
-                    self.log.error("sink.write.gave_up", attempts=max_attempts, error=str(exc))
+                if retry is None:
+                    retry = retrying(
+                        self.config.retry, self.log, "sink.write.retrying", cadence=_WRITE_CADENCE
+                    )
+                if retry.exhausted():
+                    attempts = self.config.retry.max_attempts
+                    reason = f"gave up after {attempts} attempts: {exc}"
+                    self.log.error("sink.write.gave_up", attempts=attempts, error=str(exc))
                     await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
                     self._recovered()
                     return True
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+                delay = retry.failed(exc, records=len(records))
                 self.metrics.retries.inc()
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
-                log = (
-                    self.log.warning
-                    if backoff.attempt <= 3 or backoff.attempt % 10 == 0
-                    else self.log.debug
-                )
-                log(
-                    "sink.write.retrying",
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    attempt=backoff.attempt,
-                    records=len(records),
-                    retry_in_secs=round(delay, 3),
-                )
                 if not await self._pause(delay):
                     self.log.info(
                         "sink.write.abandoned",

@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sluice.config.models import RetryPolicy
-from sluice.errors import RetriableError
+from sluice.errors import is_transient
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import SourceBatch
 from sluice.runtime.ledger import Ledger
-from sluice.runtime.pacing import Backoff, TokenBucket
+from sluice.runtime.pacing import TokenBucket
+from sluice.runtime.retry import Retrying, retrying
 from sluice.runtime.router import Router
 
 __all__ = ["SourceFailed", "SourceWorker"]
 
-_RETRIABLE = (RetriableError, OSError, TimeoutError)
 _RESTART = RetryPolicy(initial_backoff_secs=0.5, max_backoff_secs=30.0)
 
 
@@ -89,7 +89,7 @@ class SourceWorker:
             self.metrics.connected.set(0)
 
     async def _read_with_restarts(self) -> None:
-        backoff = Backoff(self._restart_policy)
+        retry = retrying(self._restart_policy, self.log, "source.restarting")
         if not self.started:
             await self.source.start(self.ctx)
             self.started = True
@@ -97,40 +97,33 @@ class SourceWorker:
         while not self._stopping:
             iterator = self.source.batches()
             try:
-                ended = await self._read(iterator, backoff)
-            except _RETRIABLE as exc:
-                if self._stopping:
-                    return
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
-                self.metrics.error(type(exc).__name__)
-                self.metrics.reconnects.inc()
-                self.metrics.connected.set(0)
-                self._flowing = False
-                self.restarting = (
-                    f"restarting after {type(exc).__name__}: {exc} (attempt {backoff.attempt})"
-                )
-                self.log.warning(
-                    "source.restarting",
-                    error=str(exc) or type(exc).__name__,
-                    error_type=type(exc).__name__,
-                    attempt=backoff.attempt,
-                    retry_in_secs=round(delay, 2),
-                )
-                await self._sleep_unless_stopped(delay)
-                continue
+                ended = await self._read(iterator, retry)
             except asyncio.CancelledError:
                 if self._stopping:
                     return
                 raise
             except Exception as exc:
-                raise SourceFailed(f"source '{self.component_id}' failed: {exc!r}") from exc
+                if not is_transient(exc):
+                    raise SourceFailed(f"source '{self.component_id}' failed: {exc!r}") from exc
+                if self._stopping:
+                    return
+                delay = retry.failed(exc)
+                self.metrics.error(type(exc).__name__)
+                self.metrics.reconnects.inc()
+                self.metrics.connected.set(0)
+                self._flowing = False
+                self.restarting = (
+                    f"restarting after {type(exc).__name__}: {exc} (attempt {retry.attempt})"
+                )
+                await self._sleep_unless_stopped(delay)
+                continue
             finally:
                 await _aclose(iterator)
             if ended:
                 self.log.info("source.finished", batches=self.ledger.completed_batches)
                 return
 
-    async def _read(self, iterator: AsyncIterator[SourceBatch], backoff: Backoff) -> bool:
+    async def _read(self, iterator: AsyncIterator[SourceBatch], retry: Retrying) -> bool:
         """Route batches; True when the source ended, False when stopped."""
         count_received = not self.source.counts_received
         route = self.router.route
@@ -155,7 +148,7 @@ class SourceWorker:
                 self._flowing = True
                 self.restarting = None
                 self.metrics.connected.set(1)
-            backoff.reset()
+                retry.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
             await route(self.component_id, batch, self.ledger, self.metrics, count_received)

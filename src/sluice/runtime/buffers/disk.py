@@ -51,10 +51,11 @@ import msgspec
 import orjson
 import structlog
 
-from sluice.config.models import BatchPolicy, BufferPolicy
+from sluice.config.models import BatchPolicy, BufferPolicy, RetryPolicy
 from sluice.records import Record
 from sluice.runtime.buffers.base import Backlog, Batch, BatchingQueue, BufferClosed, Segment
 from sluice.runtime.ledger import Ledger, Ticket
+from sluice.runtime.retry import Cadence, Retrying, retrying
 
 __all__ = ["MAGIC", "DiskBuffer", "encode_frame", "read_frames", "segment_bytes"]
 
@@ -65,7 +66,9 @@ _V1_HEADER = struct.Struct("<II")
 _MIN_SEGMENT = 64 * 1024
 _MAX_SEGMENT = 64 * 1024 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_FAILING_LOG_EVERY_SECS = 30.0
+_APPEND_RETRY = RetryPolicy(initial_backoff_secs=0.1, max_backoff_secs=5.0)
+_APPEND_CADENCE = Cadence(first=1, every_secs=30.0)
+"""A failing append is a warning at once, then at most every 30 s (else debug)."""
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[bytes, str, float | None]]).decode
 
@@ -407,9 +410,7 @@ class DiskBuffer(BatchingQueue):
     async def _append_retrying(self, frame: bytes) -> None:
         """Append, waiting out a full or failing disk (the source waits meanwhile, as when the
         buffer is full); raises BufferClosed if the pipeline stops without it."""
-        delay = 0.1
-        attempts = 0
-        since = logged_at = 0.0
+        retry: Retrying | None = None
         path = ""
         while True:
             try:
@@ -417,38 +418,28 @@ class DiskBuffer(BatchingQueue):
             except OSError as exc:
                 if self._closed:
                     raise BufferClosed(f"buffer closed while its disk failed: {exc}") from exc
-                if not attempts:
+                if retry is None:
                     path = str(self.directory / f"{self._write_file}.log")
+                    retry = retrying(
+                        _APPEND_RETRY, self.log, "buffer.write.failing", cadence=_APPEND_CADENCE
+                    )
                 if exc.errno in _FULL:
                     self._roll_wanted = True  # lets the consumed part of this file be deleted
-                attempts += 1
-                now = time.monotonic()
-                if attempts == 1:
-                    since = now
                 self.failing = f"disk buffer {path}: {exc.strerror or exc}"
                 self._on_error(exc)
-                if attempts == 1 or now - logged_at >= _FAILING_LOG_EVERY_SECS:
-                    logged_at = now
-                    self.log.warning(
-                        "buffer.write.failing",
-                        path=path,
-                        error=exc.strerror or str(exc),
-                        errno=errno.errorcode.get(exc.errno or 0, exc.errno),
-                        attempts=attempts,
-                        buffered_records=self.events,
-                        disk_bytes=self.disk_bytes(),
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if attempts:
-                self.failing = None
-                self.log.info(
-                    "buffer.write.recovered",
+                delay = retry.failed(
+                    exc,
                     path=path,
-                    attempts=attempts,
-                    failed_for_secs=round(time.monotonic() - since, 2),
+                    error=exc.strerror or str(exc),
+                    errno=errno.errorcode.get(exc.errno or 0, exc.errno),
+                    buffered_records=self.events,
+                    disk_bytes=self.disk_bytes(),
                 )
+                await asyncio.sleep(delay)
+                continue
+            if retry is not None:
+                self.failing = None
+                retry.recovered("buffer.write.recovered", path=path, attempts=retry.attempt)
             return
 
     def _append(self, frame: bytes) -> None:
