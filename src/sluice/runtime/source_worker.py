@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -127,6 +128,7 @@ class SourceWorker:
         """Route batches; True when the source ended, False when stopped."""
         count_received = not self.source.counts_received
         route = self.router.route
+        count = self._count
         loop = asyncio.get_running_loop()
         while not self._stopping:
             # the source's wait runs in its own task, so that a stop cancels the wait only while
@@ -151,8 +153,34 @@ class SourceWorker:
                 retry.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
-            await route(self.component_id, batch, self.ledger, self.metrics, count_received)
+            count(batch, count_received)
+            await route(self.component_id, batch, self.ledger, self.metrics)
         return False
+
+    def _count(self, batch: SourceBatch, count_received: bool) -> None:
+        """The source's counters, once per batch: it "receives" what it read, valid or not
+        (unless the source counts its raw input itself), and "sends" the records it made."""
+        metrics = self.metrics
+        records = batch.records
+        rejected = batch.rejected
+        if rejected:
+            metrics.dead_letters.inc(len(rejected))
+            if count_received:
+                metrics.received_events.inc(len(rejected))
+                metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
+        if records:
+            nbytes = batch.nbytes
+            if nbytes is None:
+                nbytes = batch.nbytes = sum([len(r.raw) for r in records])
+            if count_received:
+                metrics.received_events.inc(len(records))
+                metrics.received_bytes.inc(nbytes)
+            metrics.sent_events.inc(len(records))
+            metrics.sent_bytes.inc(nbytes)
+            metrics.last_receive_time.set(time.time())
+            newest = records[-1].time
+            if newest is not None:
+                metrics.last_event_time.set(newest)
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         self._waiting = True
