@@ -87,7 +87,10 @@ class MemoryBuffer(BatchingQueue):
         if len(segments) == 1:
             records: Sequence[Record] = segments[0].records
         else:
-            records = [record for segment in segments for record in segment.records]
+            joined: list[Record] = []
+            for segment in segments:
+                joined += segment.records  # a C-level extend: ~10x a comprehension
+            records = joined
         return Batch(segments, records, nbytes)
 
 
