@@ -26,7 +26,7 @@ from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment
 from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.ledger import Ticket
 from sluice.runtime.pacing import TokenBucket
-from sluice.runtime.retry import Cadence, Retrying, retrying
+from sluice.runtime.retry import Cadence, retrying
 
 __all__ = ["DropReporter", "SinkWorker"]
 
@@ -68,7 +68,10 @@ class SinkWorker:
         self.in_flight: Batch | None = None
         self._offering = 0
         """Records waiting for room in the buffer (their source is blocked on them)."""
-        self.failing_since: float | None = None
+        self._write_retry = retrying(
+            self.config.retry, self.log, "sink.write.retrying", cadence=_WRITE_CADENCE
+        )
+        """The retry state of writes; its ``since`` is when the current run of failures began."""
         self.broken: BrokenError | None = None
         """Set when the sink can write nothing until someone acts; its batches go to dead letters."""
         self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
@@ -107,7 +110,7 @@ class SinkWorker:
 
     def failing_for(self) -> float:
         """Seconds since the current run of failed writes began; 0 when writes succeed."""
-        since = self.failing_since
+        since = self._write_retry.since
         return 0.0 if since is None else time.monotonic() - since
 
     def unwritten(self) -> int:
@@ -145,10 +148,8 @@ class SinkWorker:
             return Readiness(False, f"buffer writes failing: {failing}")
         if not self.started:
             return Readiness(False, "not started (retrying)")
-        if self.failing_since is not None:
-            return Readiness(
-                False, f"writes failing for {time.monotonic() - self.failing_since:.0f}s"
-            )
+        if self._write_retry.since is not None:
+            return Readiness(False, f"writes failing for {self.failing_for():.0f}s")
         return await self.sink.readiness()
 
     async def offer(self, segment: Segment) -> None:
@@ -236,7 +237,7 @@ class SinkWorker:
         records = batch.records
         if self._limiter is not None:
             self.metrics.rate_limited(await self._limiter.acquire(len(records)))
-        retry: Retrying | None = None  # made on the first failure: most batches need none
+        retry = self._write_retry
         started = time.monotonic()
         while True:
             if self.broken is not None:
@@ -267,10 +268,6 @@ class SinkWorker:
                 return True
             except Exception as exc:
                 self.metrics.error(_error_type(exc))
-                if retry is None:
-                    retry = retrying(
-                        self.config.retry, self.log, "sink.write.retrying", cadence=_WRITE_CADENCE
-                    )
                 if retry.exhausted():
                     attempts = self.config.retry.max_attempts
                     reason = f"gave up after {attempts} attempts: {exc}"
@@ -280,8 +277,6 @@ class SinkWorker:
                     return True
                 delay = retry.failed(exc, records=len(records))
                 self.metrics.retries.inc()
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
                 if not await self._pause(delay):
                     self.log.info(
                         "sink.write.abandoned",
@@ -304,12 +299,9 @@ class SinkWorker:
         self._recovered()
 
     def _recovered(self) -> None:
-        if self.failing_since is not None:
-            self.log.info(
-                "sink.write.recovered",
-                failed_for_secs=round(time.monotonic() - self.failing_since, 2),
-            )
-            self.failing_since = None
+        """The batch is done (written or dead-lettered): a run of failures, if any, ends."""
+        if self._write_retry.since is not None:
+            self._write_retry.recovered("sink.write.recovered")
 
     async def _to_dead_letters(self, batch: Batch, rejected: dict[int, str]) -> None:
         """Send ``rejected`` (index in batch -> reason) to the dead letters, keeping acks pending."""
