@@ -18,23 +18,30 @@ A sink's ``write_batch`` signals what happened by what it raises:
 
 Any other exception is treated as retriable and logged with its type, so a bug in a sink stalls the
 sink visibly (errors metric, logs) rather than losing data.
+
+:func:`classify` is the one place that sorts an exception into these kinds; every retry loop of the
+runner asks it.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 from collections.abc import Mapping
 
 __all__ = [
     "CANNOT_HEAL",
     "BrokenError",
+    "ErrorKind",
     "PermanentError",
     "QueryRefused",
     "RejectedRecords",
     "RetriableError",
     "SluiceError",
+    "classify",
     "classify_os_error",
     "is_retriable",
+    "is_transient",
 ]
 
 
@@ -73,9 +80,45 @@ class RejectedRecords(SluiceError):
         self.rejected = dict(rejected)
 
 
+class ErrorKind(enum.Enum):
+    """What an exception means for the runner; see :func:`classify`."""
+
+    TRANSIENT = "transient"
+    """A passing condition (:class:`RetriableError`, ``OSError``, ``TimeoutError``): try again."""
+    REJECTED = "rejected"
+    """:class:`RejectedRecords`: the named records go to the dead letters, the rest was written."""
+    PERMANENT = "permanent"
+    """:class:`PermanentError`: the batch goes to the dead letters."""
+    BROKEN = "broken"
+    """:class:`BrokenError`: the component can do nothing until an operator acts."""
+    UNKNOWN = "unknown"
+    """Anything else (a bug): a sink write retries it; a source or a sink start fails the run."""
+
+
+_TRANSIENT = (RetriableError, OSError, TimeoutError)
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """The kind of ``exc``, the one classification every retry loop uses."""
+    if isinstance(exc, _TRANSIENT):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, BrokenError):
+        return ErrorKind.BROKEN
+    if isinstance(exc, PermanentError):
+        return ErrorKind.PERMANENT
+    if isinstance(exc, RejectedRecords):
+        return ErrorKind.REJECTED
+    return ErrorKind.UNKNOWN
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a passing condition: a source is restarted, a sink start is tried again."""
+    return classify(exc) is ErrorKind.TRANSIENT
+
+
 def is_retriable(exc: BaseException) -> bool:
-    """True unless the error says the data itself is bad."""
-    return not isinstance(exc, PermanentError | RejectedRecords)
+    """True unless the error says the data itself is bad: a sink write is tried again."""
+    return classify(exc) in (ErrorKind.TRANSIENT, ErrorKind.UNKNOWN)
 
 
 CANNOT_HEAL = frozenset(

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sluice.runtime.disk_buffer import read_frames
+from sluice.runtime.buffers.disk import read_frames
 from sluice.testing import free_port
 from tests.conftest import SLUICE_TESTING, wait_for
 from tests.volumes import fill, small_tmpfs

@@ -236,7 +236,7 @@ class Pipeline:
             if isinstance(worker, SinkWorker) and (backlog := worker.backlog()) is not None:
                 # what a disk buffer keeps for the next start, and what it found corrupt
                 extra["backlog_records"], extra["backlog_bytes"] = backlog
-                buffer: Any = worker.buffer
+                buffer = worker.buffer
                 if buffer.corrupt_frames:
                     extra["corrupt_frames"] = buffer.corrupt_frames
                     extra["corrupt_bytes"] = buffer.corrupt_bytes

@@ -8,15 +8,14 @@ the batch's acknowledgement.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from sluice.metrics import ComponentMetrics
 from sluice.records import Record, SourceBatch
-from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import Segment
+from sluice.runtime.buffers import Segment
 from sluice.runtime.dead_letters import dead_letter
+from sluice.runtime.ledger import Ledger
 from sluice.runtime.sink_worker import SinkWorker
 
 __all__ = ["Route", "Router"]
@@ -51,42 +50,25 @@ class Router:
             self.routes[source_id].append(Route(sink, frozenset(kinds) if kinds else None))
 
     async def route(
-        self,
-        source_id: str,
-        batch: SourceBatch,
-        tracker: CommitTracker,
-        metrics: ComponentMetrics,
-        count_received: bool = True,
+        self, source_id: str, batch: SourceBatch, ledger: Ledger, metrics: ComponentMetrics
     ) -> None:
         """Hand ``batch`` to every sink that takes it; returns once every buffer accepted it.
 
-        ``count_received``: count the batch as the source's input (False for a source that counts
-        its raw input itself, e.g. frames it skipped)."""
-        group = tracker.open(batch.token)
+        The source worker counts the batch (received, sent, rejected); the router counts only what
+        no sink takes (``unrouted``), which only it knows."""
+        ticket = ledger.open(batch.token)  # held until every piece is handed out
         records = batch.records
-        rejected = batch.rejected
-        if rejected and count_received:
-            # a source "receives" what it read, valid or not; it "sends" the records it made
-            metrics.received_events.inc(len(rejected))
-            metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
         if records:
-            nbytes = (
-                batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
-            )
-            if count_received:
-                metrics.received_events.inc(len(records))
-                metrics.received_bytes.inc(nbytes)
-            metrics.sent_events.inc(len(records))
-            metrics.sent_bytes.inc(nbytes)
-            metrics.last_receive_time.set(time.time())
-            newest = records[-1].time
-            if newest is not None:
-                metrics.last_event_time.set(newest)
             routes = self.routes.get(source_id, ())
             taken: set[str] | None = set()
             for route in routes:
                 if route.kinds is None:
-                    part, part_bytes = records, nbytes
+                    part = records
+                    part_bytes = (
+                        batch.nbytes
+                        if batch.nbytes is not None
+                        else sum([len(r.raw) for r in records])
+                    )
                     taken = None
                 else:
                     kinds = route.kinds
@@ -95,8 +77,7 @@ class Router:
                     if taken is not None:
                         taken |= kinds
                 if part:
-                    group.add()
-                    await route.sink.offer(Segment(part, part_bytes, group))
+                    await route.sink.offer(Segment(part, part_bytes, ticket.split()))
             if taken is not None:
                 unrouted: dict[str, int] = {}
                 for r in records:
@@ -104,10 +85,9 @@ class Router:
                         unrouted[r.kind] = unrouted.get(r.kind, 0) + 1
                 for kind, count in unrouted.items():
                     metrics.unrouted(kind, count)
-        if rejected:
-            metrics.dead_letters.inc(len(rejected))
+        if batch.rejected:
             letters: list[Record] = [
-                dead_letter(item.raw, item.reason, source_id, "source") for item in rejected
+                dead_letter(item.raw, item.reason, source_id, "source") for item in batch.rejected
             ]
-            await self.dead_letters.accept_dead_letters(letters, group)
-        group.release()
+            await self.dead_letters.accept_dead_letters(letters, ticket.split())
+        ticket.release()

@@ -13,17 +13,25 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
+from sluice.errors import (
+    BrokenError,
+    PermanentError,
+    RejectedRecords,
+    RetriableError,
+    is_transient,
+)
 from sluice.plugin import ComponentContext, Readiness, Sink
 from sluice.records import Record
-from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
+from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment, build_buffer
 from sluice.runtime.dead_letters import dead_letter
-from sluice.runtime.disk_buffer import DiskBuffer
-from sluice.runtime.pacing import Backoff, TokenBucket
+from sluice.runtime.ledger import Ticket
+from sluice.runtime.pacing import TokenBucket
+from sluice.runtime.retry import Cadence, retrying
 
 __all__ = ["DropReporter", "SinkWorker"]
 
-_START_RETRIABLE = (RetriableError, OSError, TimeoutError)
+_WRITE_CADENCE = Cadence(first=3, every=10)
+"""A failing write is a warning for its first three attempts, then every tenth (else debug)."""
 DROP_LOG_INTERVAL_SECS = 10.0
 """At most one ``buffer.full.dropping`` line per sink this often."""
 
@@ -44,18 +52,14 @@ class SinkWorker:
         self.sink = sink
         self.ctx = ctx
         self.config = sink.config
-        self.buffer: SinkBuffer | DiskBuffer
-        if self.config.buffer.type == "disk":
-            self.buffer = DiskBuffer(
-                ctx.data_dir / "buffer",
-                self.config.buffer,
-                self.config.batch,
-                self._buffer_failed,
-                log=ctx.log,
-                metrics=ctx.metrics,
-            )
-        else:
-            self.buffer = SinkBuffer(self.config.buffer, self.config.batch)
+        self.buffer: Buffer = build_buffer(
+            self.config.buffer,
+            self.config.batch,
+            ctx.data_dir / "buffer",
+            on_error=self._buffer_failed,
+            log=ctx.log,
+            metrics=ctx.metrics,
+        )
         self.dead_letters = dead_letters
         """Where this sink's rejected records go; None for the dead-letter sink itself."""
         self.metrics = ctx.metrics
@@ -64,7 +68,10 @@ class SinkWorker:
         self.in_flight: Batch | None = None
         self._offering = 0
         """Records waiting for room in the buffer (their source is blocked on them)."""
-        self.failing_since: float | None = None
+        self._write_retry = retrying(
+            self.config.retry, self.log, "sink.write.retrying", cadence=_WRITE_CADENCE
+        )
+        """The retry state of writes; its ``since`` is when the current run of failures began."""
         self.broken: BrokenError | None = None
         """Set when the sink can write nothing until someone acts; its batches go to dead letters."""
         self._limiter = TokenBucket(self.config.rate_limit) if self.config.rate_limit else None
@@ -85,7 +92,7 @@ class SinkWorker:
             "Capacity of a sink's buffer, in bytes.",
             lambda: self.config.buffer.max_bytes,
         )
-        if isinstance(self.buffer, DiskBuffer):
+        if self.buffer.durable:
             self.metrics.gauge(
                 "sluice_buffer_disk_bytes",
                 "Bytes of a disk buffer's log files on disk.",
@@ -103,13 +110,13 @@ class SinkWorker:
 
     def failing_for(self) -> float:
         """Seconds since the current run of failed writes began; 0 when writes succeed."""
-        since = self.failing_since
+        since = self._write_retry.since
         return 0.0 if since is None else time.monotonic() - since
 
     def unwritten(self) -> int:
-        """Records held in memory, waiting to enter the buffer, or being written now (a disk
+        """Records held in memory, waiting to enter the buffer, or being written now (a durable
         buffer's records are safe)."""
-        if isinstance(self.buffer, DiskBuffer):
+        if self.buffer.durable:
             return self._offering
         in_flight = len(self.in_flight.records) if self.in_flight is not None else 0
         return self.buffer.events + in_flight + self._offering
@@ -118,23 +125,17 @@ class SinkWorker:
         """Count a disk buffer's I/O error (the buffer logs it, with the path, at its cadence)."""
         self.metrics.error("buffer_io")
 
-    def backlog(self) -> tuple[int, int] | None:
-        """Records and bytes a disk buffer keeps on disk for the next start (once it finished);
-        None for a memory buffer."""
-        if not isinstance(self.buffer, DiskBuffer):
-            return None
-        return self.buffer.backlog_events, self.buffer.backlog_bytes
+    def backlog(self) -> Backlog | None:
+        """Records and bytes a durable buffer keeps for the next start (once it finished); None
+        for a buffer that keeps nothing."""
+        return self.buffer.backlog() if self.buffer.durable else None
 
     async def _pause(self, delay: float) -> bool:
         """Wait ``delay`` before a retry; False when the pipeline stops and what is pending is
         safe on disk, so the retries can end now (the next start picks it up)."""
-        abandoned = self.buffer.abandoned if isinstance(self.buffer, DiskBuffer) else None
-        if abandoned is None:
-            await asyncio.sleep(delay)
-            return True
         try:
             async with asyncio.timeout(delay):
-                await abandoned.wait()
+                await self.buffer.abandoned.wait()
         except TimeoutError:
             return True
         return False
@@ -142,15 +143,13 @@ class SinkWorker:
     async def readiness(self) -> Readiness:
         if self.broken is not None:
             return Readiness(False, f"broken: {self.broken}")
-        failing = getattr(self.buffer, "failing", None)
+        failing = self.buffer.failing
         if failing is not None:
             return Readiness(False, f"buffer writes failing: {failing}")
         if not self.started:
             return Readiness(False, "not started (retrying)")
-        if self.failing_since is not None:
-            return Readiness(
-                False, f"writes failing for {time.monotonic() - self.failing_since:.0f}s"
-            )
+        if self._write_retry.since is not None:
+            return Readiness(False, f"writes failing for {self.failing_for():.0f}s")
         return await self.sink.readiness()
 
     async def offer(self, segment: Segment) -> None:
@@ -164,38 +163,34 @@ class SinkWorker:
         except BufferClosed:
             # only after a forced stop; the records are counted as not written
             self.metrics.unwritten.inc(count)
-            segment.group.release()
+            segment.ticket.release()  # abandoned
             return
         except Exception as exc:
             # a bug, not a condition: fail the run rather than let the source restart past it
             self.metrics.unwritten.inc(count)
-            segment.group.release()
+            segment.ticket.release()  # abandoned
             raise BufferFailed(f"sink '{self.component_id}' buffer failed: {exc!r}") from exc
         finally:
             self._offering -= count
         if not accepted:
             self.metrics.drop("buffer_full", count)
-            segment.group.release()
+            segment.ticket.release()  # dropped by policy
             self.drops.dropped(count)
 
     async def start(self) -> None:
         """Start the sink, retrying while the far side is unavailable."""
-        backoff = Backoff(self.config.retry)
+        retry = retrying(self.config.retry, self.log, "sink.start.failed")
         while True:
             try:
                 await self.sink.start(self.ctx)
             except BrokenError as exc:
                 self._break(exc)
                 return
-            except _START_RETRIABLE as exc:
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = retry.failed(exc)
                 self.metrics.error("start")
-                self.log.warning(
-                    "sink.start.failed",
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    retry_in_secs=round(delay, 2),
-                )
                 if not await self._pause(delay):
                     self.log.info("sink.start.abandoned", reason="stopping; the buffer is on disk")
                     return
@@ -232,19 +227,18 @@ class SinkWorker:
             self.in_flight = None
             if not delivered:
                 # stopping with the batch still on disk: not acknowledged, kept for the next start
-                await self.buffer.next_batch()  # closed: persists the cursor, closes the log
+                await self.buffer.aclose()
                 return
             for segment in batch.segments:
-                segment.group.release()
+                segment.ticket.release()  # written, or its rejects handed to the dead letters
 
     async def _deliver(self, batch: Batch) -> bool:
         """Write ``batch`` (or dead-letter what cannot be); False if abandoned on a stop."""
         records = batch.records
         if self._limiter is not None:
             self.metrics.rate_limited(await self._limiter.acquire(len(records)))
-        backoff = Backoff(self.config.retry)
+        retry = self._write_retry
         started = time.monotonic()
-        max_attempts = self.config.retry.max_attempts
         while True:
             if self.broken is not None:
                 reason = f"sink broken: {self.broken}"
@@ -274,29 +268,15 @@ class SinkWorker:
                 return True
             except Exception as exc:
                 self.metrics.error(_error_type(exc))
-                if max_attempts is not None and backoff.attempt + 1 >= max_attempts:
-                    reason = f"gave up after {max_attempts} attempts: {exc}"
-                    self.log.error("sink.write.gave_up", attempts=max_attempts, error=str(exc))
+                if retry.exhausted():
+                    attempts = self.config.retry.max_attempts
+                    reason = f"gave up after {attempts} attempts: {exc}"
+                    self.log.error("sink.write.gave_up", attempts=attempts, error=str(exc))
                     await self._to_dead_letters(batch, dict.fromkeys(range(len(records)), reason))
                     self._recovered()
                     return True
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
+                delay = retry.failed(exc, records=len(records))
                 self.metrics.retries.inc()
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                log = (
-                    self.log.warning
-                    if backoff.attempt <= 3 or backoff.attempt % 10 == 0
-                    else self.log.debug
-                )
-                log(
-                    "sink.write.retrying",
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    attempt=backoff.attempt,
-                    records=len(records),
-                    retry_in_secs=round(delay, 3),
-                )
                 if not await self._pause(delay):
                     self.log.info(
                         "sink.write.abandoned",
@@ -319,12 +299,9 @@ class SinkWorker:
         self._recovered()
 
     def _recovered(self) -> None:
-        if self.failing_since is not None:
-            self.log.info(
-                "sink.write.recovered",
-                failed_for_secs=round(time.monotonic() - self.failing_since, 2),
-            )
-            self.failing_since = None
+        """The batch is done (written or dead-lettered): a run of failures, if any, ends."""
+        if self._write_retry.since is not None:
+            self._write_retry.recovered("sink.write.recovered")
 
     async def _to_dead_letters(self, batch: Batch, rejected: dict[int, str]) -> None:
         """Send ``rejected`` (index in batch -> reason) to the dead letters, keeping acks pending."""
@@ -355,15 +332,12 @@ class SinkWorker:
             ]
             offset = end
             if letters:
-                await self.dead_letters.accept_dead_letters(letters, segment.group)
+                await self.dead_letters.accept_dead_letters(letters, segment.ticket.split())
 
-    async def accept_dead_letters(self, letters: Sequence[Record], group: object) -> None:
-        """Queue dead letters on this (the dead-letter) sink, as part of ``group``'s batch."""
-        from sluice.runtime.acks import AckGroup
-
-        assert isinstance(group, AckGroup)
-        group.add()
-        await self.offer(Segment(letters, sum(len(r.raw) for r in letters), group))
+    async def accept_dead_letters(self, letters: Sequence[Record], ticket: Ticket) -> None:
+        """Queue dead letters on this (the dead-letter) sink; ``ticket`` (a piece of the batch they
+        came from) is released once they are written."""
+        await self.offer(Segment(letters, sum(len(r.raw) for r in letters), ticket))
 
 
 class DropReporter:

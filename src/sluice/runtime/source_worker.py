@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sluice.config.models import RetryPolicy
-from sluice.errors import RetriableError
+from sluice.errors import is_transient
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import SourceBatch
-from sluice.runtime.acks import CommitTracker
-from sluice.runtime.pacing import Backoff, TokenBucket
+from sluice.runtime.ledger import Ledger
+from sluice.runtime.pacing import TokenBucket
+from sluice.runtime.retry import Retrying, retrying
 from sluice.runtime.router import Router
 
 __all__ = ["SourceFailed", "SourceWorker"]
 
-_RETRIABLE = (RetriableError, OSError, TimeoutError)
 _RESTART = RetryPolicy(initial_backoff_secs=0.5, max_backoff_secs=30.0)
 
 
@@ -35,7 +36,7 @@ class SourceWorker:
         self.router = router
         self.log = ctx.log
         self.metrics = ctx.metrics
-        self.tracker = CommitTracker(source.commit, self._commit_failed)
+        self.ledger = Ledger(source.commit, self._commit_failed)
         self.started = False
         self.finished = False
         self.restarting: str | None = None
@@ -80,7 +81,7 @@ class SourceWorker:
     async def run(self) -> None:
         """Read until the source ends or :meth:`stop` is called. Raises SourceFailed."""
         self._task = asyncio.current_task()
-        committer = asyncio.create_task(self.tracker.run(), name=f"commit:{self.component_id}")
+        committer = asyncio.create_task(self.ledger.run(), name=f"commit:{self.component_id}")
         try:
             await self._read_with_restarts()
         finally:
@@ -89,7 +90,7 @@ class SourceWorker:
             self.metrics.connected.set(0)
 
     async def _read_with_restarts(self) -> None:
-        backoff = Backoff(self._restart_policy)
+        retry = retrying(self._restart_policy, self.log, "source.restarting")
         if not self.started:
             await self.source.start(self.ctx)
             self.started = True
@@ -97,43 +98,37 @@ class SourceWorker:
         while not self._stopping:
             iterator = self.source.batches()
             try:
-                ended = await self._read(iterator, backoff)
-            except _RETRIABLE as exc:
-                if self._stopping:
-                    return
-                delay = backoff.next_delay(getattr(exc, "retry_after_secs", None))
-                self.metrics.error(type(exc).__name__)
-                self.metrics.reconnects.inc()
-                self.metrics.connected.set(0)
-                self._flowing = False
-                self.restarting = (
-                    f"restarting after {type(exc).__name__}: {exc} (attempt {backoff.attempt})"
-                )
-                self.log.warning(
-                    "source.restarting",
-                    error=str(exc) or type(exc).__name__,
-                    error_type=type(exc).__name__,
-                    attempt=backoff.attempt,
-                    retry_in_secs=round(delay, 2),
-                )
-                await self._sleep_unless_stopped(delay)
-                continue
+                ended = await self._read(iterator, retry)
             except asyncio.CancelledError:
                 if self._stopping:
                     return
                 raise
             except Exception as exc:
-                raise SourceFailed(f"source '{self.component_id}' failed: {exc!r}") from exc
+                if not is_transient(exc):
+                    raise SourceFailed(f"source '{self.component_id}' failed: {exc!r}") from exc
+                if self._stopping:
+                    return
+                delay = retry.failed(exc)
+                self.metrics.error(type(exc).__name__)
+                self.metrics.reconnects.inc()
+                self.metrics.connected.set(0)
+                self._flowing = False
+                self.restarting = (
+                    f"restarting after {type(exc).__name__}: {exc} (attempt {retry.attempt})"
+                )
+                await self._sleep_unless_stopped(delay)
+                continue
             finally:
                 await _aclose(iterator)
             if ended:
-                self.log.info("source.finished", batches=self.tracker.completed_batches)
+                self.log.info("source.finished", batches=self.ledger.completed_batches)
                 return
 
-    async def _read(self, iterator: AsyncIterator[SourceBatch], backoff: Backoff) -> bool:
+    async def _read(self, iterator: AsyncIterator[SourceBatch], retry: Retrying) -> bool:
         """Route batches; True when the source ended, False when stopped."""
         count_received = not self.source.counts_received
         route = self.router.route
+        count = self._count
         loop = asyncio.get_running_loop()
         while not self._stopping:
             # the source's wait runs in its own task, so that a stop cancels the wait only while
@@ -155,11 +150,37 @@ class SourceWorker:
                 self._flowing = True
                 self.restarting = None
                 self.metrics.connected.set(1)
-            backoff.reset()
+                retry.reset()
             if self._limiter is not None and batch.records:
                 self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
-            await route(self.component_id, batch, self.tracker, self.metrics, count_received)
+            count(batch, count_received)
+            await route(self.component_id, batch, self.ledger, self.metrics)
         return False
+
+    def _count(self, batch: SourceBatch, count_received: bool) -> None:
+        """The source's counters, once per batch: it "receives" what it read, valid or not
+        (unless the source counts its raw input itself), and "sends" the records it made."""
+        metrics = self.metrics
+        records = batch.records
+        rejected = batch.rejected
+        if rejected:
+            metrics.dead_letters.inc(len(rejected))
+            if count_received:
+                metrics.received_events.inc(len(rejected))
+                metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
+        if records:
+            nbytes = batch.nbytes
+            if nbytes is None:
+                nbytes = batch.nbytes = sum([len(r.raw) for r in records])
+            if count_received:
+                metrics.received_events.inc(len(records))
+                metrics.received_bytes.inc(nbytes)
+            metrics.sent_events.inc(len(records))
+            metrics.sent_bytes.inc(nbytes)
+            metrics.last_receive_time.set(time.time())
+            newest = records[-1].time
+            if newest is not None:
+                metrics.last_event_time.set(newest)
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         self._waiting = True
@@ -180,7 +201,7 @@ class SourceWorker:
             self._task.cancel()  # sleeping before a restart
 
     async def final_commit(self) -> None:
-        await self.tracker.flush()
+        await self.ledger.flush()
 
 
 async def _aclose(iterator: Any) -> None:

@@ -5,8 +5,8 @@ import pytest
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import Segment, SinkBuffer
+from sluice.runtime.buffers import MemoryBuffer, Segment
+from sluice.runtime.ledger import Ledger
 
 
 async def _noop(_: object) -> None:
@@ -14,11 +14,11 @@ async def _noop(_: object) -> None:
 
 
 def _segment(count: int, size: int = 10, start: int = 0) -> Segment:
-    tracker = CommitTracker(_noop, lambda e: None)
+    ledger = Ledger(_noop, lambda e: None)
     records = [
         Record(b"x" * (size - 1) + str(i % 10).encode()) for i in range(start, start + count)
     ]
-    return Segment(records, size * count, tracker.open(None))
+    return Segment(records, size * count, ledger.open(None))
 
 
 def _buffer(
@@ -28,8 +28,8 @@ def _buffer(
     batch_events: int = 10,
     batch_bytes: int = 1_000_000,
     age: float = 0.05,
-) -> SinkBuffer:
-    return SinkBuffer(
+) -> MemoryBuffer:
+    return MemoryBuffer(
         BufferPolicy(max_events=max_events, max_bytes=max_bytes, when_full=when_full),  # type: ignore[arg-type]
         BatchPolicy(max_events=batch_events, max_bytes=batch_bytes, max_age_secs=age),
     )
@@ -106,11 +106,11 @@ async def test_close_drains_then_ends() -> None:
 async def test_split_segment_counts_one_more_ack_piece() -> None:
     buffer = _buffer(batch_events=10)
     segment = _segment(15)
-    group = segment.group
+    ticket = segment.ticket
     await buffer.put(segment)
-    assert group.pending == 1
+    assert ticket.pending == 1
     await buffer.next_batch()
-    assert group.pending == 2  # head in the batch, tail still buffered
+    assert ticket.pending == 2  # head in the batch, tail still buffered
 
 
 @pytest.mark.parametrize("when_full", ["block", "drop_newest"])

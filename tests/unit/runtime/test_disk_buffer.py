@@ -17,9 +17,9 @@ import pytest
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.metrics import Metrics
 from sluice.records import Record
-from sluice.runtime.acks import CommitTracker
-from sluice.runtime.buffer import BufferClosed, Segment
-from sluice.runtime.disk_buffer import MAGIC, DiskBuffer, _Cursor, segment_bytes
+from sluice.runtime.buffers import BufferClosed, Segment
+from sluice.runtime.buffers.disk import MAGIC, DiskBuffer, _Cursor, segment_bytes
+from sluice.runtime.ledger import Ledger
 from tests.conftest import wait_until
 from tests.volumes import fill, small_tmpfs
 
@@ -30,8 +30,8 @@ async def _noop(_: object) -> None:
 
 def segment(start: int, count: int, kind: str = "k") -> Segment:
     records = [Record(b'{"n":%d}' % i, kind, 1000.0 + i) for i in range(start, start + count)]
-    group = CommitTracker(_noop, lambda e: None).open(None)
-    return Segment(records, sum(len(r.raw) for r in records), group)
+    ticket = Ledger(_noop, lambda e: None).open(None)
+    return Segment(records, sum(len(r.raw) for r in records), ticket)
 
 
 class Log:
@@ -90,7 +90,7 @@ async def write_and_ack(buffer: DiskBuffer, batches: int) -> list[Record]:
         assert batch is not None
         taken += batch.records
         for part in batch.segments:
-            part.group.release()
+            part.ticket.release()
     return taken
 
 
@@ -98,7 +98,7 @@ async def test_put_releases_the_source_ack_once_on_disk(tmp_path: Path) -> None:
     buffer = disk(tmp_path)
     part = segment(0, 5)
     await buffer.put(part)
-    assert part.group.done
+    assert part.ticket.done
     assert buffer.events == 5
 
 
@@ -119,7 +119,7 @@ async def test_what_was_not_written_survives_a_restart(tmp_path: Path) -> None:
         await buffer.put(segment(start, 6))
     first = await write_and_ack(buffer, 2)  # 8 records written and acknowledged
     await buffer.next_batch()  # taken but never acknowledged: the process "crashes" here
-    await buffer._tracker.flush()
+    await buffer._ledger.flush()
     reopened = disk(tmp_path, batch_events=100)
     assert reopened.events == 0  # not loaded until used
     rest = await write_and_ack(reopened, 1)
@@ -173,7 +173,7 @@ async def test_a_batch_taken_during_an_append_does_not_commit_past_it(
     putting = asyncio.create_task(buffer.put(segment(1, 1)))
     await appended.wait()
     taken = await write_and_ack(buffer, 1)
-    await buffer._tracker.flush()
+    await buffer._ledger.flush()
     _, second_frame = frame_offsets(tmp_path / "1.log")
     cursor = orjson.loads((tmp_path / "cursor.json").read_bytes())
     assert numbers(taken) == [0]
@@ -280,7 +280,7 @@ async def test_consumed_segments_are_deleted_as_the_cursor_passes_them(tmp_path:
     for start in range(0, 20_000, 100):  # ~0.2 MB of records per round, 4 MB in all
         await buffer.put(segment(start, 100))
         written += await write_and_ack(buffer, 2)
-        await buffer._tracker.flush()
+        await buffer._ledger.flush()
         files = list(tmp_path.glob("*.log"))
         peak_files = max(peak_files, len(files))
         peak_bytes = max(peak_bytes, sum(f.stat().st_size for f in files))
@@ -300,7 +300,7 @@ async def test_a_drained_stop_leaves_no_log_on_disk_and_the_next_start_goes_on(
     written: list[Record] = []
     while (batch := await buffer.next_batch()) is not None:
         written += batch.records
-        batch.segments[0].group.release()
+        batch.segments[0].ticket.release()
     assert numbers(written) == list(range(3000))
     assert list(tmp_path.glob("*.log")) == []
     assert (buffer.backlog_events, buffer.backlog_bytes) == (0, 0)
@@ -344,10 +344,10 @@ async def test_a_full_disk_holds_the_put_names_the_path_and_heals_when_space_ret
     assert buffer.failing == f"disk buffer {path}: No space left on device"
     first = log.events("buffer.write.failing")[0]
     assert (first["path"], first["errno"]) == (path, "ENOSPC")
-    assert not putting.done() and not part.group.done  # held: the source waits
+    assert not putting.done() and not part.ticket.done  # held: the source waits
     filler.unlink()
     await putting
-    assert part.group.done and buffer.failing is None
+    assert part.ticket.done and buffer.failing is None
     assert log.events("buffer.write.recovered")[0]["path"] == path
     assert errors and all(isinstance(e, OSError) for e in errors)
     reopened = disk(volume / "buffer", batch_events=10_000)
@@ -375,7 +375,7 @@ async def test_a_disk_filled_by_the_buffer_itself_heals_as_the_reader_drains(
             break
         if buffer.events:
             written += await write_and_ack(buffer, 1)
-            await buffer._tracker.flush()
+            await buffer._ledger.flush()
         else:
             await asyncio.wait({putting}, timeout=0.05)
     assert putting.done() and buffer.failing is None
@@ -449,7 +449,7 @@ async def test_a_drain_persists_the_cursor_without_errors(tmp_path: Path) -> Non
         await buffer.put(segment(start, 10))
     buffer.close(drain=True)
     while (batch := await buffer.next_batch()) is not None:
-        batch.segments[0].group.release()
+        batch.segments[0].ticket.release()
     assert errors == []
 
 
@@ -460,7 +460,7 @@ async def test_a_restart_after_the_cursors_file_was_deleted_never_reuses_its_num
     buffer = disk(tmp_path)
     await buffer.put(segment(0, 3))
     assert numbers(await write_and_ack(buffer, 1)) == [0, 1, 2]
-    await buffer._tracker.flush()  # the process dies here, after deleting 1.log
+    await buffer._ledger.flush()  # the process dies here, after deleting 1.log
     assert orjson.loads((tmp_path / "cursor.json").read_bytes())["offset"] > 0
     (tmp_path / "1.log").unlink()
     reopened = disk(tmp_path)
@@ -485,7 +485,7 @@ async def test_a_put_held_by_a_full_disk_ends_when_the_buffer_closes(volume: Pat
     assert await buffer.next_batch() is None  # waits for the put to give up
     with pytest.raises(BufferClosed):
         await putting
-    assert not part.group.done  # never acknowledged: the source still holds it
+    assert not part.ticket.done  # never acknowledged: the source still holds it
     assert buffer.backlog_events == 1
 
 
@@ -495,7 +495,7 @@ async def test_a_cursor_beyond_the_end_of_its_file_does_not_hide_new_frames(
     buffer = disk(tmp_path)
     await buffer.put(segment(0, 3))
     assert numbers(await write_and_ack(buffer, 1)) == [0, 1, 2]
-    await buffer._tracker.flush()  # the process dies here
+    await buffer._ledger.flush()  # the process dies here
     (tmp_path / "1.log").write_bytes(b"")  # and the file is found shorter than the cursor
     reopened = disk(tmp_path)
     await reopened.put(segment(3, 1))

@@ -1,4 +1,6 @@
-"""The bounded buffer in front of each sink, and the batcher that drains it.
+"""What every sink buffer is: the :class:`Buffer` protocol the sink worker uses, the
+:class:`Segment` and :class:`Batch` that go through it, and :class:`BatchingQueue`, the size
+accounting and batching rule both buffers share.
 
 A buffer holds :class:`Segment`s: the part of one source batch that goes to this sink. Its size is
 bounded by events and bytes; a ``put`` into a full buffer waits (``when_full: block``) or discards
@@ -12,35 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple, Protocol
 
 from sluice.config.models import BatchPolicy, BufferPolicy
 from sluice.records import Record
-from sluice.runtime.acks import AckGroup
+from sluice.runtime.ledger import Ticket
 
-__all__ = ["Batch", "Segment", "SinkBuffer"]
+__all__ = ["Backlog", "Batch", "BatchingQueue", "Buffer", "BufferClosed", "Segment"]
 
 
 class Segment:
-    """Records of one source batch bound for one sink, with the ack group they belong to."""
+    """Records of one source batch bound for one sink, with their acknowledgement ticket."""
 
-    __slots__ = ("arrived", "group", "nbytes", "records")
+    __slots__ = ("arrived", "nbytes", "records", "ticket")
 
-    def __init__(self, records: Sequence[Record], nbytes: int, group: AckGroup) -> None:
+    def __init__(self, records: Sequence[Record], nbytes: int, ticket: Ticket) -> None:
         self.records = records
         self.nbytes = nbytes
-        self.group = group
+        self.ticket = ticket
         self.arrived = time.monotonic()
 
     def split(self, count: int) -> tuple[Segment, Segment]:
-        """The first ``count`` records and the rest; the group counts one more piece."""
+        """The first ``count`` records (with a child ticket) and the rest (with this ticket)."""
         head_records, tail_records = self.records[:count], self.records[count:]
         head_bytes = sum([len(r.raw) for r in head_records])
-        self.group.add()
-        head = Segment(head_records, head_bytes, self.group)
-        tail = Segment(tail_records, self.nbytes - head_bytes, self.group)
+        head = Segment(head_records, head_bytes, self.ticket.split())
+        tail = Segment(tail_records, self.nbytes - head_bytes, self.ticket)
         head.arrived = tail.arrived = self.arrived
         return head, tail
 
@@ -62,6 +63,65 @@ class BufferClosed(RuntimeError):
     """A put into a buffer that was closed (the pipeline is stopping)."""
 
 
+class Backlog(NamedTuple):
+    """What a buffer keeps for the next start once it has finished."""
+
+    records: int
+    nbytes: int
+
+
+class Buffer(Protocol):
+    """A sink's buffer, as the sink worker sees it (memory or disk, never named)."""
+
+    durable: ClassVar[bool]
+    """True when what the buffer holds survives the process (a stop need not drain it)."""
+    events: int
+    """Records held now."""
+    nbytes: int
+    """Bytes of records held now."""
+    failing: str | None
+    """Why the buffer cannot take records now (the sink is not ready), or None."""
+    corrupt_frames: int
+    corrupt_bytes: int
+    """What the buffer found damaged and skipped when it opened (0 for a memory buffer)."""
+    abandoned: asyncio.Event
+    """Set when a stop gives up what is in flight because it is safe (a durable buffer only)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def put(self, segment: Segment) -> bool:
+        """Store ``segment``; False when dropped by ``when_full: drop_newest``. Raises
+        :class:`BufferClosed` after :meth:`close`. The buffer releases ``segment.ticket`` itself
+        only when it makes the records durable; otherwise the ticket travels with the records."""
+        ...
+
+    async def next_batch(self) -> Batch | None:
+        """The next batch by the batch policy; None once closed and empty (or abandoned)."""
+        ...
+
+    def close(self, drain: bool = True) -> None:
+        """No more puts. ``drain=False`` lets a durable buffer keep what it holds for the next
+        start; a memory buffer always drains."""
+        ...
+
+    async def aclose(self) -> None:
+        """The consumer is done (drained, or gave up at a stop): persist state, close files."""
+        ...
+
+    def backlog(self) -> Backlog:
+        """What stays for the next start (after :meth:`aclose`); nothing for a memory buffer."""
+        ...
+
+    def volatile_events(self) -> int:
+        """Records that would be lost if the process stopped now."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the buffer holds on disk now (0 for a memory buffer)."""
+        ...
+
+
 class BatchingQueue:
     """What every sink buffer shares: size accounting against the buffer policy, waiting for
     space (or dropping), and the batching rule. Subclasses store the records and implement
@@ -76,6 +136,10 @@ class BatchingQueue:
         self._data: asyncio.Future[None] | None = None
         self._batch_full: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
+        self.failing: str | None = None
+        self.corrupt_frames = 0
+        self.corrupt_bytes = 0
+        self.abandoned = asyncio.Event()
 
     @property
     def closed(self) -> bool:
@@ -157,77 +221,3 @@ class BatchingQueue:
             except TimeoutError:
                 break
         return True
-
-
-class SinkBuffer(BatchingQueue):
-    """Bounded FIFO of segments in memory. Single consumer."""
-
-    def __init__(self, policy: BufferPolicy, batch: BatchPolicy) -> None:
-        super().__init__(policy, batch)
-        self._segments: deque[Segment] = deque()
-
-    def volatile_events(self) -> int:
-        """Records that would be lost if the process stopped now."""
-        return self.events
-
-    def _has_data(self) -> bool:
-        return bool(self._segments)
-
-    def _oldest_arrival(self) -> float:
-        return self._segments[0].arrived
-
-    async def put(self, segment: Segment) -> bool:
-        """Append ``segment``; False when it was dropped because the buffer is full."""
-        if not await self._make_room():
-            return False
-        self._segments.append(segment)
-        self._added(len(segment.records), segment.nbytes)
-        return True
-
-    def close(self, drain: bool = True) -> None:
-        """No more puts; ``next_batch`` drains what is held, then returns None. A memory buffer
-        always drains: what it holds exists nowhere else."""
-        super().close(drain)
-
-    async def next_batch(self) -> Batch | None:
-        """Wait for the next batch by the batch policy; None once closed and empty."""
-        if not await self._wait_for_batch():
-            return None
-        return self._take()
-
-    def _take(self) -> Batch:
-        policy = self.batch_policy
-        segments: list[Segment] = []
-        events = nbytes = 0
-        queue = self._segments
-        while queue and events < policy.max_events and nbytes < policy.max_bytes:
-            segment = queue[0]
-            room = policy.max_events - events
-            count = len(segment.records)
-            if count > room:
-                segment, queue[0] = segment.split(room)
-            elif segments and nbytes + segment.nbytes > policy.max_bytes:
-                fit = _records_within(segment.records, policy.max_bytes - nbytes)
-                if fit == 0:
-                    break
-                segment, queue[0] = segment.split(fit)
-            else:
-                queue.popleft()
-            segments.append(segment)
-            events += len(segment.records)
-            nbytes += segment.nbytes
-        self._removed(events, nbytes)
-        if len(segments) == 1:
-            records: Sequence[Record] = segments[0].records
-        else:
-            records = [record for segment in segments for record in segment.records]
-        return Batch(segments, records, nbytes)
-
-
-def _records_within(records: Sequence[Record], budget: int) -> int:
-    used = 0
-    for index, record in enumerate(records):
-        used += len(record.raw)
-        if used > budget:
-            return index
-    return len(records)

@@ -45,16 +45,17 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import orjson
 import structlog
 
-from sluice.config.models import BatchPolicy, BufferPolicy
+from sluice.config.models import BatchPolicy, BufferPolicy, RetryPolicy
 from sluice.records import Record
-from sluice.runtime.acks import AckGroup, CommitTracker
-from sluice.runtime.buffer import Batch, BatchingQueue, BufferClosed, Segment
+from sluice.runtime.buffers.base import Backlog, Batch, BatchingQueue, BufferClosed, Segment
+from sluice.runtime.ledger import Ledger, Ticket
+from sluice.runtime.retry import Cadence, Retrying, retrying
 
 __all__ = ["MAGIC", "DiskBuffer", "encode_frame", "read_frames", "segment_bytes"]
 
@@ -65,7 +66,9 @@ _V1_HEADER = struct.Struct("<II")
 _MIN_SEGMENT = 64 * 1024
 _MAX_SEGMENT = 64 * 1024 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_FAILING_LOG_EVERY_SECS = 30.0
+_APPEND_RETRY = RetryPolicy(initial_backoff_secs=0.1, max_backoff_secs=5.0)
+_APPEND_CADENCE = Cadence(first=1, every_secs=30.0)
+"""A failing append is a warning at once, then at most every 30 s (else debug)."""
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[bytes, str, float | None]]).decode
 
@@ -154,7 +157,9 @@ def _is_complete_frame(data: bytes, offset: int) -> bool:
 
 
 class DiskBuffer(BatchingQueue):
-    """Same interface as :class:`sluice.runtime.buffer.SinkBuffer`, backed by files."""
+    """The :class:`~sluice.runtime.buffers.base.Buffer` protocol, backed by files."""
+
+    durable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -191,19 +196,13 @@ class DiskBuffer(BatchingQueue):
         self._finished = False
         self._open_lock = asyncio.Lock()
         self._on_error = on_error or (lambda exc: None)
-        self._tracker = CommitTracker(self._persist_cursor, self._cursor_failed)
+        self._ledger = Ledger(self._persist_cursor, self._cursor_failed)
         self._end = _Cursor(1, 0, 0)
-        self.abandoned = asyncio.Event()
-        """Set by ``close(drain=False)``: the sink may give up its in-flight batch (it is on disk)."""
-        self._tracker_task: asyncio.Task[None] | None = None
-        self._outstanding: deque[tuple[AckGroup, int, int]] = deque()
-        """Batches taken and not yet known written: group, records, bytes."""
+        self._ledger_task: asyncio.Task[None] | None = None
+        self._outstanding: deque[tuple[Ticket, int, int]] = deque()
+        """Batches taken and not yet known written: ticket, records, bytes."""
         self._synced_at = time.monotonic()
         self._append_lock = asyncio.Lock()
-        self.failing: str | None = None
-        """Why appends fail now (names the file), or None while they succeed."""
-        self.corrupt_frames = 0
-        self.corrupt_bytes = 0
         self.backlog_events = 0
         self.backlog_bytes = 0
         """What stays on disk for the next start, set when the buffer finishes."""
@@ -217,8 +216,8 @@ class DiskBuffer(BatchingQueue):
             if not self._opened:
                 await asyncio.to_thread(self._recover)
                 self._opened = True
-                self._tracker_task = asyncio.get_running_loop().create_task(
-                    self._tracker.run(), name=f"disk-buffer:{self.directory}"
+                self._ledger_task = asyncio.get_running_loop().create_task(
+                    self._ledger.run(), name=f"disk-buffer:{self.directory}"
                 )
 
     def _recover(self) -> None:
@@ -355,11 +354,19 @@ class DiskBuffer(BatchingQueue):
         except FileNotFoundError:
             return _Cursor(1, 0, 0)
 
-    # -- the SinkBuffer interface ------------------------------------------------------------------
+    # -- the Buffer protocol ------------------------------------------------------------------------
 
     def volatile_events(self) -> int:
         """Records that would be lost if the process stopped now: none, they are on disk."""
         return 0
+
+    def backlog(self) -> Backlog:
+        return Backlog(self.backlog_events, self.backlog_bytes)
+
+    async def aclose(self) -> None:
+        """Persist the cursor and close the log (what is held stays for the next start)."""
+        await self._ensure_open()
+        await self._finish()
 
     def disk_bytes(self) -> int:
         """Bytes of log files on disk now."""
@@ -397,15 +404,13 @@ class DiskBuffer(BatchingQueue):
             # registered, so a batch taken meanwhile cannot commit past a frame it did not see
             self._end = _Cursor(self._write_file, self._write_offset, 0)
         self._added(len(records), segment.nbytes)
-        segment.group.release()  # durable now: the source may move on
+        segment.ticket.release()  # durable now: the source may move on
         return True
 
     async def _append_retrying(self, frame: bytes) -> None:
         """Append, waiting out a full or failing disk (the source waits meanwhile, as when the
         buffer is full); raises BufferClosed if the pipeline stops without it."""
-        delay = 0.1
-        attempts = 0
-        since = logged_at = 0.0
+        retry: Retrying | None = None
         path = ""
         while True:
             try:
@@ -413,38 +418,28 @@ class DiskBuffer(BatchingQueue):
             except OSError as exc:
                 if self._closed:
                     raise BufferClosed(f"buffer closed while its disk failed: {exc}") from exc
-                if not attempts:
+                if retry is None:
                     path = str(self.directory / f"{self._write_file}.log")
+                    retry = retrying(
+                        _APPEND_RETRY, self.log, "buffer.write.failing", cadence=_APPEND_CADENCE
+                    )
                 if exc.errno in _FULL:
                     self._roll_wanted = True  # lets the consumed part of this file be deleted
-                attempts += 1
-                now = time.monotonic()
-                if attempts == 1:
-                    since = now
                 self.failing = f"disk buffer {path}: {exc.strerror or exc}"
                 self._on_error(exc)
-                if attempts == 1 or now - logged_at >= _FAILING_LOG_EVERY_SECS:
-                    logged_at = now
-                    self.log.warning(
-                        "buffer.write.failing",
-                        path=path,
-                        error=exc.strerror or str(exc),
-                        errno=errno.errorcode.get(exc.errno or 0, exc.errno),
-                        attempts=attempts,
-                        buffered_records=self.events,
-                        disk_bytes=self.disk_bytes(),
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if attempts:
-                self.failing = None
-                self.log.info(
-                    "buffer.write.recovered",
+                delay = retry.failed(
+                    exc,
                     path=path,
-                    attempts=attempts,
-                    failed_for_secs=round(time.monotonic() - since, 2),
+                    error=exc.strerror or str(exc),
+                    errno=errno.errorcode.get(exc.errno or 0, exc.errno),
+                    buffered_records=self.events,
+                    disk_bytes=self.disk_bytes(),
                 )
+                await asyncio.sleep(delay)
+                continue
+            if retry is not None:
+                self.failing = None
+                retry.recovered("buffer.write.recovered", path=path, attempts=retry.attempt)
             return
 
     def _append(self, frame: bytes) -> None:
@@ -518,9 +513,9 @@ class DiskBuffer(BatchingQueue):
         if self._finished:
             return
         self._finished = True
-        await self._tracker.flush()
-        if self._tracker_task is not None:
-            self._tracker_task.cancel()
+        await self._ledger.flush()
+        if self._ledger_task is not None:
+            self._ledger_task.cancel()
         async with self._append_lock:  # a put still appending (a full disk) ends first
             await self._close_log()
 
@@ -539,11 +534,11 @@ class DiskBuffer(BatchingQueue):
             finally:
                 os.close(fd)
         unacked = [
-            (events, nbytes) for group, events, nbytes in self._outstanding if not group.done
+            (events, nbytes) for ticket, events, nbytes in self._outstanding if not ticket.done
         ]
         self.backlog_events = self.events + sum(events for events, _ in unacked)
         self.backlog_bytes = self.nbytes + sum(nbytes for _, nbytes in unacked)
-        if not self._frames and self._tracker.in_flight == 0:
+        if not self._frames and self._ledger.in_flight == 0:
             # everything written: nothing of the log needs to stay
             done = _Cursor(self._write_file + 1, 0, 0)
             with self._files_lock:
@@ -579,7 +574,7 @@ class DiskBuffer(BatchingQueue):
             cursor = _Cursor(head.file, head.offset, self._skip)
         else:
             cursor = self._end
-        group = self._tracker.open(cursor)
+        ticket = self._ledger.open(cursor)
         parts = await asyncio.to_thread(self._read_plan, plan)
         records = [Record(raw, kind, t) for part in parts for raw, kind, t in part]
         nbytes = sum([len(r.raw) for r in records])
@@ -587,10 +582,10 @@ class DiskBuffer(BatchingQueue):
         if self._frames and self._frames[0] is last_frame:  # partly taken: it keeps the rest
             last_frame.nbytes -= sum(len(row[0]) for row in parts[-1])
         self._removed(len(records), nbytes)
-        self._outstanding.append((group, len(records), nbytes))
+        self._outstanding.append((ticket, len(records), nbytes))
         while self._outstanding and self._outstanding[0][0].done:
             self._outstanding.popleft()
-        return Batch([Segment(records, nbytes, group)], records, nbytes)
+        return Batch([Segment(records, nbytes, ticket)], records, nbytes)
 
     def _read_plan(self, plan: list[tuple[_Frame, int, int]]) -> list[_Rows]:
         return [self._read_rows(frame)[skip : skip + count] for frame, skip, count in plan]
