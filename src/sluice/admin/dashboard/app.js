@@ -20,11 +20,15 @@ const SLUICE_TOKEN_KEY = "sluice.admin.token";
   history.replaceState(null, "", window.location.pathname + window.location.search + (rest ? "#" + rest : ""));
 })();
 
-// A small modal form asking for the token; resolves to the token, or null when cancelled.
+// A small modal form asking for the token; resolves to the token, or null when cancelled. Callers
+// that hit a 401 while the form is open (the market panel polls) share it: one form, one answer.
+// After a cancel the page stops asking (reload, or open the #token= link, to give one).
+let tokenPrompt = null;
+let tokenDeclined = false;
+
 function askForToken(message) {
-  return new Promise((resolve) => {
-    const old = document.getElementById("token-prompt");
-    if (old) old.remove();
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
     const dialog = document.createElement("dialog");
     dialog.id = "token-prompt";
     const form = document.createElement("form");
@@ -49,6 +53,8 @@ function askForToken(message) {
     dialog.addEventListener("close", () => {
       const token = dialog.returnValue === "ok" ? input.value.trim() : "";
       dialog.remove();
+      tokenPrompt = null;
+      tokenDeclined = !token;
       resolve(token || null);
     });
     document.body.append(dialog);
@@ -56,6 +62,7 @@ function askForToken(message) {
     else dialog.setAttribute("open", "");
     input.focus();
   });
+  return tokenPrompt;
 }
 
 // One read-only SELECT against a queryable sink (sink: its id, or undefined for the first one).
@@ -74,7 +81,7 @@ async function apiQuery(sql, sink) {
       cache: "no-store",
       credentials: "same-origin",
     });
-    if (response.status === 401 && asked < 3) {
+    if (response.status === 401 && asked < 3 && !tokenDeclined) {
       const given = await askForToken(
         token ? "That token was refused. Admin token:" : "Admin token (in <data_dir>/admin.token):"
       );
