@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
@@ -79,10 +78,16 @@ def test_second_signal_exits_at_once_and_says_what_was_not_written(workdir: Path
     process = spawn([*SLUICE_TESTING, "run", "p.yaml", "--log-format", "json"], cwd=workdir)
     wait_for(lambda: (workdir / ".sluice").exists(), timeout=20)
     process.send_signal(signal.SIGTERM)  # the drain starts, but the sink keeps failing
-    time.sleep(0.3)  # not a timing assertion: only lets the first signal be handled first
+    assert process.stderr is not None
+    read: list[str] = []
+    while not read or '"pipeline.stopping"' not in read[-1]:  # the first signal was handled
+        line = process.stderr.readline()
+        assert line, "exited before saying it stops"
+        read.append(line)
     assert process.poll() is None, "still draining"
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
+    _, rest = process.communicate(timeout=30)
+    stderr = "".join(read) + rest
     assert process.returncode == 1
     forced = event(stderr, "pipeline.forced_exit")
     assert int(forced["unwritten_records"]) > 0  # type: ignore[call-overload]
