@@ -39,7 +39,9 @@ class FileSinkConfig(SinkConfig):
     rotate_max_bytes: int | None = Field(
         None,
         gt=0,
-        description="Start a new file when the current one would exceed this size.",
+        description="Start a new file when the current one would exceed this size. The full "
+        "file is renamed to `<stem>.<UTC time to the microsecond><suffix>`, so the names sort in "
+        "the order the files were written.",
     )
     rotate_max_age_secs: float | None = Field(
         None, gt=0, description="Start a new file when the current one is older than this."
@@ -129,10 +131,13 @@ class FileSink(Sink[FileSinkConfig]):
         )
 
     def _rotate(self) -> None:
-        """Rename the current file to ``<stem>.<UTC time>[.n]<suffix>`` and start a new one."""
+        """Rename the current file to ``<stem>.<UTC time>[.n]<suffix>`` and start a new one.
+
+        The time has microseconds: names sort in write order (the ``.n`` of a clash within one
+        microsecond would not)."""
         path = self.config.path
         self._close_fd()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
         counter = 1
         while target.exists():
