@@ -78,6 +78,22 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         process.communicate(timeout=10)
 
 
+pytest_plugins = ["pytester"]
+
+SERVER_FIXTURES = frozenset({"clickhouse_server", "clickhouse_server_session"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the ClickHouse server at collection, so that
+    ``-m "not clickhouse_server"`` deselects them all (a mark added when a fixture is set up comes
+    too late to deselect). A test that asks for the server only while it runs
+    (``request.getfixturevalue``) carries the mark itself, on its parameter; the
+    ``clickhouse_server`` fixture fails a test that does not."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.clickhouse_server)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A skipped test is a test that did not run: report it as a failure (CI must provide every
@@ -87,3 +103,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"test skipped, which this suite does not allow: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A module skipped while it is imported or collected (``pytest.skip(allow_module_level=True)``,
+    ``pytest.importorskip``) would take all its tests out of the run unseen: a collection error."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"collection skipped, which this suite does not allow: {report.longrepr}"

@@ -71,7 +71,13 @@ class Panels:
     rows: Callable[[str], list[list[Any]]]
 
 
-@pytest.fixture(params=["chdb", "server", "server-as-grafana"])
+@pytest.fixture(
+    params=[
+        "chdb",
+        pytest.param("server", marks=pytest.mark.clickhouse_server),
+        pytest.param("server-as-grafana", marks=pytest.mark.clickhouse_server),
+    ]
+)
 def panels(request: pytest.FixtureRequest) -> Iterator[Panels]:
     if request.param == "chdb":
         chdb: LocalChdb = request.getfixturevalue("chdb")
