@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 SLUICE = [sys.executable, "-m", "sluice"]
@@ -45,6 +48,31 @@ async def wait_until(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def read_log_until(process: subprocess.Popen[str], event: str) -> list[dict[str, Any]]:
+    """Read a process's JSON log lines (``--log-format json`` on stderr) up to and including the
+    first ``event``; fails if the process ends first. The rest stays in the pipe."""
+    assert process.stderr is not None
+    read: list[dict[str, Any]] = []
+    while not read or read[-1].get("event") != event:
+        line = process.stderr.readline()
+        assert line, f"the process ended before logging {event}"
+        if line.startswith("{"):
+            read.append(json.loads(line))
+    return read
+
+
+def sent_events(admin_url: str) -> dict[str, int]:
+    """Records each component passed on (sources) or wrote (sinks), from a process's /metrics."""
+    with urllib.request.urlopen(admin_url + "metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["component_id"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "sluice_component_sent_events_total"
+    }
 
 
 @pytest.fixture

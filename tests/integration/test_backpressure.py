@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import SLUICE_TESTING, wait_for
+from tests.conftest import SLUICE_TESTING, read_log_until, sent_events, wait_for
 
 MiB = 1024 * 1024
 BUFFER_BYTES = 8 * MiB
@@ -38,15 +36,8 @@ def rss(pid: int) -> int:
 
 
 def sent(admin_url: str) -> tuple[int, int]:
-    """(records the source passed on, records the sink wrote), from the process's /metrics."""
-    with urllib.request.urlopen(admin_url + "metrics", timeout=10) as response:
-        text = response.read().decode()
-    counts = {
-        sample.labels["component_id"]: int(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "sluice_component_sent_events_total"
-    }
+    """(records the source passed on, records the sink wrote)."""
+    counts = sent_events(admin_url)
     return counts["gen"], counts["slow"]
 
 
@@ -59,13 +50,7 @@ def test_fast_source_slow_sink_keeps_rss_bounded_and_loses_nothing(workdir: Path
         'admin: {listen: "127.0.0.1:0"}\n'
     )
     process = spawn([*SLUICE_TESTING, "run", "p.yaml", "--log-format", "json"], cwd=workdir)
-    assert process.stderr is not None
-    read: list[str] = []
-    while not read or '"admin.listening"' not in read[-1]:
-        line = process.stderr.readline()
-        assert line, "exited before its admin server listened"
-        read.append(line)
-    admin_url = json.loads(read[-1])["url"]
+    admin_url = read_log_until(process, "admin.listening")[-1]["url"]
     # warm-up: the buffer fills (the source is more than half a buffer ahead of the sink)
     wait_for(lambda: (s := sent(admin_url))[0] - s[1] > IN_FLIGHT_BOUND // 2, timeout=60)
     baseline = rss(process.pid)

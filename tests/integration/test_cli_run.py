@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SLUICE, SLUICE_TESTING, wait_for
+from tests.conftest import SLUICE, SLUICE_TESTING, read_log_until, wait_for
 
 
 def log_events(stderr: str) -> list[dict[str, object]]:
@@ -78,16 +78,10 @@ def test_second_signal_exits_at_once_and_says_what_was_not_written(workdir: Path
     process = spawn([*SLUICE_TESTING, "run", "p.yaml", "--log-format", "json"], cwd=workdir)
     wait_for(lambda: (workdir / ".sluice").exists(), timeout=20)
     process.send_signal(signal.SIGTERM)  # the drain starts, but the sink keeps failing
-    assert process.stderr is not None
-    read: list[str] = []
-    while not read or '"pipeline.stopping"' not in read[-1]:  # the first signal was handled
-        line = process.stderr.readline()
-        assert line, "exited before saying it stops"
-        read.append(line)
+    read_log_until(process, "pipeline.stopping")  # the first signal was handled
     assert process.poll() is None, "still draining"
     process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=30)
-    stderr = "".join(read) + rest
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 1
     forced = event(stderr, "pipeline.forced_exit")
     assert int(forced["unwritten_records"]) > 0  # type: ignore[call-overload]

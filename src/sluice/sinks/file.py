@@ -4,7 +4,10 @@ Delivery: at-least-once. A batch is one ``write`` of its lines (plus an ``fsync`
 in a worker thread so the event loop never waits on the disk. If the write fails (disk full,
 permission changed, file removed), the file is truncated back to where the batch began, so no
 partial line is left, the file is reopened on the next attempt and the runner retries the batch.
-A crash between the write and the acknowledgement can repeat a batch on restart.
+A crash between the write and the acknowledgement can repeat a batch on restart. A crash in the
+middle of a write leaves a torn last line: on start the sink cuts it off (it was never
+acknowledged, so an at-least-once source sends it again) and logs ``file.torn_line_cut``; a last
+line that is whole JSON without its newline is kept and ended.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from pydantic import Field
 
 from sluice.config.models import BatchPolicy, Claim, SinkConfig
@@ -67,16 +71,19 @@ class FileSink(Sink[FileSinkConfig]):
         self._fd: int | None = None
         self._size = 0
         self._opened_at = 0.0
+        self._log: Any = None
 
     async def start(self, ctx: ComponentContext) -> None:
+        self._log = ctx.log
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
         path = self.config.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # read as well: a torn last line left by a crash is found and cut (see _end_last_line)
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         stat = os.fstat(self._fd)
-        self._size = stat.st_size
+        self._size = _end_last_line(self._fd, stat.st_size, path, self._log)
         self._opened_at = time.time()  # age for rotation counts from when this process opened it
 
     def _close_fd(self) -> None:
@@ -152,3 +159,31 @@ class FileSink(Sink[FileSinkConfig]):
             if self.config.fsync:
                 await asyncio.to_thread(os.fsync, self._fd)
             self._close_fd()
+
+
+def _end_last_line(fd: int, size: int, path: Path, log: Any) -> int:
+    """Make the file at ``fd`` end with a whole line; its size after that.
+
+    A tail after the last newline that is not JSON is what a crash in the middle of a write
+    leaves: it is cut off. A tail that is JSON (a file written by something else without a final
+    newline) gets its newline."""
+    end = size
+    while end > 0:  # the last newline, searched backwards a block at a time
+        start = max(0, end - 65536)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            end = start + found + 1
+            break
+        end = start
+    if end == size:
+        return size
+    tail = os.pread(fd, size - end, end)
+    try:
+        orjson.loads(tail)
+    except orjson.JSONDecodeError:
+        os.ftruncate(fd, end)
+        if log is not None:
+            log.warning("file.torn_line_cut", path=str(path), bytes=size - end)
+        return end
+    os.write(fd, b"\n")
+    return size + 1

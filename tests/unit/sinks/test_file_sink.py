@@ -46,6 +46,37 @@ async def test_appends_json_lines_and_creates_parent_directories(tmp_path: Path)
     assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n'
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b'{"n":0}\n{"n":1}\n{"n', b'{"n":0}\n{"n":1}\n{"n":2}\n'),  # torn by a crash: cut
+        (b'{"n', b'{"n":2}\n'),  # torn first line
+        (b'{"n":0}\n{"n":1}', b'{"n":0}\n{"n":1}\n{"n":2}\n'),  # whole, no newline: kept
+        (b'{"n":0}\n', b'{"n":0}\n{"n":2}\n'),
+        (b"", b'{"n":2}\n'),
+    ],
+    ids=["torn-tail", "torn-only-line", "whole-tail", "whole", "empty"],
+)
+async def test_a_torn_last_line_left_by_a_crash_is_cut_off_on_start(
+    tmp_path: Path, before: bytes, after: bytes
+) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(before)
+    sink = await started(tmp_path, path=path)
+    await sink.write_batch(records(2, 1))
+    await sink.close()
+    assert path.read_bytes() == after
+
+
+async def test_a_torn_line_longer_than_a_read_block_is_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"n":0}\n{"pad":"' + b"p" * 200_000)
+    sink = await started(tmp_path, path=path)
+    await sink.write_batch(records(1, 1))
+    await sink.close()
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n'
+
+
 async def test_rotates_by_size(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     sink = await started(tmp_path, path=path, rotate_max_bytes=20)
