@@ -82,8 +82,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+Spawn = Callable[..., subprocess.Popen[str]]
+"""The ``spawn`` fixture: ``spawn(args, cwd=None, **env)``."""
+
+
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+def spawn() -> Iterator[Spawn]:
     """Start processes that are killed at the end of the test if still running."""
     started: list[subprocess.Popen[str]] = []
 

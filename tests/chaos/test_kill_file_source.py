@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SLUICE, wait_for
+from tests.conftest import SLUICE, Spawn, wait_for
 
 TOTAL = 40_000
 RATE, BURST, INTERVAL = 8000, 1000, 0.5
@@ -24,8 +24,8 @@ def complete_lines(path: Path) -> int:
 
 
 def test_kill_9_mid_file_then_restart_loses_nothing_and_repeats_one_interval_at_most(
-    workdir: Path, spawn
-) -> None:  # type: ignore[no-untyped-def]
+    workdir: Path, spawn: Spawn
+) -> None:
     source = workdir / "in.jsonl"
     lines = [orjson.dumps({"seq": i, "pad": "p" * 100}) + b"\n" for i in range(TOTAL)]
     source.write_bytes(b"".join(lines))

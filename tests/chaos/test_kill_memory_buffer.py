@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SLUICE_TESTING, read_log_until, sent_events, wait_for
+from tests.conftest import SLUICE_TESTING, Spawn, read_log_until, sent_events, wait_for
 
 SOURCE_BATCH, SINK_BATCH, BUFFER_EVENTS = 500, 1000, 5000
 LOSS_BOUND = BUFFER_EVENTS + SINK_BATCH + 2 * SOURCE_BATCH
@@ -23,8 +23,8 @@ def written_seqs(path: Path) -> list[int]:
 
 
 def test_kill_9_with_a_full_memory_buffer_loses_at_most_the_documented_bound(
-    workdir: Path, spawn
-) -> None:  # type: ignore[no-untyped-def]
+    workdir: Path, spawn: Spawn
+) -> None:
     # five batches are written, then the sink's far side stops answering: one batch stays in
     # flight, the buffer fills, the source waits; then the process is killed
     (workdir / "p.yaml").write_text(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SLUICE, SLUICE_TESTING, read_log_until, wait_for
+from tests.conftest import SLUICE, SLUICE_TESTING, Spawn, read_log_until, wait_for
 
 
 def log_events(stderr: str) -> list[dict[str, object]]:
@@ -88,8 +88,8 @@ def test_second_signal_exits_at_once_and_says_what_was_not_written(workdir: Path
 
 
 def test_file_source_resumes_after_sigterm_without_skipping_or_repeating(
-    workdir: Path, spawn
-) -> None:  # type: ignore[no-untyped-def]
+    workdir: Path, spawn: Spawn
+) -> None:
     total = 60000
     with (workdir / "in.jsonl").open("wb") as f:
         for i in range(total):

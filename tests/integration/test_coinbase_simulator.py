@@ -215,7 +215,7 @@ async def test_garbage_and_truncated_frames_land_in_the_dead_letters_with_reason
     run = await run_until(
         tmp_path,
         simulator.url,
-        lambda: simulator.sessions and simulator.sessions[0].sent_frames >= 300,
+        lambda: bool(simulator.sessions) and simulator.sessions[0].sent_frames >= 300,
         products=PRODUCTS,
         source=TICKERS,
     )
@@ -244,7 +244,7 @@ async def test_skipped_repeated_and_reordered_trade_ids_are_gaps_and_dropped_dup
     run = await run_until(
         tmp_path,
         simulator.url,
-        lambda: simulator.sessions and simulator.sessions[0].trade_frames >= 400,
+        lambda: bool(simulator.sessions) and simulator.sessions[0].trade_frames >= 400,
         products=PRODUCTS,
         source="    channels: [matches, heartbeat]",
     )

@@ -30,7 +30,7 @@ def _buffer(
     age: float = 0.05,
 ) -> SinkBuffer:
     return SinkBuffer(
-        BufferPolicy(max_events=max_events, max_bytes=max_bytes, when_full=when_full),  # type: ignore[arg-type]
+        BufferPolicy(max_events=max_events, max_bytes=max_bytes, when_full=when_full),
         BatchPolicy(max_events=batch_events, max_bytes=batch_bytes, max_age_secs=age),
     )
 

@@ -10,6 +10,8 @@ import orjson
 from sluice.config import load_config_text
 from sluice.runtime.pacing import TokenBucket
 from sluice.runtime.pipeline import Pipeline, RunResult
+from sluice.runtime.sink_worker import SinkWorker
+from sluice.runtime.source_worker import SourceWorker
 from sluice.testing import WRITTEN, registry_with_doubles
 from tests.conftest import wait_until
 from tests.unit.runtime.virtual_clock import VirtualClock
@@ -32,9 +34,8 @@ def seqs(path: Path) -> list[int]:
 
 
 def totals(pipeline: Pipeline, component_id: str) -> dict[str, int]:
-    worker = next(
-        w for w in [*pipeline.sources, *pipeline.all_sinks()] if w.component_id == component_id
-    )
+    workers: list[SourceWorker | SinkWorker] = [*pipeline.sources, *pipeline.all_sinks()]
+    worker = next(w for w in workers if w.component_id == component_id)
     return worker.metrics.totals()
 
 
@@ -206,7 +207,7 @@ async def test_source_rate_limit_holds(workdir: Path) -> None:
     clock = VirtualClock()
     worker = pipeline.sources[0]
     assert worker._limiter is not None
-    worker._limiter = TokenBucket(worker.source.config.rate_limit, clock, clock.sleep)  # type: ignore[arg-type]
+    worker._limiter = TokenBucket(worker.source.config.rate_limit, clock, clock.sleep)
     assert (await pipeline.run()).ok
     # a batch of 100 takes the burst; each of the other nine waits for 100 tokens at 1600/s
     assert clock.sleeps == [100 / 1600] * 9

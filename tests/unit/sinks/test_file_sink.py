@@ -107,7 +107,12 @@ async def test_rotates_by_age(tmp_path: Path) -> None:
 async def test_fsync_is_called_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     sink = await started(tmp_path, path=tmp_path / "out.jsonl", fsync=True)
     await sink.write_batch(records(0, 3))
     await sink.write_batch(records(3, 3))
