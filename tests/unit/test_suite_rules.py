@@ -69,19 +69,21 @@ SERVER_PARAMETER = re.compile(r"\[(.*-)?(server|server-as-grafana|clickhouse-ser
 def test_not_clickhouse_server_deselects_every_test_of_the_real_suite_that_uses_it() -> None:
     """Including those that ask for the server at run time, through a parameter."""
     without = collected("not clickhouse_server")
-    assert without, "the rest still runs"
+    assert len(without) > 50, "the rest still runs"
     assert [test for test in without if SERVER_PARAMETER.search(test)] == []
-    server = collected("clickhouse_server")
-    assert set(server).isdisjoint(without)
-    for expected in [
+    for uses_the_server in [
         "test_grafana_pack.py::test_grafana_user_is_read_only_on_18_16",  # the fixture, no mark
         "test_grafana_pack.py::test_dashboard_queries_show_the_stop[server-as-grafana]",
         "test_monitor_command.py::test_monitor_creates_nothing_where_the_table_does_not_exist[server]",
         "test_clickhouse_sink.py::test_creates_the_table_and_stores_every_ticker[server]",
         "test_sink_conformance.py::test_appends_across_a_restart[clickhouse-server]",
     ]:
-        assert any(test.endswith(expected) for test in server), expected
-    assert all(SERVER_PARAMETER.search(t) or "::test_" in t for t in server)
+        assert not any(test.endswith(uses_the_server) for test in without), uses_the_server
+    for runs_without_it in [
+        "test_grafana_pack.py::test_dashboard_queries_show_the_stop[chdb]",
+        "test_monitor_command.py::test_monitor_creates_nothing_where_the_table_does_not_exist[chdb]",
+    ]:
+        assert any(test.endswith(runs_without_it) for test in without), runs_without_it
 
 
 @pytest.mark.parametrize(
