@@ -76,7 +76,7 @@ def test_second_signal_exits_at_once_and_says_what_was_not_written(workdir: Path
         "admin: {enabled: false}\n"
     )
     process = spawn([*SLUICE_TESTING, "run", "p.yaml", "--log-format", "json"], cwd=workdir)
-    wait_for(lambda: (workdir / ".sluice").exists(), timeout=20)
+    read_log_until(process, "sink.write.retrying")  # records in hand, and the sink failing
     process.send_signal(signal.SIGTERM)  # the drain starts, but the sink keeps failing
     read_log_until(process, "pipeline.stopping")  # the first signal was handled
     assert process.poll() is None, "still draining"
