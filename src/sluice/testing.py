@@ -131,10 +131,17 @@ class FlakySinkConfig(SinkConfig):
             "down and brings back from outside the process."
         ),
     )
+    hang_after_writes: int | None = Field(
+        None,
+        ge=0,
+        description="After this many successful writes, the next write never returns (a far "
+        "side that stops answering; the batch stays in flight).",
+    )
 
 
 class FlakySink(Sink[FlakySinkConfig]):
-    """Appends JSON Lines after ``delay_secs``; the first ``fail_first_writes`` writes fail."""
+    """Appends JSON Lines after ``delay_secs``; the first ``fail_first_writes`` writes fail; after
+    ``hang_after_writes`` successful writes, writing hangs."""
 
     config_model = FlakySinkConfig
     description = "A JSON Lines file sink that is slow or fails on demand (test double)."
@@ -142,9 +149,15 @@ class FlakySink(Sink[FlakySinkConfig]):
     def __init__(self, component_id: str, config: FlakySinkConfig) -> None:
         super().__init__(component_id, config)
         self.attempts = 0
+        self.written = 0
 
     async def write_batch(self, records: Sequence[Record]) -> None:
         self.attempts += 1
+        if (
+            self.config.hang_after_writes is not None
+            and self.written >= self.config.hang_after_writes
+        ):
+            await asyncio.Event().wait()  # until the run is cancelled or the process killed
         if self.config.delay_secs:
             await asyncio.sleep(self.config.delay_secs)
         gate = self.config.closed_while
@@ -159,6 +172,7 @@ class FlakySink(Sink[FlakySinkConfig]):
             raise RetriableError(message)
         data = join_lines(records)
         await asyncio.to_thread(_append, self.config.path, data)
+        self.written += 1
 
 
 def _append(path: Path, data: bytes) -> None:

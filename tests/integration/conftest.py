@@ -34,8 +34,15 @@ def clickhouse_server_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def clickhouse_server(clickhouse_server_session: LocalServer) -> LocalServer:
+def clickhouse_server(
+    clickhouse_server_session: LocalServer, request: pytest.FixtureRequest
+) -> LocalServer:
     """The session's server, running (a test that killed it and failed is made good here)."""
+    if request.node.get_closest_marker("clickhouse_server") is None:
+        pytest.fail(
+            "a test that uses the ClickHouse server must be marked clickhouse_server at "
+            "collection: pytest.param(..., marks=SERVER) where it asks for the server at run time"
+        )
     if clickhouse_server_session.process is None:
         clickhouse_server_session.start()
     return clickhouse_server_session
@@ -49,11 +56,13 @@ def chdb(tmp_path: Path) -> Iterator[LocalChdb]:
     store.close()
 
 
-@pytest.fixture(params=["chdb", "server"])
+SERVER = pytest.mark.clickhouse_server
+
+
+@pytest.fixture(params=["chdb", pytest.param("server", marks=SERVER)])
 def store(request: pytest.FixtureRequest) -> ClickHouseStore:
     """Each test runs on chDB (a current engine) and on the session's server (18.16)."""
     if request.param == "server":
-        request.applymarker(pytest.mark.clickhouse_server)
         server: LocalServer = request.getfixturevalue("clickhouse_server")
         return server
     chdb: LocalChdb = request.getfixturevalue("chdb")

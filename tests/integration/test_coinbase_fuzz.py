@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +157,7 @@ def _hostile(rng: random.Random) -> list[Frame]:
     base = orjson.loads(TICKER % (b"1", b'"1"', b"10"))
     for name in list(base):
         add(Frame(orjson.dumps({k: v for k, v in base.items() if k != name})))
+        wrong: object
         for wrong in (None, [], {}, True, 1, "x", 1.5):
             add(Frame(orjson.dumps({**base, name: wrong})))
     # not JSON, or not an object, or not a known type
@@ -234,7 +235,7 @@ BOMB = b'{"type":"ticker","pad":"' + b"b" * (5 * LIMIT) + b'"}'
 """Compresses to a few dozen bytes, inflates past 4 x max_frame_bytes: the client must close."""
 
 
-def _server(script: Script) -> Callable[[ServerConnection], object]:
+def _server(script: Script) -> Callable[[ServerConnection], Awaitable[None]]:
     async def handler(ws: ServerConnection) -> None:
         request = orjson.loads(await ws.recv())
         await ws.send(
@@ -281,8 +282,9 @@ async def test_every_hostile_frame_is_a_record_a_dead_letter_or_a_counted_skip(
     log = io.StringIO()
     configure_logging("info", "text", stream=log)
     out = tmp_path / "out.jsonl"
-    server_options = {"max_size": None, "compression": compression}
-    async with serve(_server(script), "127.0.0.1", 0, **server_options) as server:
+    async with serve(
+        _server(script), "127.0.0.1", 0, max_size=None, compression=compression
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         pipeline = build_pipeline(
             f"""

@@ -120,7 +120,7 @@ def test_min_rate_resolves_when_the_rate_recovers() -> None:
     )
     for second in range(1, 6):
         h.at(second)
-    assert h.engine.alerts[0].state == "firing"
+    assert [alert.state for alert in h.engine.alerts] == ["firing"]
     for second in range(6, 9):
         h.produce(h.feed, 20, second)
         h.at(second)

@@ -9,7 +9,7 @@ from sluice.logs import configure_logging
 def test_secret_looking_fields_are_masked_in_both_formats() -> None:
     for fmt in ("text", "json"):
         stream = io.StringIO()
-        configure_logging("info", fmt, stream=stream)  # type: ignore[arg-type]
+        configure_logging("info", fmt, stream=stream)
         structlog.get_logger().info(
             "connect", url="http://h:8123", password="hunter2", api_token="t0k"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sluice.metrics import Metrics
-from sluice.observe.history import History
+from sluice.observe.history import History, SeriesKey
 
 T0 = 1_800_000_000.0  # a whole minute
 
@@ -19,7 +19,7 @@ def metrics() -> Metrics:
 def test_each_second_gets_what_was_counted_in_it(metrics: Metrics) -> None:
     feed = metrics.component("feed", "source", "generator")
     history = History(metrics, T0 + 0.3)
-    key = ("source", "feed", "records")
+    key: SeriesKey = ("source", "feed", "records")
     for second, count in enumerate([100, 0, 0, 50, 25]):
         feed.sent_events.inc(count)
         history.sample(T0 + second + 1.02)  # just after the second ended
@@ -35,14 +35,14 @@ def test_a_late_sample_is_spread_over_the_seconds_it_covers(metrics: Metrics) ->
     history.sample(T0 + 1.02)
     sink.sent_events.inc(300)
     history.sample(T0 + 4.02)  # the loop was busy: three seconds in one sample
-    key = ("sink", "out", "records")
+    key: SeriesKey = ("sink", "out", "records")
     assert history.per_second(key, int(T0) + 3, 4) == [10.0, 100.0, 100.0, 100.0]
 
 
 def test_minutes_of_a_stop_are_zero_and_minutes_roll(metrics: Metrics) -> None:
     feed = metrics.component("feed", "source", "generator")
     history = History(metrics, T0, keep_minutes=10)
-    key = ("source", "feed", "records")
+    key: SeriesKey = ("source", "feed", "records")
     for minute in range(12):
         for second in range(0, 60, 10):
             if minute not in (4, 5, 6):  # a stop of three minutes
@@ -58,7 +58,7 @@ def test_minutes_of_a_stop_are_zero_and_minutes_roll(metrics: Metrics) -> None:
 def test_count_since_answers_windows_it_has_seen(metrics: Metrics) -> None:
     sink = metrics.component("out", "sink", "file")
     history = History(metrics, T0, window_secs=30)
-    key = ("sink", "out", "records")
+    key: SeriesKey = ("sink", "out", "records")
     for second in range(1, 61):
         sink.sent_events.inc(2)
         history.sample(T0 + second)
@@ -98,7 +98,7 @@ def test_the_minute_the_run_started_in_is_not_a_gap_before_the_first_record(
     without records it is unknown, not a red gap; a quiet minute after it is a gap."""
     feed = metrics.component("feed", "source", "generator")
     history = History(metrics, T0 + 59)
-    key = ("source", "feed", "records")
+    key: SeriesKey = ("source", "feed", "records")
     history.sample(T0 + 60.02)  # nothing yet in the minute the run started in
     for second in range(61, 120):
         feed.sent_events.inc(1)

@@ -9,7 +9,8 @@ The body (documented in docs/observability.md)::
 
 ``text`` makes the body usable as-is by chat webhooks (Slack, Mattermost) that read that field.
 A 2xx answer is success; 408, 429, 5xx, timeouts and connection errors are retried with
-exponential backoff up to ``max_attempts``; any other answer is final (the request is wrong, a
+exponential backoff up to ``max_attempts``, waiting at least what ``Retry-After`` asks (seconds or
+an HTTP date); any other answer is final (the request is wrong, a
 retry would not help). Notifications never block the pipeline: they go through a queue, and one
 that cannot be delivered is logged and counted, then dropped. The URL and headers are secrets:
 only the host name is ever logged.
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +40,8 @@ from sluice.runtime.pacing import Backoff
 __all__ = ["WebhookNotifier", "event_body"]
 
 _RETRY_STATUSES = frozenset({408, 429})
-_QUEUE_LIMIT = 1000
+QUEUE_LIMIT = 1000
+"""Notifications waiting to go out at most; one more is dropped, counted and logged."""
 
 
 def _iso(ts: float | None) -> str | None:
@@ -76,7 +80,7 @@ class WebhookNotifier:
         url = config.url.get_secret_value()
         self._url = url
         self._target = urlsplit(url).hostname or "?"
-        self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue(_QUEUE_LIMIT)
+        self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue(QUEUE_LIMIT)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._retry = RetryPolicy(
@@ -188,9 +192,18 @@ class WebhookNotifier:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` header asks for: delay-seconds or an HTTP-date (RFC 9110), at
+    most 300 s; None when there is none or it cannot be read."""
     if value is None:
         return None
     try:
-        return min(300.0, max(0.0, float(value)))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - time.time()
+    return min(300.0, max(0.0, seconds))

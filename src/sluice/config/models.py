@@ -79,8 +79,12 @@ class BufferPolicy(StrictModel):
     type: Literal["memory", "disk"] = Field(
         "memory",
         description=(
-            "`memory` is fastest; `disk` keeps the buffer in `<data_dir>/sinks/<id>/buffer/`, so "
-            "records a source cannot replay survive a crash or restart (raise `max_bytes` for it)."
+            "`memory` is fastest, but a crash of the process (kill -9, out of memory) loses what "
+            "it holds: per sink at most `max_events` + the sink's `batch.max_events` + two source "
+            "batches (one admitted over the limit, one waiting for room), fewer if `max_bytes` "
+            "binds first; a source with a checkpoint (`file`) reads them again. `disk` keeps the "
+            "buffer in `<data_dir>/sinks/<id>/buffer/`, so records a source cannot replay survive "
+            "a crash or restart (raise `max_bytes` for it)."
         ),
     )
     max_events: int = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 from sluice.config.models import RateLimit, RetryPolicy
 
@@ -51,29 +52,38 @@ class TokenBucket:
     batch is delayed, never refused. Returns the seconds waited.
     """
 
-    def __init__(self, limit: RateLimit) -> None:
+    def __init__(
+        self,
+        limit: RateLimit,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``clock`` and ``sleep`` are the monotonic clock and the wait (a test passes a virtual
+        clock whose ``sleep`` advances it, so the bucket's arithmetic is checked exactly)."""
         self.rate = limit.events_per_sec
         self.capacity = float(limit.burst or max(1, int(limit.events_per_sec)))
         self.tokens = self.capacity
-        self._updated = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
         self._updated = now
 
     async def acquire(self, count: int) -> float:
         self._refill()
-        if self.tokens >= count:
+        if self.tokens >= count and not self._lock.locked():  # never ahead of a waiter
             self.tokens -= count
             return 0.0
-        started = time.monotonic()
+        started = self._clock()
         async with self._lock:  # waiters are served in order
             self._refill()
             need = min(float(count), self.capacity)
             while self.tokens < need:
-                await asyncio.sleep((need - self.tokens) / self.rate)
+                await self._sleep((need - self.tokens) / self.rate)
                 self._refill()
             self.tokens -= count  # may go negative for an oversized request: later ones wait
-        return time.monotonic() - started
+        return self._clock() - started

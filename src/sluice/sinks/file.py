@@ -8,7 +8,10 @@ An error opening the file that waiting cannot cure (the path is a directory, a p
 permission to create it: see :func:`sluice.errors.classify_os_error`) is a
 :class:`~sluice.errors.BrokenError`: the runner stops trying this sink and sends its records to the
 dead letters (``sluice check`` refuses such a path before a run; this covers what changes after
-it). A crash between the write and the acknowledgement can repeat a batch on restart.
+it). A crash between the write and the acknowledgement can repeat a batch on restart. A crash in
+the middle of a write leaves a torn last line: on start the sink cuts it off (it was never
+acknowledged, so an at-least-once source sends it again) and logs ``file.torn_line_cut``; a last
+line that is whole JSON without its newline is kept and ended.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from pydantic import Field
 
 from sluice.config.models import BatchPolicy, Claim, LocalPath, SinkConfig
@@ -44,7 +48,9 @@ class FileSinkConfig(SinkConfig):
     rotate_max_bytes: int | None = Field(
         None,
         gt=0,
-        description="Start a new file when the current one would exceed this size.",
+        description="Start a new file when the current one would exceed this size. The full "
+        "file is renamed to `<stem>.<UTC time to the microsecond><suffix>`, so the names sort in "
+        "the order the files were written.",
     )
     rotate_max_age_secs: float | None = Field(
         None, gt=0, description="Start a new file when the current one is older than this."
@@ -73,8 +79,10 @@ class FileSink(Sink[FileSinkConfig]):
         self._fd: int | None = None
         self._size = 0
         self._opened_at = 0.0
+        self._log: Any = None
 
     async def start(self, ctx: ComponentContext) -> None:
+        self._log = ctx.log
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
@@ -88,11 +96,12 @@ class FileSink(Sink[FileSinkConfig]):
                 raise NotADirectoryError(
                     errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
                 ) from exc
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # read as well: a torn last line left by a crash is found and cut (see _end_last_line)
+            self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise classify_os_error(exc, f"cannot open {path.absolute()}") from exc
         stat = os.fstat(self._fd)
-        self._size = stat.st_size
+        self._size = _end_last_line(self._fd, stat.st_size, path, self._log)
         self._opened_at = time.time()  # age for rotation counts from when this process opened it
 
     def _close_fd(self) -> None:
@@ -147,10 +156,13 @@ class FileSink(Sink[FileSinkConfig]):
         )
 
     def _rotate(self) -> None:
-        """Rename the current file to ``<stem>.<UTC time>[.n]<suffix>`` and start a new one."""
+        """Rename the current file to ``<stem>.<UTC time>[.n]<suffix>`` and start a new one.
+
+        The time has microseconds: names sort in write order (the ``.n`` of a clash within one
+        microsecond would not)."""
         path = self.config.path
         self._close_fd()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
         counter = 1
         while target.exists():
@@ -165,3 +177,31 @@ class FileSink(Sink[FileSinkConfig]):
             if self.config.fsync:
                 await asyncio.to_thread(os.fsync, self._fd)
             self._close_fd()
+
+
+def _end_last_line(fd: int, size: int, path: Path, log: Any) -> int:
+    """Make the file at ``fd`` end with a whole line; its size after that.
+
+    A tail after the last newline that is not JSON is what a crash in the middle of a write
+    leaves: it is cut off. A tail that is JSON (a file written by something else without a final
+    newline) gets its newline."""
+    end = size
+    while end > 0:  # the last newline, searched backwards a block at a time
+        start = max(0, end - 65536)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            end = start + found + 1
+            break
+        end = start
+    if end == size:
+        return size
+    tail = os.pread(fd, size - end, end)
+    try:
+        orjson.loads(tail)
+    except orjson.JSONDecodeError:
+        os.ftruncate(fd, end)
+        if log is not None:
+            log.warning("file.torn_line_cut", path=str(path), bytes=size - end)
+        return end
+    os.write(fd, b"\n")
+    return size + 1

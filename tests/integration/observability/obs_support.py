@@ -94,8 +94,8 @@ def seed_ticker(store: ClickHouseStore, table: str, now: float) -> SeededTable:
                 sequence += 3
     # one trade delivered twice, in two messages (the table keeps both: its key holds the
     # sequence): the repeated trade id must not count as a gap
-    product, t, trade, _ = rows[5]
-    rows.append((product, t + 1, trade, sequence))
+    product, when, trade, _ = rows[5]
+    rows.append((product, when + 1, trade, sequence))
     if not seeded.current:  # DateTime holds whole seconds
         rows = [(product, float(int(t)), trade, seq) for product, t, trade, seq in rows]
     to_time = "toDateTime64({:.6f}, 6, 'UTC')" if seeded.current else "toDateTime({:.0f}, 'UTC')"
@@ -109,9 +109,9 @@ def seed_ticker(store: ClickHouseStore, table: str, now: float) -> SeededTable:
         "best_bid, best_bid_size, best_ask, best_ask_size, open_24h, high_24h, low_24h, "
         f"volume_24h, volume_30d) VALUES {values}"
     )
-    for product, t, _trade, _seq in rows:
-        seeded.times.append(t)
-        seeded.last_time[product] = max(seeded.last_time.get(product, 0.0), t)
+    for product, when, _trade, _seq in rows:
+        seeded.times.append(when)
+        seeded.last_time[product] = max(seeded.last_time.get(product, 0.0), when)
     return seeded
 
 

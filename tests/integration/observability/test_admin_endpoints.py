@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from obs_support import (
     ControlledSource,
+    Running,
     SwitchableSink,
     metric,
     registry_with_doubles,
@@ -175,8 +178,8 @@ sinks:
         assert metric(samples, "sluice_component_sent_events_total", **ticks) == 15
 
 
-def _not_ready(running):  # type: ignore[no-untyped-def]
-    async def check():  # type: ignore[no-untyped-def]
+def _not_ready(running: Running) -> Callable[[], Awaitable[tuple[int, Any] | None]]:
+    async def check() -> tuple[int, Any] | None:
         status, body = await running.json("/readyz")
         return (status, body) if status == 503 else None
 

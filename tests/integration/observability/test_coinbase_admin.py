@@ -4,6 +4,7 @@ stalled feed until the source's stale-feed watchdog has reconnected."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,9 @@ async def test_readyz_names_a_stalled_coinbase_source_until_the_watchdog_reconne
         status, body = await wait_until(_not_ready(running))
         assert status == 503
         assert set(body["not_ready"]) == {"source/cb"}
-        assert "stale feed" in body["not_ready"]["source/cb"]
+        # first the source's own report, then the runner's "restarting after ... (stale feed)":
+        # a loaded machine can show either; both name the silence
+        assert re.search(r"no frame for \d+ s", body["not_ready"]["source/cb"])
 
         await wait_until(lambda: len(simulator.sessions) == 2 and simulator.sessions[1].live)
         await wait_until(_ready(running))

@@ -129,7 +129,9 @@ def test_sluice_monitor_prints_the_report_as_json(tmp_path: Path, seeded: Seeded
     ]
 
 
-@pytest.mark.parametrize("where", ["chdb", "server"])
+@pytest.mark.parametrize(
+    "where", ["chdb", pytest.param("server", marks=pytest.mark.clickhouse_server)]
+)
 async def test_monitor_creates_nothing_where_the_table_does_not_exist(
     tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
@@ -138,7 +140,6 @@ async def test_monitor_creates_nothing_where_the_table_does_not_exist(
     registry = registry_with_doubles()
     server: LocalServer | None = None
     if where == "server":
-        request.applymarker(pytest.mark.clickhouse_server)
         server = request.getfixturevalue("clickhouse_server")
         target, words = server.target, "doesn't exist"
     else:

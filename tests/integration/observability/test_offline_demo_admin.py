@@ -53,7 +53,7 @@ async def test_the_offline_demo_counts_heartbeats_as_unrouted_and_reports_no_dro
             latest.update(status)
             [source] = status["sources"]
             sinks = {s["id"]: s for s in status["sinks"]}
-            return source["unrouted"] >= 4 and sinks["clickhouse"]["records"] >= 100
+            return bool(source["unrouted"] >= 4 and sinks["clickhouse"]["records"] >= 100)
 
         await wait_until(ready, 60)
         samples = await running.metrics()

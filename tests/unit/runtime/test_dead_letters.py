@@ -11,7 +11,7 @@ def _envelope(raw: bytes) -> dict[str, object]:
     record = dead_letter(raw, "why", "cb", "source")
     assert b"\n" not in record.raw
     assert b"\r" not in record.raw
-    value = orjson.loads(record.raw)
+    value: dict[str, object] = orjson.loads(record.raw)
     assert value["reason"] == "why"
     return value
 

@@ -333,7 +333,7 @@ def volume(tmp_path: Path) -> Any:
 async def test_a_full_disk_holds_the_put_names_the_path_and_heals_when_space_returns(
     volume: Path,
 ) -> None:
-    log, errors = Log(), []
+    log, errors = Log(), list[BaseException]()
     buffer = disk(volume / "buffer", batch_events=1000, log=log, on_error=errors.append)
     await buffer.put(segment(0, 2))
     filler = fill(volume, leave_bytes=0)
@@ -367,7 +367,12 @@ async def test_a_disk_filled_by_the_buffer_itself_heals_as_the_reader_drains(
             await putting
         putting = asyncio.create_task(buffer.put(segment(put_count, 500)))
         put_count += 500
-        await wait_until(lambda p=putting: p.done() or buffer.failing)
+        task = putting
+
+        def settled(task: asyncio.Task[Any] = task) -> bool:
+            return task.done() or buffer.failing is not None
+
+        await wait_until(settled)
     assert buffer.failing is not None and "No space left on device" in buffer.failing
     written: list[Record] = []
     for _ in range(2000):  # bounded: the put must get through while the reader drains

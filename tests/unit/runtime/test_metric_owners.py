@@ -9,16 +9,18 @@ import orjson
 
 from sluice.config import load_config_text
 from sluice.runtime.pipeline import Pipeline
+from sluice.runtime.sink_worker import SinkWorker
+from sluice.runtime.source_worker import SourceWorker
 from sluice.testing import registry_with_doubles
 
 REGISTRY = registry_with_doubles()
 
 
 def _totals(pipeline: Pipeline, component_id: str) -> dict[str, int]:
-    worker = next(
-        w for w in [*pipeline.sources, *pipeline.all_sinks()] if w.component_id == component_id
-    )
-    return worker.metrics.totals()
+    workers: list[SourceWorker | SinkWorker] = [*pipeline.sources, *pipeline.all_sinks()]
+    worker = next(w for w in workers if w.component_id == component_id)
+    totals: dict[str, int] = worker.metrics.totals()
+    return totals
 
 
 async def test_a_batch_with_rejects_is_counted_once_by_each_owner(workdir: Path) -> None:

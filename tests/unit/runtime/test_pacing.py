@@ -1,8 +1,9 @@
+import asyncio
 import random
-import time
 
 from sluice.config.models import RateLimit, RetryPolicy
 from sluice.runtime.pacing import Backoff, TokenBucket
+from tests.unit.runtime.virtual_clock import VirtualClock
 
 
 def test_backoff_grows_and_is_capped_with_equal_jitter() -> None:
@@ -27,20 +28,37 @@ def test_retry_after_hint_is_respected() -> None:
 
 
 async def test_token_bucket_holds_the_rate() -> None:
-    bucket = TokenBucket(RateLimit(events_per_sec=1000, burst=100))
-    started = time.monotonic()
-    waited = 0.0
-    for _ in range(10):
-        waited += await bucket.acquire(50)
-    elapsed = time.monotonic() - started
-    # 500 events at 1000/s with a 100-event head start: about 0.4 s
-    assert 0.3 <= elapsed <= 1.0
-    assert waited > 0
+    clock = VirtualClock()
+    bucket = TokenBucket(RateLimit(events_per_sec=1024, burst=128), clock, clock.sleep)
+    waited = [await bucket.acquire(64) for _ in range(10)]
+    # 640 events at 1024/s with a 128-event head start: the first two requests are free, each
+    # of the other eight waits for its 64 tokens, 0.5 s in all
+    assert waited == [0.0, 0.0] + [0.0625] * 8
+    assert clock.sleeps == [0.0625] * 8
+    assert clock.now == (640 - 128) / 1024
+    assert bucket.tokens == 0
+
+
+async def test_token_bucket_serves_concurrent_waiters_in_order() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(RateLimit(events_per_sec=1024, burst=64), clock, clock.sleep)
+    await bucket.acquire(64)
+    served: list[int] = []
+
+    async def take(n: int) -> None:
+        await bucket.acquire(64)
+        served.append(n)
+
+    await asyncio.gather(*(take(n) for n in range(5)))
+    assert served == [0, 1, 2, 3, 4]
+    assert clock.now == 5 * 64 / 1024
 
 
 async def test_token_bucket_lets_an_oversized_request_through() -> None:
-    bucket = TokenBucket(RateLimit(events_per_sec=10_000, burst=10))
-    await bucket.acquire(500)  # larger than the bucket: let through, not refused
-    assert bucket.tokens < 0
-    waited = await bucket.acquire(10)  # the next request pays for it: ~500/10000 s
-    assert waited >= 0.03
+    clock = VirtualClock()
+    bucket = TokenBucket(RateLimit(events_per_sec=8192, burst=16), clock, clock.sleep)
+    assert await bucket.acquire(512) == 0  # larger than the bucket: let through, not refused
+    assert bucket.tokens == 16 - 512
+    waited = await bucket.acquire(16)  # the next request pays for it: (496 + 16) / 8192 s
+    assert waited == 512 / 8192
+    assert clock.sleeps == [512 / 8192]

@@ -6,11 +6,15 @@ import asyncio
 from pathlib import Path
 
 import orjson
-import pytest
 
 from sluice.config import load_config_text
+from sluice.runtime.pacing import TokenBucket
 from sluice.runtime.pipeline import Pipeline, RunResult
+from sluice.runtime.sink_worker import SinkWorker
+from sluice.runtime.source_worker import SourceWorker
 from sluice.testing import WRITTEN, registry_with_doubles
+from tests.conftest import wait_until
+from tests.unit.runtime.virtual_clock import VirtualClock
 
 REGISTRY = registry_with_doubles()
 
@@ -30,9 +34,8 @@ def seqs(path: Path) -> list[int]:
 
 
 def totals(pipeline: Pipeline, component_id: str) -> dict[str, int]:
-    worker = next(
-        w for w in [*pipeline.sources, *pipeline.all_sinks()] if w.component_id == component_id
-    )
+    workers: list[SourceWorker | SinkWorker] = [*pipeline.sources, *pipeline.all_sinks()]
+    worker = next(w for w in workers if w.component_id == component_id)
     return worker.metrics.totals()
 
 
@@ -166,12 +169,12 @@ async def test_stop_flushes_everything_read(workdir: Path) -> None:
         "admin: {enabled: false}\n"
     )
     run = asyncio.create_task(pipeline.run())
-    await asyncio.sleep(0.5)
+    source = pipeline.sources[0].source
+    await wait_until(lambda: source.produced > 1000)  # type: ignore[attr-defined]
     pipeline.stop()
-    result = await asyncio.wait_for(run, 10)
+    result = await asyncio.wait_for(run, 30)
     assert result.ok
-    produced = pipeline.sources[0].source.produced  # type: ignore[attr-defined]
-    assert produced > 1000
+    produced = source.produced  # type: ignore[attr-defined]
     assert seqs(workdir / "out.jsonl") == list(range(produced))
 
 
@@ -183,29 +186,36 @@ async def test_drain_timeout_reports_unwritten_records(workdir: Path) -> None:
         "admin: {enabled: false}\n"
     )
     run = asyncio.create_task(pipeline.run())
-    await asyncio.sleep(0.3)
+    source = pipeline.sources[0].source
+    # every record read and the sink failing: the drain then cannot finish in time
+    await wait_until(
+        lambda: source.produced == 500 and totals(pipeline, "out")["retries"] >= 1  # type: ignore[attr-defined]
+    )
     pipeline.stop()
-    result = await asyncio.wait_for(run, 5)
+    result = await asyncio.wait_for(run, 30)
     assert not result.ok
     assert result.unwritten == 500
     assert "500 records not written" in str(result.error)
 
 
-@pytest.mark.parametrize("rate", [2000.0])
-async def test_source_rate_limit_holds(workdir: Path, rate: float) -> None:
+async def test_source_rate_limit_holds(workdir: Path) -> None:
     pipeline = build(
         "sources:\n  gen: {type: generator, count: 1000, batch_size: 100, "
-        f"rate_limit: {{events_per_sec: {rate}, burst: 100}}}}\n"
+        "rate_limit: {events_per_sec: 1600, burst: 100}}\n"
         "sinks:\n  out: {type: list, inputs: [gen]}\n"
         "admin: {enabled: false}\n"
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    # the source's bucket on a virtual clock: its waits are counted exactly, not timed
+    clock = VirtualClock()
+    worker = pipeline.sources[0]
+    assert worker._limiter is not None
+    worker._limiter = TokenBucket(worker.source.config.rate_limit, clock, clock.sleep)
     assert (await pipeline.run()).ok
-    elapsed = loop.time() - started
-    assert elapsed >= (1000 - 100) / rate * 0.9
-    waits = pipeline.metrics.registry.get_sample_value(
-        "sluice_component_rate_limit_waits_total",
-        {"component_id": "gen", "component_kind": "source", "component_type": "generator"},
-    )
-    assert waits and waits > 0
+    # a batch of 100 takes the burst; each of the other nine waits for 100 tokens at 1600/s
+    assert clock.sleeps == [100 / 1600] * 9
+    assert clock.now == (1000 - 100) / 1600
+    labels = {"component_id": "gen", "component_kind": "source", "component_type": "generator"}
+    sample = pipeline.metrics.registry.get_sample_value
+    assert sample("sluice_component_rate_limit_waits_total", labels) == 9
+    assert sample("sluice_component_rate_limit_wait_seconds_total", labels) == clock.now
+    assert [r.data["seq"] for r in WRITTEN["out"]] == list(range(1000))

@@ -100,7 +100,7 @@ async def test_a_failing_disk_buffer_makes_its_sink_not_ready_naming_the_file(
     worker = pipeline.sinks[0]
     worker.started = True
     assert (await pipeline.readiness())["sink/out"].ready
-    worker.buffer.failing = "disk buffer /v/1.log: No space left on device"  # type: ignore[union-attr]
+    worker.buffer.failing = "disk buffer /v/1.log: No space left on device"
     state = (await pipeline.readiness())["sink/out"]
     assert not state.ready
     assert state.reason == "buffer writes failing: disk buffer /v/1.log: No space left on device"
@@ -137,6 +137,7 @@ async def test_the_stop_line_says_what_stays_on_disk(workdir: Path) -> None:
         "sluice_component_received_bytes_total",
         {"component_id": "down", "component_kind": "sink", "component_type": "flaky"},
     )
+    assert received_bytes is not None
     assert stopped["disk_backlog_bytes"] == received_bytes > 90_000
     assert stopped["disk_backlog"] == {"down": {"records": 1000, "bytes": received_bytes}}
     [summary] = [

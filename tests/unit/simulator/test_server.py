@@ -116,8 +116,9 @@ async def test_a_client_that_does_not_subscribe_in_time_is_disconnected(
         error = await _recv(ws)
         assert error["type"] == "error"
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 5)
-    assert 0.25 < time.monotonic() - started < 3
+            await asyncio.wait_for(ws.recv(), 30)
+    # a lower bound only: the server waited for the subscription (load makes it later, not earlier)
+    assert time.monotonic() - started >= 0.3 - 0.01
 
 
 async def test_deflate_is_negotiated_with_a_client_that_offers_it(
