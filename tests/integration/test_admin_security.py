@@ -100,7 +100,7 @@ async def running(config: str, table: str, data_dir: Path) -> AsyncIterator[Admi
         structlog.reset_defaults()
 
 
-@pytest.fixture(params=["chdb", "server"])
+@pytest.fixture(params=["chdb", pytest.param("server", marks=pytest.mark.clickhouse_server)])
 async def admin(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Admin]:
     """A pipeline whose file source follows a file of tickers into a clickhouse sink (chDB, or the
     session's server), with all records stored, and its admin port."""
@@ -109,7 +109,6 @@ async def admin(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     name = f"t_{uuid.uuid4().hex[:10]}"
     server: LocalServer | None = None
     if request.param == "server":
-        request.applymarker(pytest.mark.clickhouse_server)
         server = request.getfixturevalue("clickhouse_server")
         target = f'url: "{server.url}"'
     else:
