@@ -229,6 +229,48 @@ async def test_a_corrupt_frame_mid_log_is_skipped_counted_and_the_rest_delivered
     assert log_file.stat().st_size == offsets[-1][0] + offsets[-1][1]  # nothing cut off
 
 
+async def test_a_frame_that_goes_bad_on_disk_while_running_is_skipped_and_counted(
+    tmp_path: Path,
+) -> None:
+    """Bytes changed under a running buffer (after its start-up scan) cost only that frame: the
+    read skips it, counts it (log line with file and offset, metric) and the run goes on."""
+    log = Log()
+    metrics = Metrics().component("s", "sink", "file")
+    buffer = disk(tmp_path, batch_events=1000, log=log, metrics=metrics)
+    for n in range(10):
+        await buffer.put(segment(n * 3, 3))
+    log_file = tmp_path / "1.log"
+    bad_offset, bad_size = frame_offsets(log_file)[4]
+    damage(log_file, bad_offset + 20)
+    taken = await write_and_ack(buffer, 1)
+    assert numbers(taken) == [n for n in range(30) if not 12 <= n < 15]
+    assert (buffer.corrupt_frames, buffer.corrupt_bytes) == (1, bad_size)
+    [line] = log.events("buffer.corrupt_frames_skipped")
+    assert line == {"path": str(log_file), "offset": bad_offset, "frames": 1, "bytes": bad_size}
+    labels = {"component_id": "s", "component_kind": "sink", "component_type": "file"}
+    assert metrics.metrics.registry.get_sample_value("sluice_buffer_corrupt_frames_total", labels)
+    assert buffer.events == 0
+
+
+async def test_a_batch_of_only_bad_frames_is_passed_by_the_cursor_and_not_read_again(
+    tmp_path: Path,
+) -> None:
+    """A batch whose every frame went bad is not handed to the sink; the next batch comes, and
+    after a restart the bad frame is behind the cursor (nothing delivered twice)."""
+    buffer = disk(tmp_path, batch_events=3)
+    for n in range(3):
+        await buffer.put(segment(n * 3, 3))
+    damage(tmp_path / "1.log", frame_offsets(tmp_path / "1.log")[1][0] + 20)
+    taken = await write_and_ack(buffer, 2)
+    assert numbers(taken) == [0, 1, 2, 6, 7, 8]
+    assert buffer.corrupt_frames == 1
+    buffer.close(drain=False)
+    assert await buffer.next_batch() is None
+    reopened = disk(tmp_path, batch_events=3)
+    reopened.close(drain=True)
+    assert await reopened.next_batch() is None  # nothing left, nothing repeated
+
+
 async def test_a_corrupt_last_frame_is_counted_and_a_torn_tail_is_not(tmp_path: Path) -> None:
     await fill_log(tmp_path, frames=4, per_frame=2)
     log_file = tmp_path / "1.log"

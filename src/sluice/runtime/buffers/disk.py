@@ -195,6 +195,8 @@ class DiskBuffer(BatchingQueue):
         self._opened = False
         self._finished = False
         self._open_lock = asyncio.Lock()
+        self._reported_bad: set[tuple[int, int]] = set()
+        """Frames found bad at run time, by (file, offset): counted once however they are split."""
         self._on_error = on_error or (lambda exc: None)
         self._ledger = Ledger(self._persist_cursor, self._cursor_failed)
         self._end = _Cursor(1, 0, 0)
@@ -251,7 +253,7 @@ class DiskBuffer(BatchingQueue):
         ):
             self._skip = cursor.skip
             first = self._frames[0]
-            rows = self._read_rows(first)[: self._skip]
+            rows = (self._read_rows(first) or [])[: self._skip]
             first.events -= self._skip
             first.nbytes -= sum(len(r[0]) for r in rows)
         self.events = sum(f.events for f in self._frames)
@@ -501,13 +503,17 @@ class DiskBuffer(BatchingQueue):
 
     async def next_batch(self) -> Batch | None:
         await self._ensure_open()
-        if (self._closed and not self._drain) or not await self._wait_for_batch():
-            await self._finish()
-            return None
-        if self._closed and not self._drain:
-            await self._finish()
-            return None
-        return await self._take()
+        while True:
+            if (self._closed and not self._drain) or not await self._wait_for_batch():
+                await self._finish()
+                return None
+            if self._closed and not self._drain:
+                await self._finish()
+                return None
+            batch = await self._take()
+            if batch is not None:
+                return batch
+            # every frame of that batch went bad on disk since it was appended: counted, skipped
 
     async def _finish(self) -> None:
         if self._finished:
@@ -550,7 +556,7 @@ class DiskBuffer(BatchingQueue):
             except OSError as exc:
                 self._cursor_failed(exc)
 
-    async def _take(self) -> Batch:
+    async def _take(self) -> Batch | None:
         """Plan the batch here (the state belongs to the loop), read its frames in a thread."""
         policy = self.batch_policy
         plan: list[tuple[_Frame, int, int]] = []  # frame, records to skip, records to take
@@ -576,27 +582,69 @@ class DiskBuffer(BatchingQueue):
             cursor = self._end
         ticket = self._ledger.open(cursor)
         parts = await asyncio.to_thread(self._read_plan, plan)
-        records = [Record(raw, kind, t) for part in parts for raw, kind, t in part]
+        records: list[Record] = []
+        lost_events = lost_bytes = share = 0
+        for (frame, _, count), part in zip(plan, parts, strict=True):
+            if part is None:  # went bad on disk after the start-up scan: its records are lost
+                share = min(frame.nbytes, frame.nbytes * count // max(frame.events, count, 1))
+                lost_events += count
+                lost_bytes += share
+                self._corrupt_at_run_time(frame)
+                continue
+            records += [Record(raw, kind, t) for raw, kind, t in part]
         nbytes = sum([len(r.raw) for r in records])
-        last_frame = plan[-1][0]
+        last_frame, last_part = plan[-1][0], parts[-1]
         if self._frames and self._frames[0] is last_frame:  # partly taken: it keeps the rest
-            last_frame.nbytes -= sum(len(row[0]) for row in parts[-1])
-        self._removed(len(records), nbytes)
+            if last_part is None:
+                last_frame.nbytes -= share  # an estimate: the bad bytes cannot be measured
+            else:
+                last_frame.nbytes -= sum(len(row[0]) for row in last_part)
+        self._removed(len(records) + lost_events, nbytes + lost_bytes)
+        if not records:
+            ticket.release()  # nothing to write: the cursor may pass the bad frames
+            return None
         self._outstanding.append((ticket, len(records), nbytes))
         while self._outstanding and self._outstanding[0][0].done:
             self._outstanding.popleft()
         return Batch([Segment(records, nbytes, ticket)], records, nbytes)
 
-    def _read_plan(self, plan: list[tuple[_Frame, int, int]]) -> list[_Rows]:
-        return [self._read_rows(frame)[skip : skip + count] for frame, skip, count in plan]
+    def _read_plan(self, plan: list[tuple[_Frame, int, int]]) -> list[_Rows | None]:
+        """The rows of each planned piece; None for a frame whose bytes no longer hold."""
+        parts: list[_Rows | None] = []
+        for frame, skip, count in plan:
+            rows = self._read_rows(frame)
+            parts.append(None if rows is None else rows[skip : skip + count])
+        return parts
 
-    def _read_rows(self, frame: _Frame) -> _Rows:
-        fd = os.open(self.directory / f"{frame.file}.log", os.O_RDONLY | os.O_CLOEXEC)
+    def _read_rows(self, frame: _Frame) -> _Rows | None:
+        """A frame's rows, read again from its file; None when its bytes no longer pass the
+        checksum or do not decode (changed on disk since they were scanned or appended)."""
         try:
-            data = os.pread(fd, frame.size, frame.offset)
-        finally:
-            os.close(fd)
-        return _decode(data[frame.header :])
+            fd = os.open(self.directory / f"{frame.file}.log", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, frame.size, frame.offset)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        if frame.header == _HEADER.size:
+            found = _frame_at(data, 0)
+            return None if found is None or found[0] != frame.size else found[1]
+        try:  # a frame in the format before the magic (its checksum was checked by the scan)
+            return _decode(data[frame.header :])
+        except msgspec.DecodeError:
+            return None
+
+    def _corrupt_at_run_time(self, frame: _Frame) -> None:
+        """Count a frame found bad when read for a batch (once, however it was split)."""
+        key = (frame.file, frame.offset)
+        if key in self._reported_bad:
+            return
+        self._reported_bad.add(key)
+        self._corrupt(self.directory / f"{frame.file}.log", frame.offset, frame.size, 1)
+        if self._metrics is not None:
+            self._metrics.buffer_corrupt_frames.inc()
+            self._metrics.buffer_corrupt_bytes.inc(frame.size)
 
     # -- the cursor --------------------------------------------------------------------------------
 
