@@ -181,11 +181,11 @@ async def test_retries_a_transient_failure_with_nothing_lost_or_stored_twice(
     real_write = plugin.write_batch
     failures = {"left": 2}
 
-    async def flaky_write(self: Any, batch: Any) -> None:
+    async def flaky_write(self: Any, records: Any, *args: Any, **kwargs: Any) -> None:
         if failures["left"]:
             failures["left"] -= 1
             raise RetriableError("injected: connection reset")
-        await real_write(self, batch)
+        await real_write(self, records, *args, **kwargs)
 
     monkeypatch.setattr(plugin, "write_batch", flaky_write)
     pipeline = await sink.run(records(0, 200))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
-from sluice.plugin import ComponentContext, Readiness, Sink
+from sluice.plugin import BatchInfo, ComponentContext, Readiness, Sink, write
 from sluice.records import Record
 from sluice.runtime.buffer import Batch, BufferClosed, Segment, SinkBuffer
 from sluice.runtime.dead_letters import dead_letter
@@ -62,6 +62,8 @@ class SinkWorker:
         self.log = ctx.log
         self.started = False
         self.in_flight: Batch | None = None
+        self.batches_tried = 0
+        """Batches handed to the sink so far: the ``batch_id`` of the latest (:class:`BatchInfo`)."""
         self._offering = 0
         """Records waiting for room in the buffer (their source is blocked on them)."""
         self.failing_since: float | None = None
@@ -245,6 +247,8 @@ class SinkWorker:
         backoff = Backoff(self.config.retry)
         started = time.monotonic()
         max_attempts = self.config.retry.max_attempts
+        self.batches_tried += 1
+        batch_id = self.batches_tried
         while True:
             if self.broken is not None:
                 reason = f"sink broken: {self.broken}"
@@ -252,7 +256,7 @@ class SinkWorker:
                 self._recovered()
                 return True
             try:
-                await self.sink.write_batch(records)
+                await write(self.sink, records, BatchInfo(batch_id, backoff.attempt + 1))
             except asyncio.CancelledError:
                 raise
             except BrokenError as exc:
