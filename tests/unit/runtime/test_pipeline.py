@@ -10,7 +10,7 @@ import pytest
 
 from sluice.config import load_config_text
 from sluice.runtime.pipeline import Pipeline, RunResult
-from sluice.testing import WRITTEN, registry_with_doubles
+from sluice.testing import registry_with_doubles, written
 
 REGISTRY = registry_with_doubles()
 
@@ -104,7 +104,8 @@ async def test_rejected_records_go_to_dead_letters_and_the_rest_is_written(workd
         "admin: {enabled: false}\n"
     )
     assert (await pipeline.run()).ok
-    assert [r.data["n"] for r in WRITTEN["out"]] == [i for i in range(30) if i % 3]
+    stored = written(pipeline)
+    assert [r.data["n"] for r in stored["out"]] == [i for i in range(30) if i % 3]
     dead = lines(workdir / ".sluice" / "dead_letters.jsonl")
     assert [d["record"]["n"] for d in dead] == list(range(0, 30, 3))  # type: ignore[index]
     assert {d["reason"] for d in dead} == {"has field 'bad'"}
@@ -121,9 +122,10 @@ async def test_inputs_route_by_kind(workdir: Path) -> None:
         "admin: {enabled: false}\n"
     )
     assert (await pipeline.run()).ok
-    assert len(WRITTEN["tickers"]) == 20
-    assert {r.kind for r in WRITTEN["tickers"]} == {"ticker"}
-    assert len(WRITTEN["everything"]) == 20
+    stored = written(pipeline)
+    assert len(stored["tickers"]) == 20
+    assert {r.kind for r in stored["tickers"]} == {"ticker"}
+    assert len(stored["everything"]) == 20
     # no sink takes b's heartbeats: counted as unrouted, which is not a loss
     assert totals(pipeline, "b")["unrouted"] == 10
     assert totals(pipeline, "b")["dropped"] == 0
