@@ -5,7 +5,7 @@ behind it may move. The contract these names make is written out in ``docs/plugi
 
 - the base classes :class:`Source` and :class:`Sink` and their config bases :class:`SourceConfig`
   and :class:`SinkConfig`, with the shared blocks (:class:`BatchPolicy`, :class:`BufferPolicy`,
-  :class:`RetryPolicy`, :class:`RateLimit`) a plugin may use in its own config, and what a config
+  :class:`RetryPolicy`, :class:`RateLimit`) a plugin may use in its own config, pydantic's :func:`Field` for its own keys, and what a config
   declares about the machine (:class:`Claim`, :class:`LocalPath`);
 - what flows: :class:`Record`, :class:`SourceBatch`, :class:`Rejected`;
 - what the runner gives and asks: :class:`ComponentContext`, :class:`Readiness`,
@@ -16,6 +16,8 @@ behind it may move. The contract these names make is written out in ``docs/plugi
 """
 
 from __future__ import annotations
+
+from pydantic import Field
 
 from sluice.config.models import (
     BatchPolicy,
@@ -57,6 +59,7 @@ __all__ = [
     "Claim",
     "ComponentContext",
     "Delivery",
+    "Field",
     "LocalPath",
     "PermanentError",
     "QueryRefused",
