@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/system-deps.sh
-scripts/venv.sh -e '.[test]' -e examples/custom_sink
+scripts/venv.sh -e '.[test]' -e examples/custom_sink -e examples/custom_source
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples
 .venv/bin/mypy

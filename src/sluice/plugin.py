@@ -1,12 +1,27 @@
 """What a plugin is: a config model, a class with a small async lifecycle, and a registry entry.
 
+Plugin authors import everything from :mod:`sluice.sdk`; this module is where the classes live.
 The runner owns the event loop, batching, retries, acknowledgements, metrics and shutdown; a plugin
 only does I/O. Nothing happens in a constructor: network and file work starts in ``start()``.
 
-Source lifecycle: ``start(ctx)``, then ``batches()`` is iterated until it ends (a finite source) or
-the runner stops it; ``commit(token)`` is called, in order, as batches are fully written; finally
-``close()``. Sink lifecycle: ``start(ctx)``, ``write_batch(records)`` any number of times (never
-concurrently), ``close()``. See :mod:`sluice.errors` for what ``write_batch`` may raise.
+Source lifecycle: ``start(ctx)`` (raising fails the run, exit 1), then ``batches()`` is iterated
+until it ends (a finite source) or the runner stops it. If the iteration raises a retriable error
+(``RetriableError``, ``OSError``, ``TimeoutError``) the runner
+waits (the source's :meth:`Source.restart_policy`) and calls ``batches()`` again **on the same
+instance**, without a new ``start``; any other error fails the run. ``commit(token)`` is called, in
+order, as batches are fully written or dead-lettered by every sink that takes them; finally
+``close()``, once, also after a failed start.
+
+Sink lifecycle: ``start(ctx)``: a retriable error (its far side is down) is retried with the sink's
+``retry`` backoff until it succeeds or the run stops; any other error fails the run (exit 1).
+Then ``write_batch(records)`` any number of times, one at a time, never concurrently; a batch that
+fails with a retriable error is passed again, with the same records and the same
+:class:`BatchInfo` ``batch_id`` and a higher ``attempt`` (to sinks that set ``takes_batch_info``).
+Finally ``close()``, once. See :mod:`sluice.errors` for what ``write_batch`` may raise.
+
+Capabilities are declared on the class, never guessed: :attr:`Sink.queryable`,
+:attr:`Sink.queryable_stopped`, :attr:`Sink.takes_batch_info`, :attr:`_Component.delivery`, and
+:meth:`Source.restart_policy`.
 """
 
 from __future__ import annotations
@@ -20,11 +35,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 from sluice.config.models import SinkConfig, SourceConfig
 
 if TYPE_CHECKING:
+    from sluice.config.models import RetryPolicy
     from sluice.metrics import ComponentMetrics
     from sluice.records import Record, SourceBatch
 
 __all__ = [
+    "DELIVERIES",
+    "BatchInfo",
     "ComponentContext",
+    "Delivery",
     "QueryResult",
     "Readiness",
     "Sink",
@@ -33,6 +52,29 @@ __all__ = [
 
 SourceConfigT = TypeVar("SourceConfigT", bound=SourceConfig)
 SinkConfigT = TypeVar("SinkConfigT", bound=SinkConfig)
+
+Delivery = Literal["at-most-once", "at-least-once", "effectively-once"]
+"""What a component promises about each record across failures and restarts.
+
+- ``at-most-once``: a record may be lost (a source that cannot replay: what was read but not yet
+  written when the process dies is gone), never repeated by this component;
+- ``at-least-once``: nothing acknowledged is lost; a retry or a restart may repeat records;
+- ``effectively-once``: at-least-once underneath, with repeats removed (a sink that deduplicates a
+  retried batch by its :attr:`BatchInfo.batch_id`); ``delivery_note`` says where it holds.
+"""
+DELIVERIES: tuple[Delivery, ...] = ("at-most-once", "at-least-once", "effectively-once")
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """Which batch a ``write_batch`` call carries, for sinks that set ``takes_batch_info``."""
+
+    batch_id: int
+    """The same while the runner retries this batch; a new one for every other batch of this sink
+    in this process (counting from 1). A sink that needs ids unique across restarts combines it
+    with something of its own start (the ClickHouse sink: a random prefix per start)."""
+    attempt: int = 1
+    """1 for the first try, 2 for the first retry, and so on."""
 
 
 @dataclass
@@ -69,13 +111,22 @@ class QueryResult:
 class _Component(ABC):  # noqa: B024 - subclasses add the abstract methods
     description: ClassVar[str] = ""
     """One line for ``sluice plugins``."""
+    delivery: ClassVar[Delivery] = "at-least-once"
+    """This component's guarantee (shown by ``sluice plugins`` and in the config reference)."""
+    delivery_note: ClassVar[str] = ""
+    """Where the guarantee holds or how it weakens, in one sentence (optional)."""
 
     def __init__(self, component_id: str, config: Any) -> None:
         self.component_id = component_id
         self.config = config
 
     async def start(self, ctx: ComponentContext) -> None:  # noqa: B027 - optional hook
-        """Open connections or files. Raising here fails the run (exit 1) with the message."""
+        """Open connections or files.
+
+        A source that raises here fails the run (exit 1) with the message. A sink's start is
+        retried with its ``retry`` backoff while it raises a retriable error (its far side is
+        down); any other error fails the run.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release everything ``start`` opened. Called once, also after a failed start."""
@@ -86,7 +137,12 @@ class _Component(ABC):  # noqa: B024 - subclasses add the abstract methods
 
 
 class Source(_Component, Generic[SourceConfigT]):
-    """A plugin that reads records. Subclasses set ``config_model`` and ``description``."""
+    """A plugin that reads records. Subclasses set ``config_model`` and ``description``.
+
+    ``delivery`` defaults to ``at-least-once`` for a source, which is right only when ``commit``
+    makes it resume after what was written (a checkpoint); a live feed that cannot replay declares
+    ``at-most-once``.
+    """
 
     config_model: ClassVar[type[SourceConfig]]
     config: SourceConfigT
@@ -102,11 +158,21 @@ class Source(_Component, Generic[SourceConfigT]):
         """Yield batches of records until the input ends.
 
         The runner may cancel the iteration while it waits for the next batch (on shutdown);
-        a batch already yielded is always delivered.
+        a batch already yielded is always delivered. After a retriable error the runner calls
+        ``batches()`` again on the same instance (see :meth:`restart_policy`): a source that
+        holds a connection opens a new one here, and one that can resume starts after the last
+        committed token.
         """
 
+    def restart_policy(self) -> RetryPolicy | None:
+        """The backoff between a retriable failure of ``batches()`` and its next call; None for
+        the runner's default (0.5 s doubling to 30 s, with jitter, never giving up). A source with a
+        ``reconnect`` config block returns it here."""
+        return None
+
     async def commit(self, token: Any) -> None:
-        """Every batch up to the one carrying ``token`` is written by every sink that takes it."""
+        """Every batch up to the one carrying ``token`` is written (or dead-lettered) by every
+        sink that takes it. Called in token order, never concurrently with itself."""
 
 
 class Sink(_Component, Generic[SinkConfigT]):
@@ -114,14 +180,39 @@ class Sink(_Component, Generic[SinkConfigT]):
 
     config_model: ClassVar[type[SinkConfig]]
     config: SinkConfigT
+    queryable: ClassVar[bool] = False
+    """True when :meth:`query` answers while the sink runs (``sluice sql``, ``POST /api/query``)."""
+    queryable_stopped: ClassVar[bool] = False
+    """True when :meth:`query_stopped` can open the store with no pipeline running."""
+    takes_batch_info: ClassVar[bool] = False
+    """True when ``write_batch`` accepts the keyword ``batch`` (a :class:`BatchInfo`): the runner
+    then passes it on every call, so a sink can make a retried batch idempotent by its id."""
 
     def __init__(self, component_id: str, config: SinkConfigT) -> None:
         super().__init__(component_id, config)
 
     @abstractmethod
     async def write_batch(self, records: Sequence[Record]) -> None:
-        """Write ``records`` durably, or raise (see :mod:`sluice.errors`)."""
+        """Write ``records`` durably, or raise (see :mod:`sluice.errors`).
+
+        A sink that sets ``takes_batch_info`` declares ``write_batch(self, records, batch:
+        BatchInfo | None = None)``; the runner passes ``batch=`` then, and only then.
+        """
 
     async def query(self, sql: str) -> QueryResult:
-        """Answer a read-only query against this sink's store (``sluice sql``)."""
+        """Answer a read-only query against this sink's store (``sluice sql``); set
+        ``queryable``."""
         raise NotImplementedError(f"sink type '{self.config.type}' cannot be queried")
+
+    async def query_stopped(self, sql: str) -> QueryResult:
+        """Answer a read-only query with no pipeline running, opening the store itself; set
+        ``queryable_stopped``."""
+        raise NotImplementedError(f"sink type '{self.config.type}' cannot be queried stopped")
+
+
+async def write(sink: Sink[Any], records: Sequence[Record], batch: BatchInfo) -> None:
+    """Call ``sink.write_batch`` as its declaration asks (with ``batch=`` or without)."""
+    if sink.takes_batch_info:
+        await sink.write_batch(records, batch=batch)  # type: ignore[call-arg]
+    else:
+        await sink.write_batch(records)

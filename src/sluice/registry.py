@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Literal
 
-from sluice.plugin import Sink, Source
+from sluice.plugin import DELIVERIES, Sink, Source
 
 __all__ = ["PluginLoadError", "Registry"]
 
@@ -49,7 +49,9 @@ class Registry:
         return registry
 
     def register(self, kind: Kind, name: str, plugin: type, *, origin: str = "local") -> None:
-        """Add a plugin; its config model's ``type`` must be ``Literal[name]``."""
+        """Add a plugin; its config model's ``type`` must be ``Literal[name]``, its ``delivery`` one of
+        :data:`~sluice.plugin.DELIVERIES`, and a sink declared ``queryable`` must define ``query``
+        (``queryable_stopped``: ``query_stopped``)."""
         base = Source if kind == "source" else Sink
         if not (isinstance(plugin, type) and issubclass(plugin, base)):
             raise PluginLoadError(f"{kind} plugin '{name}' is not a subclass of {base.__name__}")
@@ -59,6 +61,13 @@ class Registry:
             raise PluginLoadError(
                 f"{kind} plugin '{name}': config_model must declare type: Literal['{name}']"
             )
+        if plugin.delivery not in DELIVERIES:
+            raise PluginLoadError(
+                f"{kind} plugin '{name}': delivery must be one of {', '.join(DELIVERIES)}"
+            )
+        for flag, method in (("queryable", "query"), ("queryable_stopped", "query_stopped")):
+            if getattr(plugin, flag, False) and getattr(plugin, method) is getattr(Sink, method):
+                raise PluginLoadError(f"sink plugin '{name}': {flag} is set but {method}() is not")
         table: dict[str, type] = self.sources if kind == "source" else self.sinks
         table[name] = plugin
         self.origins[(kind, name)] = origin

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sluice.sinks.clickhouse.testing import TEST_PASSWORD, LocalServer, ticker_bytes
+from sluice.sinks.clickhouse.testing import LocalServer, ticker_bytes
 from sluice.testing import free_port
 from tests.conftest import SLUICE, wait_for
 
@@ -127,7 +127,7 @@ sinks:
     env = {
         **os.environ,
         "CLICKHOUSE_URL": clickhouse_server.url,
-        "CLICKHOUSE_PASSWORD": TEST_PASSWORD,
+        "CLICKHOUSE_PASSWORD": clickhouse_server.password,
     }
     ran = sluice("run", str(config), "--log-format", "json", env=env)
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -147,7 +147,7 @@ sinks:
     assert failing.returncode == 1
     assert "Code: 193" in failing.stderr  # WRONG_PASSWORD, as the server said it
     logs = ran.stdout + ran.stderr + answer.stderr + failing.stdout + failing.stderr
-    for secret in (TEST_PASSWORD, "wrong-Pa55"):
+    for secret in (clickhouse_server.password, "wrong-Pa55"):
         assert secret not in logs
     bad_check = sluice(
         "check", str(config), env={**bad_env, "CLICKHOUSE_URL": "ftp://u:wrong-Pa55@x"}

@@ -208,7 +208,7 @@ class AdminServer:
         candidates = [
             w for w in self.pipeline.sinks if sink_id is None or w.component_id == sink_id
         ]
-        queryable = [w for w in candidates if type(w.sink).query is not _base_query()]
+        queryable = [w for w in candidates if w.sink.queryable]
         if not queryable:
             return _json(
                 {"error": f"no queryable sink{f' named {sink_id!r}' if sink_id else ''}"}, 404
@@ -223,12 +223,6 @@ class AdminServer:
         except Exception as exc:
             return _json({"error": str(exc) or type(exc).__name__}, 400)
         return _json({"columns": result.columns, "types": result.types, "rows": result.rows})
-
-
-def _base_query() -> Any:
-    from sluice.plugin import Sink
-
-    return Sink.query
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

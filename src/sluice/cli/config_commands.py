@@ -64,13 +64,14 @@ def schema(
 
 
 def plugins() -> None:
-    """List every registered source and sink with its description."""
+    """List every registered source and sink with its delivery guarantee and description."""
     registry = load_registry()
     table = Table(box=None, pad_edge=False)
-    for column in ("kind", "type", "description", "package"):
+    for column in ("kind", "type", "delivery", "description", "package"):
         table.add_column(column)
     for kind, entries in (("source", registry.sources), ("sink", registry.sinks)):
         for name in sorted(entries):
             origin = registry.origins.get((kind, name), "?")  # type: ignore[arg-type]
-            table.add_row(kind, name, entries[name].description, origin)
+            plugin = entries[name]
+            table.add_row(kind, name, plugin.delivery, plugin.description, origin)
     Console(width=160).print(table)

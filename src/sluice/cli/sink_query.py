@@ -21,7 +21,7 @@ from sluice.admin.auth import TOKEN_FILE, bearer, read_token_file
 from sluice.admin.server import parse_listen
 from sluice.config import LoadedConfig
 from sluice.errors import QueryRefused
-from sluice.plugin import QueryResult, Sink
+from sluice.plugin import QueryResult
 from sluice.registry import Registry
 
 __all__ = [
@@ -51,9 +51,7 @@ class NotQueryable(Exception):
 def choose_sink(loaded: LoadedConfig, registry: Registry, wanted: str | None) -> str:
     """``wanted``, or the first sink (in config order) whose store can be queried."""
     queryable = [
-        sink_id
-        for sink_id, config in loaded.sinks.items()
-        if registry.sinks[config.type].query is not Sink.query
+        sink_id for sink_id, config in loaded.sinks.items() if registry.sinks[config.type].queryable
     ]
     if wanted is not None:
         if wanted not in loaded.sinks:
@@ -109,13 +107,12 @@ async def connect(
         raise QueryFailed(f"the admin server at {admin.listen} does not answer")
     config = loaded.sinks[sink_id]
     sink = registry.sinks[config.type](sink_id, config)
-    query_stopped = getattr(sink, "query_stopped", None)
-    if query_stopped is None:
+    if not sink.queryable_stopped:
         raise QueryFailed(f"sink '{sink_id}' can be queried only while its pipeline runs")
 
     async def direct(sql: str) -> QueryResult:
         try:
-            result: QueryResult = await query_stopped(sql)
+            result: QueryResult = await sink.query_stopped(sql)
         except QueryRefused as exc:
             raise QueryNotAllowed(str(exc)) from exc
         except Exception as exc:

@@ -244,6 +244,9 @@ def config_reference_markdown(registry: Registry) -> str:
                 "",
                 plugin.description,
                 "",
+                f"Delivery: **{plugin.delivery}**."
+                + (f" {plugin.delivery_note}" if plugin.delivery_note else ""),
+                "",
                 *_table(config_model, _SKIP_IN_PLUGINS),
             ]
             notes = _overridden_defaults(config_model)

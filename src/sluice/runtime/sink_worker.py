@@ -20,7 +20,7 @@ from sluice.errors import (
     RetriableError,
     is_transient,
 )
-from sluice.plugin import ComponentContext, Readiness, Sink
+from sluice.plugin import BatchInfo, ComponentContext, Readiness, Sink, write
 from sluice.records import Record
 from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment, build_buffer
 from sluice.runtime.dead_letters import dead_letter
@@ -66,6 +66,8 @@ class SinkWorker:
         self.log = ctx.log
         self.started = False
         self.in_flight: Batch | None = None
+        self.batches_tried = 0
+        """Batches handed to the sink so far: the ``batch_id`` of the latest (:class:`BatchInfo`)."""
         self._offering = 0
         """Records waiting for room in the buffer (their source is blocked on them)."""
         self._write_retry = retrying(
@@ -239,6 +241,8 @@ class SinkWorker:
             self.metrics.rate_limited(await self._limiter.acquire(len(records)))
         retry = self._write_retry
         started = time.monotonic()
+        self.batches_tried += 1
+        batch_id = self.batches_tried
         while True:
             if self.broken is not None:
                 reason = f"sink broken: {self.broken}"
@@ -246,7 +250,7 @@ class SinkWorker:
                 self._recovered()
                 return True
             try:
-                await self.sink.write_batch(records)
+                await write(self.sink, records, BatchInfo(batch_id, retry.attempt + 1))
             except asyncio.CancelledError:
                 raise
             except BrokenError as exc:

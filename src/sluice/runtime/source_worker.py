@@ -47,10 +47,7 @@ class SourceWorker:
         self._task: asyncio.Task[None] | None = None
         self._pending: asyncio.Task[SourceBatch | None] | None = None
         self._limiter = TokenBucket(source.config.rate_limit) if source.config.rate_limit else None
-        restart = getattr(source.config, "reconnect", None)
-        self._restart_policy: RetryPolicy = (
-            restart if isinstance(restart, RetryPolicy) else _RESTART
-        )
+        self._restart_policy: RetryPolicy = source.restart_policy() or _RESTART
 
     @property
     def component_id(self) -> str:

@@ -66,6 +66,7 @@ class FileSource(Source[FileSourceConfig]):
     """JSON Lines file with a checkpoint (at-least-once; exact resume after a clean stop)."""
 
     config_model = FileSourceConfig
+    delivery_note = "Resumes from the first line not yet written by every sink."
     description = "Read JSON Lines from a file, optionally following it; resumes from a checkpoint."
 
     def __init__(self, component_id: str, config: FileSourceConfig) -> None:

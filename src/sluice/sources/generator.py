@@ -63,6 +63,8 @@ class GeneratorSource(Source[GeneratorSourceConfig]):
     """Synthetic records with a gap-free ``seq`` (no replay: a restart begins at 0 again)."""
 
     config_model = GeneratorSourceConfig
+    delivery = "at-most-once"
+    delivery_note = "Nothing to replay: a restart begins again at seq 0."
     description = "Synthetic JSON records at a set rate or as fast as possible."
 
     def __init__(self, component_id: str, config: GeneratorSourceConfig) -> None:

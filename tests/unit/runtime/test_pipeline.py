@@ -12,7 +12,7 @@ from sluice.runtime.pacing import TokenBucket
 from sluice.runtime.pipeline import Pipeline, RunResult
 from sluice.runtime.sink_worker import SinkWorker
 from sluice.runtime.source_worker import SourceWorker
-from sluice.testing import WRITTEN, registry_with_doubles
+from sluice.testing import registry_with_doubles, written
 from tests.conftest import wait_until
 from tests.unit.runtime.virtual_clock import VirtualClock
 
@@ -107,7 +107,8 @@ async def test_rejected_records_go_to_dead_letters_and_the_rest_is_written(workd
         "admin: {enabled: false}\n"
     )
     assert (await pipeline.run()).ok
-    assert [r.data["n"] for r in WRITTEN["out"]] == [i for i in range(30) if i % 3]
+    stored = written(pipeline)
+    assert [r.data["n"] for r in stored["out"]] == [i for i in range(30) if i % 3]
     dead = lines(workdir / ".sluice" / "dead_letters.jsonl")
     assert [d["record"]["n"] for d in dead] == list(range(0, 30, 3))  # type: ignore[index]
     assert {d["reason"] for d in dead} == {"has field 'bad'"}
@@ -124,9 +125,10 @@ async def test_inputs_route_by_kind(workdir: Path) -> None:
         "admin: {enabled: false}\n"
     )
     assert (await pipeline.run()).ok
-    assert len(WRITTEN["tickers"]) == 20
-    assert {r.kind for r in WRITTEN["tickers"]} == {"ticker"}
-    assert len(WRITTEN["everything"]) == 20
+    stored = written(pipeline)
+    assert len(stored["tickers"]) == 20
+    assert {r.kind for r in stored["tickers"]} == {"ticker"}
+    assert len(stored["everything"]) == 20
     # no sink takes b's heartbeats: counted as unrouted, which is not a loss
     assert totals(pipeline, "b")["unrouted"] == 10
     assert totals(pipeline, "b")["dropped"] == 0
@@ -218,4 +220,4 @@ async def test_source_rate_limit_holds(workdir: Path) -> None:
     sample = pipeline.metrics.registry.get_sample_value
     assert sample("sluice_component_rate_limit_waits_total", labels) == 9
     assert sample("sluice_component_rate_limit_wait_seconds_total", labels) == clock.now
-    assert [r.data["seq"] for r in WRITTEN["out"]] == list(range(1000))
+    assert [r.data["seq"] for r in written(pipeline)["out"]] == list(range(1000))

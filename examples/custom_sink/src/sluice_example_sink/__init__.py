@@ -1,7 +1,7 @@
 """``kind_counter``: count records by kind into a JSON file (an example third-party sink).
 
 Delivery: at-least-once, like every sluice sink; a batch retried after a failure may be counted
-twice. The file is rewritten atomically after each batch.
+twice. The file is rewritten atomically after each batch. It imports only :mod:`sluice.sdk`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
-from sluice.config.models import SinkConfig
-from sluice.plugin import ComponentContext, Sink
-from sluice.records import Record
+from sluice.sdk import ComponentContext, Field, Record, Sink, SinkConfig
 
 
 class KindCounterConfig(SinkConfig):
@@ -33,6 +29,8 @@ class KindCounterSink(Sink[KindCounterConfig]):
 
     config_model = KindCounterConfig
     description = "Count records by kind into a JSON file (example plugin)."
+    delivery = "at-least-once"
+    delivery_note = "A batch retried after a failed save may be counted twice."
 
     def __init__(self, component_id: str, config: KindCounterConfig) -> None:
         super().__init__(component_id, config)

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sluice.errors import RejectedRecords, RetriableError
-from sluice.plugin import ComponentContext, QueryResult, Readiness, Sink
+from sluice.plugin import BatchInfo, ComponentContext, QueryResult, Readiness, Sink
 from sluice.records import Record
 from sluice.sinks.clickhouse.client import Client
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
@@ -50,6 +50,14 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
     """ClickHouse table (at-least-once; retries deduplicated by token on chDB and servers >= 22.2)."""
 
     config_model = ClickHouseSinkConfig
+    delivery = "effectively-once"
+    delivery_note = (
+        "A retried batch carries the same insert_deduplication_token (chDB, servers from 22.2 with "
+        "non_replicated_deduplication_window); at-least-once on older servers."
+    )
+    queryable = True
+    queryable_stopped = True
+    takes_batch_info = True
     description = "Insert into a ClickHouse table: a server over HTTP(S), or embedded (chDB)."
 
     def __init__(self, component_id: str, config: ClickHouseSinkConfig) -> None:
@@ -60,7 +68,8 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         self._log: Any = None
         self._token_prefix = ""
         self._serial = 0
-        self._last_batch: Sequence[Record] | None = None
+        self._last_batch: object = None
+        """The batch being written: its ``batch_id``, or the records object itself."""
         self._token = ""
         self._stored: set[tuple[int, int]] = set()
         """Row ranges of the current batch already stored (while isolating bad rows)."""
@@ -192,16 +201,24 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def _token_for(self, records: Sequence[Record]) -> str:
-        """Same token while the runner retries the same batch; a new one for the next batch."""
-        if records is not self._last_batch:
-            self._last_batch = records
+    def _token_for(self, records: Sequence[Record], batch: BatchInfo | None) -> str:
+        """Same token while the runner retries the same batch (its ``batch_id``); a new one for the
+        next batch. Called without a :class:`BatchInfo` (directly, not by the runner), the same
+        ``records`` object stands for the same batch."""
+        if batch is not None:
+            key: object = batch.batch_id
+            same = key == self._last_batch
+        else:
+            key = records
+            same = records is self._last_batch
+        if not same:
+            self._last_batch = key
             self._serial += 1
             self._token = f"{self._token_prefix}-{self._serial}"
             self._stored.clear()
         return self._token
 
-    async def write_batch(self, records: Sequence[Record]) -> None:
+    async def write_batch(self, records: Sequence[Record], batch: BatchInfo | None = None) -> None:
         """Insert ``records``; raise RejectedRecords naming those that cannot be stored.
 
         The batch is checked in chunks that are sent as they are made (one streamed INSERT), so
@@ -214,7 +231,7 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
             await self._reload_table()
         converter = self._converter
         assert converter is not None
-        token = self._token_for(records)
+        token = self._token_for(records, batch)
         prepared = Prepared([], [])
         done = 0  # records checked so far
 

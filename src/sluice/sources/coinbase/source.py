@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from sluice.config.models import RetryPolicy
 from sluice.errors import SluiceError
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
@@ -65,11 +66,18 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
     """Coinbase Exchange websocket feed (at-most-once; gaps in trade ids reported as records)."""
 
     config_model = CoinbaseSourceConfig
+    delivery = "at-most-once"
+    delivery_note = (
+        "A live feed with no replay: what arrives while the connection is down is not sent again."
+    )
     counts_received = True  # every frame, including those skipped (unknown types, duplicates)
     description = (
         "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
         "a stale-feed watchdog and trade-id gap records."
     )
+
+    def restart_policy(self) -> RetryPolicy:
+        return self.config.reconnect
 
     def __init__(self, component_id: str, config: CoinbaseSourceConfig) -> None:
         super().__init__(component_id, config)

@@ -4,7 +4,8 @@ They are plugins like any other, but not registered through entry points, so ``s
 does not show them. Use :func:`registry_with_doubles` to get the installed plugins plus these, or run a
 config that uses them with ``python -m sluice.testing run CONFIG`` (same as ``sluice run``).
 
-``ListSink`` keeps what it wrote in memory, by component id, in :data:`WRITTEN`; ``FlakySink``
+``ListSink`` keeps what it wrote in memory on the instance (:attr:`ListSink.written`;
+:func:`written` collects them from a pipeline); ``FlakySink``
 appends JSON Lines to a file like the ``file`` sink, after an optional delay per batch, and fails its
 first ``fail_first_writes`` writes with the chosen error, and every write while its
 ``closed_while`` file exists.
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -27,8 +27,10 @@ from sluice.plugin import ComponentContext, Sink, Source
 from sluice.records import Record, SourceBatch, join_lines
 from sluice.registry import Registry
 
+if TYPE_CHECKING:
+    from sluice.runtime.pipeline import Pipeline
+
 __all__ = [
-    "WRITTEN",
     "FlakySink",
     "FlakySinkConfig",
     "ListSink",
@@ -37,10 +39,8 @@ __all__ = [
     "ListSourceConfig",
     "free_port",
     "registry_with_doubles",
+    "written",
 ]
-
-WRITTEN: dict[str, list[Record]] = {}
-"""What each ``ListSink`` wrote, by component id (cleared when the sink starts)."""
 
 
 class ListSourceConfig(SourceConfig):
@@ -87,7 +87,7 @@ class ListSource(Source[ListSourceConfig]):
 
 
 class ListSinkConfig(SinkConfig):
-    """Keep written records in memory (``sluice.testing.WRITTEN[id]``)."""
+    """Keep written records in memory (``ListSink.written``; ``sluice.testing.written()``)."""
 
     type: Literal["list"] = "list"
     reject_field: str | None = Field(
@@ -101,15 +101,20 @@ class ListSink(Sink[ListSinkConfig]):
     config_model = ListSinkConfig
     description = "Keep records in memory (test double)."
 
+    def __init__(self, component_id: str, config: ListSinkConfig) -> None:
+        super().__init__(component_id, config)
+        self.written: list[Record] = []
+        """What this sink wrote, in order (cleared when it starts)."""
+
     async def start(self, ctx: ComponentContext) -> None:
-        WRITTEN[self.component_id] = []
+        self.written = []
 
     async def write_batch(self, records: Sequence[Record]) -> None:
         field = self.config.reject_field
         rejected = {}
         if field is not None:
             rejected = {i: f"has field {field!r}" for i, r in enumerate(records) if field in r.data}
-        WRITTEN[self.component_id].extend(r for i, r in enumerate(records) if i not in rejected)
+        self.written.extend(r for i, r in enumerate(records) if i not in rejected)
         if rejected:
             raise RejectedRecords(rejected)
 
@@ -197,25 +202,10 @@ def registry_with_doubles() -> Registry:
     return registry
 
 
-def _main(argv: list[str]) -> int:
-    """``python -m sluice.testing run CONFIG [--log-format json]``."""
-    from sluice.cli.run_commands import run_pipeline
-    from sluice.config import ConfigError, load_config
-
-    if len(argv) < 2 or argv[0] != "run":
-        print(
-            "usage: python -m sluice.testing run CONFIG [--log-format text|json]", file=sys.stderr
-        )
-        return 2
-    registry = registry_with_doubles()
-    try:
-        loaded = load_config(argv[1], registry)
-    except ConfigError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
-        return 2
-    log_format = argv[3] if len(argv) >= 4 and argv[2] == "--log-format" else None
-    return run_pipeline(loaded, registry, log_format)
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests
-    raise SystemExit(_main(sys.argv[1:]))
+def written(pipeline: Pipeline) -> dict[str, list[Record]]:
+    """What each ``list`` sink of ``pipeline`` wrote, by component id."""
+    return {
+        worker.component_id: worker.sink.written
+        for worker in pipeline.all_sinks()
+        if isinstance(worker.sink, ListSink)
+    }
