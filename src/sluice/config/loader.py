@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model
 
-from sluice.alerts.config import ALERT_RULE_TYPES, check_references
+from sluice.config.alerts import ALERT_RULE_TYPES, check_references
 from sluice.config.models import (
     ComponentConfig,
     ComponentId,

@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from sluice.alerts.config import AlertsConfig
+from sluice.config.alerts import AlertsConfig
 
 __all__ = [
     "AdminConfig",

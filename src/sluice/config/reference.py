@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from sluice.alerts.config import (
+from sluice.config.alerts import (
     AlertsConfig,
     ErrorRateRule,
     FreshnessRule,
