@@ -29,8 +29,8 @@ from sluice.config.models import (
     SourceConfig,
 )
 from sluice.config.paths import directory_problem, file_problem
-from sluice.config.problems import ConfigError, Problem
-from sluice.config.source_map import Path, SourceMap, format_path, load_yaml
+from sluice.config.problems import ConfigError, Path, Problem, format_path
+from sluice.config.source_map import SourceMap, load_yaml
 
 if TYPE_CHECKING:
     from sluice.registry import Registry

@@ -5,18 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Problem"]
+__all__ = ["ConfigError", "Path", "Problem", "format_path"]
+
+Path = tuple[str | int, ...]
+"""Where a value is in the document: keys and list indexes from the top."""
+
+
+def format_path(path: Path) -> str:
+    """``("sinks", "out", "inputs", 0)`` -> ``sinks.out.inputs[0]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
 
 
 @dataclass(frozen=True)
 class Problem:
-    path: tuple[str | int, ...]
+    path: Path
     line: int | None
     message: str
 
     def render(self) -> str:
-        from sluice.config.source_map import format_path
-
         where = f"line {self.line}: " if self.line is not None else ""
         key = format_path(self.path)
         return f"{where}{key}: {self.message}" if self.path else f"{where}{self.message}"

@@ -109,7 +109,9 @@ class CoinbaseSimulator:
             faults = Faults()
         offered = request.headers.get("Sec-WebSocket-Extensions", "")
         deflate = self.options.deflate and "permessage-deflate" in offered
-        session = Session(self, number, faults, deflate)
+        session = Session(
+            self.market, self.options, self.log, number, faults, deflate, self.fast_chunks
+        )
         self.sessions.append(session)
         headers = {"Sec-WebSocket-Extensions": "permessage-deflate"} if deflate else None
         return WSUpgradeResponseWithListener(

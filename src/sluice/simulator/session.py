@@ -6,18 +6,15 @@ import asyncio
 import socket
 import time
 import zlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from sluice.simulator.fast import Chunk, FastStream
-from sluice.simulator.markets import Event, rfc3339
-from sluice.simulator.options import Faults
-
-if TYPE_CHECKING:
-    from sluice.simulator.server import CoinbaseSimulator
+from sluice.simulator.markets import Event, Market, rfc3339
+from sluice.simulator.options import Faults, SimulatorOptions
 
 __all__ = ["AUTH_CHANNELS", "CHANNELS", "Session"]
 
@@ -42,15 +39,23 @@ class Session(WSListener):
     """One client connection."""
 
     def __init__(
-        self, simulator: CoinbaseSimulator, number: int, faults: Faults, deflate: bool
+        self,
+        market: Market,
+        options: SimulatorOptions,
+        log: Any,
+        number: int,
+        faults: Faults,
+        deflate: bool,
+        fast_chunks: Callable[[list[str], bool], list[Chunk]],
     ) -> None:
+        """``fast_chunks(products, compressed)``: the shared stream of a fixed-count fast mode."""
         super().__init__()
-        self.simulator = simulator
-        self.market = simulator.market
-        self.options = simulator.options
+        self.market = market
+        self.options = options
         self.number = number
         self.faults = faults
-        self.log: Any = simulator.log.bind(connection=number)
+        self.log: Any = log.bind(connection=number)
+        self._fast_chunks = fast_chunks
         self.transport: WSTransport | None = None
         self.channels: dict[str, list[str]] = {}
         self.live = False
@@ -422,7 +427,7 @@ class Session(WSListener):
         raw = transport.underlying_transport
         chunks: Iterable[Chunk]
         if options.fast_count is not None:
-            chunks = self.simulator.fast_chunks(products, compressed=self.deflate)
+            chunks = self._fast_chunks(products, self.deflate)
         else:
             compressor = zlib.compressobj(wbits=-15) if self.deflate else None
             stream = FastStream(self.market, products, None, options.fast_write_bytes, compressor)
