@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Path", "Problem", "format_path"]
+__all__ = ["ConfigError", "Path", "Problem", "did_you_mean", "format_path"]
 
 Path = tuple[str | int, ...]
 """Where a value is in the document: keys and list indexes from the top."""
@@ -20,6 +21,12 @@ def format_path(path: Path) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text or "(top level)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``choices`` to ``word``, or nothing."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 @dataclass(frozen=True)

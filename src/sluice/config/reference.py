@@ -18,8 +18,8 @@ from sluice.config.alerts import (
     MinRateRule,
     WebhookConfig,
 )
+from sluice.config.assembly import build_config_model
 from sluice.config.envsubst import MAX_EXPANDED_CHARS
-from sluice.config.loader import build_config_model
 from sluice.config.models import (
     AdminConfig,
     BatchPolicy,
