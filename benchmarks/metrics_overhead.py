@@ -37,7 +37,7 @@ def child(variant: str, count: int, workdir: Path) -> None:
     from sluice.config import load_config_text
     from sluice.logs import configure_logging
     from sluice.metrics import Metrics
-    from sluice.observe.service import Observability
+    from sluice.observability.service import Observability
     from sluice.registry import Registry
     from sluice.runtime.pipeline import Pipeline
 

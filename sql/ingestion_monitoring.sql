@@ -1,7 +1,8 @@
 -- Ingestion monitoring for the Coinbase ticker table (coinbase_demo.coinbase_ticker).
 --
--- Generated from src/sluice/observe/monitoring_sql.py (`sluice monitor` runs the same
--- queries); edit that module, then run `python -m sluice.observe.monitoring_sql`.
+-- Generated from src/sluice/sinks/clickhouse/monitoring_sql.py (`sluice monitor` runs
+-- the same queries); edit that module, then run
+-- `python -m sluice.sinks.clickhouse.monitoring_sql`.
 -- Every query runs on a current ClickHouse server and on chDB; those not marked
 -- otherwise also run on ClickHouse 18.16. Each query starts with a `-- name:` line.
 

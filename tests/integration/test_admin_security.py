@@ -23,11 +23,11 @@ import orjson
 import pytest
 import structlog
 
-from sluice.admin.auth import TOKEN_FILE
 from sluice.config import load_config_text
 from sluice.logs import configure_logging
 from sluice.metrics import Metrics
-from sluice.observe.service import Observability
+from sluice.observability.auth import TOKEN_FILE
+from sluice.observability.service import Observability
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 from sluice.sinks.clickhouse.testing import LocalServer, ticker_bytes

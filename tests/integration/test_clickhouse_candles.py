@@ -109,7 +109,8 @@ def test_the_dashboards_market_query_reads_the_last_hour_of_candles(
     """The query the built-in dashboard's market panel sends (through POST api/query), as it is
     in app.js, on chDB and on the 18.16 server."""
     [sql] = re.findall(
-        r'const MARKET_SQL = "([^"]+)";', (REPO / "src/sluice/admin/dashboard/app.js").read_text()
+        r'const MARKET_SQL = "([^"]+)";',
+        (REPO / "src/sluice/observability/dashboard/app.js").read_text(),
     )
     store.create_ticker_table("sluice_test", table)
     minute = int(time.time()) // 60 * 60

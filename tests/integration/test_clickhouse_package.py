@@ -1,4 +1,5 @@
-"""The shipped DDL is inside the built package, so an installed sluice finds it."""
+"""The shipped DDL and the dashboard are inside the built package, so an installed sluice finds
+them."""
 
 from __future__ import annotations
 
@@ -26,3 +27,6 @@ def test_wheel_contains_the_shipped_ddl(tmp_path: Path) -> None:
         packaged = zipfile.ZipFile(wheel).read(f"sluice/sql/{name}")
         assert packaged == (ROOT / "sql" / name).read_bytes()
     assert "sluice/sinks/clickhouse/sink.py" in names
+    dashboard = ROOT / "src" / "sluice" / "observability" / "dashboard"
+    for path in sorted(dashboard.iterdir()):
+        assert f"sluice/observability/dashboard/{path.name}" in names

@@ -1,7 +1,7 @@
 """``sluice monitor CONFIG``: ingestion per minute (empty minutes as zero rows), freshness and
 trade-id gaps, read from the store of the config's queryable sink (the ClickHouse sink).
 
-The queries are those of ``sql/ingestion_monitoring.sql`` (:mod:`sluice.observe.monitoring_sql`),
+The queries are those of ``sql/ingestion_monitoring.sql`` (:mod:`sluice.sinks.clickhouse.monitoring_sql`),
 for the sink's ``database.table``. They go through the running pipeline's admin server
 (``POST /api/query``) when it answers, since an embedded store (chDB) can be open in one process
 only; otherwise the sink's store is opened here read-only, as ``sluice sql`` does
@@ -30,9 +30,9 @@ from rich.text import Text
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_or_exit, load_registry
 from sluice.cli.sink_query import NotQueryable, QueryFailed, Via, choose_sink, connect
 from sluice.config import LoadedConfig
-from sluice.observe.monitoring_sql import DEFAULT_TABLE, TABLE_NAME, render
 from sluice.plugin import QueryResult
 from sluice.registry import Registry
+from sluice.sinks.clickhouse.monitoring_sql import DEFAULT_TABLE, TABLE_NAME, render
 
 __all__ = ["MonitorReport", "collect", "register", "render_report", "run_monitor"]
 

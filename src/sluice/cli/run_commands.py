@@ -16,7 +16,7 @@ from sluice.cli.common import EXIT_FAILURE, EXIT_OK, load_or_exit, load_registry
 from sluice.config import LoadedConfig
 from sluice.logs import configure_logging
 from sluice.metrics import Metrics
-from sluice.observe.service import Observability
+from sluice.observability.service import Observability
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 

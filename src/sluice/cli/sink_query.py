@@ -17,10 +17,10 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from sluice.admin.auth import TOKEN_FILE, bearer, read_token_file
-from sluice.admin.server import parse_listen
 from sluice.config import LoadedConfig
 from sluice.errors import QueryRefused
+from sluice.observability.auth import TOKEN_FILE, bearer, read_token_file
+from sluice.observability.server import parse_listen
 from sluice.plugin import QueryResult
 from sluice.registry import Registry
 

@@ -3,7 +3,7 @@
 A plugin's config model subclasses :class:`SourceConfig` or :class:`SinkConfig`, declares
 ``type: Literal["name"]`` and its own fields, and may override the defaults of the shared blocks
 (``batch``, ``buffer``, ``retry``). The whole config model is assembled from the registered plugins
-by :func:`sluice.config.loader.build_config_model`, so the JSON Schema and the reference docs are
+by :func:`sluice.config.assembly.build_config_model`, so the JSON Schema and the reference docs are
 generated from the same models that validate.
 """
 
@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
 )
 
-from sluice.alerts.config import AlertsConfig
+from sluice.config.alerts import AlertsConfig
 
 __all__ = [
     "AdminConfig",

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Problem"]
+__all__ = ["ConfigError", "Path", "Problem", "did_you_mean", "format_path"]
+
+Path = tuple[str | int, ...]
+"""Where a value is in the document: keys and list indexes from the top."""
+
+
+def format_path(path: Path) -> str:
+    """``("sinks", "out", "inputs", 0)`` -> ``sinks.out.inputs[0]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``choices`` to ``word``, or nothing."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 @dataclass(frozen=True)
 class Problem:
-    path: tuple[str | int, ...]
+    path: Path
     line: int | None
     message: str
 
     def render(self) -> str:
-        from sluice.config.source_map import format_path
-
         where = f"line {self.line}: " if self.line is not None else ""
         key = format_path(self.path)
         return f"{where}{key}: {self.message}" if self.path else f"{where}{self.message}"

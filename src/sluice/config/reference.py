@@ -11,15 +11,15 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from sluice.alerts.config import (
+from sluice.config.alerts import (
     AlertsConfig,
     ErrorRateRule,
     FreshnessRule,
     MinRateRule,
     WebhookConfig,
 )
+from sluice.config.assembly import build_config_model
 from sluice.config.envsubst import MAX_EXPANDED_CHARS
-from sluice.config.loader import build_config_model
 from sluice.config.models import (
     AdminConfig,
     BatchPolicy,

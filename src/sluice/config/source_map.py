@@ -26,23 +26,19 @@ from typing import Any
 import yaml
 
 from sluice.config.envsubst import EnvError, expand
-from sluice.config.problems import Problem
+from sluice.config.problems import Path, Problem
 
 try:  # libyaml is several times faster; the pure-Python loader gives the same result
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on the PyYAML build
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-Path = tuple[str | int, ...]
-
 __all__ = [
     "IGNORED_PREFIX",
     "MAX_DEPTH",
     "MAX_NODES",
     "MAX_TEXT_CHARS",
-    "Path",
     "SourceMap",
-    "format_path",
     "load_yaml",
 ]
 
@@ -73,17 +69,6 @@ class SourceMap:
             if line is not None:
                 return line
         return None
-
-
-def format_path(path: Path) -> str:
-    """``("sinks", "out", "inputs", 0)`` -> ``sinks.out.inputs[0]``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
 
 
 def load_yaml(text: str, environ: Mapping[str, str]) -> tuple[Any, SourceMap, list[Problem]]:

@@ -9,13 +9,16 @@ shared by every connection, so serving it costs one ``transport.write`` per chun
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sluice.simulator.markets import Market, fast_template
+from sluice.simulator.options import SimulatorOptions
 
-__all__ = ["Chunk", "FastStream", "frame_header"]
+__all__ = ["Chunk", "FastStream", "SharedStreams", "frame_header", "send_fast"]
 
 
 def frame_header(length: int, compressed: bool = False) -> bytes:
@@ -82,3 +85,56 @@ class FastStream:
             if remaining is not None:
                 remaining -= made
             yield Chunk(b"".join(parts), made, tuple(ids))
+
+
+class SharedStreams:
+    """The fast-mode streams of a fixed count (``fast_count``), built once per product list and
+    compression and shared by every connection: serving one is then only socket writes. A
+    compressed one is one deflate stream from a fresh context, as each connection's inflater
+    starts."""
+
+    def __init__(self, market: Market, options: SimulatorOptions) -> None:
+        self.market = market
+        self.options = options
+        self._built: dict[tuple[tuple[str, ...], bool], list[Chunk]] = {}
+
+    def get(self, products: list[str], compressed: bool) -> list[Chunk]:
+        key = (tuple(products), compressed)
+        chunks = self._built.get(key)
+        if chunks is None:
+            options = self.options
+            compressor = zlib.compressobj(wbits=-15) if compressed else None
+            stream = FastStream(
+                self.market, products, options.fast_count, options.fast_write_bytes, compressor
+            )
+            chunks = self._built[key] = list(stream.chunks())
+        return chunks
+
+    def for_connection(self, products: list[str], compressed: bool) -> Iterable[Chunk]:
+        """The stream one connection serves: the shared one, or an endless one of its own."""
+        if self.options.fast_count is not None:
+            return self.get(products, compressed)
+        compressor = zlib.compressobj(wbits=-15) if compressed else None
+        stream = FastStream(self.market, products, None, self.options.fast_write_bytes, compressor)
+        return stream.chunks()
+
+
+async def send_fast(
+    chunks: Iterable[Chunk],
+    write: Callable[[bytes], None],
+    writable: asyncio.Event,
+    stopped: Callable[[], bool],
+    sent: Callable[[Chunk], None],
+) -> float | None:
+    """Write ``chunks`` as fast as the socket takes them (waiting while ``writable`` is clear);
+    ``sent(chunk)`` after each write. Returns the seconds taken, or None when ``stopped()`` came
+    first."""
+    started = time.monotonic()
+    for chunk in chunks:
+        await writable.wait()
+        if stopped():
+            return None
+        write(chunk.data)
+        sent(chunk)
+        await asyncio.sleep(0)
+    return time.monotonic() - started

@@ -11,13 +11,15 @@ permessage-deflate is accepted when offered. A client whose unsent backlog passe
 
 Faults (:class:`sluice.simulator.options.Faults`) are injected per connection. Fast mode serves
 pre-encoded tickers in large socket writes, as fast as the client reads, for benchmarks.
+
+This module accepts connections and runs the market; each connection is a
+:class:`~sluice.simulator.session.Session`, the feed's rules are in :mod:`.protocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import zlib
 from typing import Any
 
 import structlog
@@ -28,7 +30,7 @@ from picows import (
     ws_create_server,
 )
 
-from sluice.simulator.fast import Chunk, FastStream
+from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
 from sluice.simulator.session import Session
@@ -56,7 +58,7 @@ class CoinbaseSimulator:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
-        self._fast_cache: dict[tuple[tuple[str, ...], bool], list[Chunk]] = {}
+        self.fast_streams = SharedStreams(self.market, options)
 
     @property
     def open_sessions(self) -> list[Session]:
@@ -109,27 +111,14 @@ class CoinbaseSimulator:
             faults = Faults()
         offered = request.headers.get("Sec-WebSocket-Extensions", "")
         deflate = self.options.deflate and "permessage-deflate" in offered
-        session = Session(self, number, faults, deflate)
+        session = Session(
+            self.market, self.options, self.log, number, faults, deflate, self.fast_streams
+        )
         self.sessions.append(session)
         headers = {"Sec-WebSocket-Extensions": "permessage-deflate"} if deflate else None
         return WSUpgradeResponseWithListener(
             WSUpgradeResponse.create_101_response(extra_headers=headers), session
         )
-
-    def fast_chunks(self, products: list[str], compressed: bool) -> list[Chunk]:
-        """The fast-mode stream for ``products`` (a fixed count), built once and shared by every
-        connection: serving it is then only socket writes. Compressed, it is one deflate stream
-        from a fresh context, as each connection's inflater starts."""
-        key = (tuple(products), compressed)
-        chunks = self._fast_cache.get(key)
-        if chunks is None:
-            options = self.options
-            compressor = zlib.compressobj(wbits=-15) if compressed else None
-            stream = FastStream(
-                self.market, products, options.fast_count, options.fast_write_bytes, compressor
-            )
-            chunks = self._fast_cache[key] = list(stream.chunks())
-        return chunks
 
     def _publish(self, events: list[Event]) -> None:
         for session in self.sessions:

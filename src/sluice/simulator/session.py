@@ -1,4 +1,9 @@
-"""One client connection to the simulator: the protocol, the faults, the fast mode."""
+"""One client connection to the simulator: its socket, what it was asked and what it sends.
+
+The feed's rules are in :mod:`.protocol`, what the client subscribed to in :mod:`.subscriptions`,
+the injected faults in :mod:`.faults` and fast mode's streams in :mod:`.fast`; this module ties
+them to one picows connection.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +11,63 @@ import asyncio
 import socket
 import time
 import zlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from sluice.simulator.fast import Chunk, FastStream
-from sluice.simulator.markets import Event, rfc3339
-from sluice.simulator.options import Faults
-
-if TYPE_CHECKING:
-    from sluice.simulator.server import CoinbaseSimulator
-
-__all__ = ["AUTH_CHANNELS", "CHANNELS", "Session"]
-
-CHANNELS = frozenset({"ticker", "ticker_batch", "heartbeat", "matches", "status"})
-AUTH_CHANNELS = frozenset({"full", "level2", "level3", "user"})
-AUTH_REASON = (
-    "level2, level3, and full channels now require authentication. "
-    "https://docs.cloud.coinbase.com/exchange/docs/websocket-auth"
+from sluice.simulator.fast import Chunk, SharedStreams, send_fast
+from sluice.simulator.faults import GARBAGE, TradeFaults, fault_after_frame, garbage_due
+from sluice.simulator.markets import Event, Market, rfc3339
+from sluice.simulator.options import Faults, SimulatorOptions
+from sluice.simulator.protocol import (
+    HEARTBEAT,
+    error_frame,
+    parse_channels,
+    status_frame,
+    subscriptions_frame,
 )
-GARBAGE = b"#garbage: this frame is not JSON"
-HEARTBEAT = b'{"type":"heartbeat","last_trade_id":%d,"product_id":"%s","sequence":%d,"time":"%s"}'
+from sluice.simulator.subscriptions import Subscriptions
+
+__all__ = ["Session"]
+
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 _STATUS_EVERY = 5
 """Heartbeat ticks between two ``status`` frames."""
-
-
-def _error(message: str, reason: str) -> bytes:
-    return orjson.dumps({"type": "error", "message": message, "reason": reason})
 
 
 class Session(WSListener):
     """One client connection."""
 
     def __init__(
-        self, simulator: CoinbaseSimulator, number: int, faults: Faults, deflate: bool
+        self,
+        market: Market,
+        options: SimulatorOptions,
+        log: Any,
+        number: int,
+        faults: Faults,
+        deflate: bool,
+        fast_streams: SharedStreams,
     ) -> None:
         super().__init__()
-        self.simulator = simulator
-        self.market = simulator.market
-        self.options = simulator.options
+        self.market = market
+        self.options = options
         self.number = number
         self.faults = faults
-        self.log: Any = simulator.log.bind(connection=number)
+        self.log: Any = log.bind(connection=number)
+        self._fast_streams = fast_streams
         self.transport: WSTransport | None = None
-        self.channels: dict[str, list[str]] = {}
+        self.subscriptions = Subscriptions()
         self.live = False
         """Subscribed and still sending."""
         self.disconnected = False
         self.stalled = False
         self.closing = False
         self.sent_frames = 0
-        self.trade_frames = 0
         self.sent: list[bytes] | None = [] if self.options.record_sent else None
         """Every frame sent (bytes as the client decodes them), when recording."""
-        self.skipped: list[bytes] | None = [] if self.options.record_sent else None
+        self._trade_faults = TradeFaults(faults, record_skipped=self.options.record_sent)
+        self.skipped = self._trade_faults.skipped
         """Every trade frame left out by the ``skip_every`` fault while live, when recording."""
         self.close_reason = ""
         self.connected_at = 0.0
@@ -75,14 +80,21 @@ class Session(WSListener):
             zlib.compressobj(wbits=-15) if deflate and not self.options.fast else None
         )
         self._decompressor = zlib.decompressobj(wbits=-15) if deflate else None
-        self._held: Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deadline: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
         self._writable.set()
-        self._tickers: set[str] = set()
-        self._matches: set[str] = set()
         self._fast_ids: dict[str, int] | None = None
+
+    @property
+    def channels(self) -> dict[str, list[str]]:
+        """Channel -> products subscribed to."""
+        return self.subscriptions.channels
+
+    @property
+    def trade_frames(self) -> int:
+        """Trade frames (tickers, matches) this connection was offered, sent or not."""
+        return self._trade_faults.count
 
     # -- picows callbacks ------------------------------------------------------------------------
 
@@ -130,7 +142,7 @@ class Session(WSListener):
                 "simulator.no_subscribe", timeout_secs=self.options.subscribe_timeout_secs
             )
             self._send_control(
-                _error(
+                error_frame(
                     "Failed to subscribe",
                     f"no subscribe message within {self.options.subscribe_timeout_secs:g} seconds",
                 )
@@ -141,70 +153,27 @@ class Session(WSListener):
         try:
             request = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self._send_control(_error("Malformed JSON", "the message is not valid JSON"))
+            self._send_control(error_frame("Malformed JSON", "the message is not valid JSON"))
             return
         if not isinstance(request, dict) or request.get("type") not in ("subscribe", "unsubscribe"):
-            self._send_control(_error("Failed to subscribe", "Unknown message type"))
+            self._send_control(error_frame("Failed to subscribe", "Unknown message type"))
             return
-        wanted, reason = self._parse_channels(request)
+        wanted, reason = parse_channels(request, self.market.products)
         if reason is not None:
             self.log.info("simulator.subscribe_refused", reason=reason)
-            self._send_control(_error("Failed to subscribe", reason))
+            self._send_control(error_frame("Failed to subscribe", reason))
             return
         if request["type"] == "unsubscribe":
-            for name, products in wanted.items():
-                left = [p for p in self.channels.get(name, []) if p not in products]
-                if left or (name == "status" and name not in wanted):
-                    self.channels[name] = left
-                else:
-                    self.channels.pop(name, None)
+            self.subscriptions.unsubscribe(wanted)
         else:
-            for name, products in wanted.items():
-                merged = self.channels.setdefault(name, [])
-                merged += [p for p in products if p not in merged]
+            self.subscriptions.subscribe(wanted)
         self._subscribed(new=wanted if request["type"] == "subscribe" else {})
-
-    def _parse_channels(self, request: dict[str, Any]) -> tuple[dict[str, list[str]], str | None]:
-        top = request.get("product_ids") or []
-        channels = request.get("channels") or []
-        if not isinstance(channels, list) or not channels:
-            return {}, "No channels provided"
-        wanted: dict[str, list[str]] = {}
-        for channel in channels:
-            if isinstance(channel, str):
-                name, products = channel, top
-            elif isinstance(channel, dict) and isinstance(channel.get("name"), str):
-                name, products = channel["name"], channel.get("product_ids") or top
-            else:
-                return {}, "Malformed channel"
-            if name in AUTH_CHANNELS:
-                return {}, AUTH_REASON
-            if name not in CHANNELS:
-                return {}, f"{name} is not a valid channel"
-            if name == "status":
-                wanted[name] = []
-                continue
-            if not isinstance(products, list) or not products:
-                return {}, " is not a valid product"
-            for product in products:
-                if not isinstance(product, str) or product not in self.market.products:
-                    return {}, f"{product} is not a valid product"
-            wanted[name] = list(products)
-        return wanted, None
 
     def _subscribed(self, new: dict[str, list[str]]) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        reply = {
-            "type": "subscriptions",
-            "channels": [{"name": n, "product_ids": p} for n, p in self.channels.items()],
-        }
-        self._send_control(orjson.dumps(reply))
-        self._tickers = set(self.channels.get("ticker", ())) | set(
-            self.channels.get("ticker_batch", ())
-        )
-        self._matches = set(self.channels.get("matches", ()))
+        self._send_control(subscriptions_frame(self.channels))
         self.log.info("simulator.subscribed", channels=sorted(self.channels))
         self.live = bool(self.channels) and not (self.stalled or self.closing)
         market = self.market
@@ -218,7 +187,7 @@ class Session(WSListener):
             if frame is not None:
                 self._send_trade_frame(frame)
         if "status" in new:
-            self._send(self._status_frame())
+            self._send(status_frame(self.market.products))
         if not self._tasks and self.channels:
             self._tasks.append(asyncio.create_task(self._ticks(), name=f"sim-ticks-{self.number}"))
             if self.options.fast:
@@ -233,7 +202,7 @@ class Session(WSListener):
         """Market events, as they happen."""
         if self.options.fast:
             return
-        tickers, matches = self._tickers, self._matches
+        tickers, matches = self.subscriptions.tickers, self.subscriptions.matches
         for event in events:
             if event.channel == "ticker":
                 if event.product_id in tickers:
@@ -244,29 +213,7 @@ class Session(WSListener):
                 return
 
     def _send_trade(self, event: Event) -> None:
-        f = self.faults
-        self.trade_frames += 1
-        n = self.trade_frames
-        if f.skip_every and n % f.skip_every == 0:
-            if self.skipped is not None and self.live:
-                self.skipped.append(event.frame)
-            return
-        if f.reorder_every:
-            held = self._held
-            if held is not None:
-                self._held = None
-                self._send_trade_frame(event.frame)
-                self._send_trade_frame(held.frame)
-                return
-            if n % f.reorder_every == 0:
-                self._held = event
-                return
-        frame = event.frame
-        if f.truncate_every and n % f.truncate_every == 0:
-            frame = frame[: len(frame) // 2]
-        self._send_trade_frame(frame)
-        if f.repeat_every and n % f.repeat_every == 0:
-            self._send_trade_frame(frame)
+        self._trade_faults.send(event, self.live, self._send_trade_frame)
 
     def _send_trade_frame(self, frame: bytes) -> None:
         self._send(frame)
@@ -297,20 +244,20 @@ class Session(WSListener):
         self.sent_frames += 1
         if self.sent is not None:
             self.sent.append(frame)
-        f = self.faults
-        if f.garbage_every and self.sent_frames % f.garbage_every == 0:
+        faults = self.faults
+        if garbage_due(faults, self.sent_frames):
             self._write(transport, GARBAGE)
             if self.sent is not None:
                 self.sent.append(GARBAGE)
-        if (
-            f.slow_consumer_bytes is not None
-            and transport.underlying_transport.get_write_buffer_size() > f.slow_consumer_bytes
-        ):
+        fault = fault_after_frame(
+            faults, self.sent_frames, transport.underlying_transport.get_write_buffer_size
+        )
+        if fault == "slow_consumer":
             self._slow_consumer()
-        elif f.close_after is not None and self.sent_frames >= f.close_after:
+        elif fault == "close_after":
             self.log.info("simulator.fault", fault="close_after", frames=self.sent_frames)
             self.abort()
-        elif f.stall_after is not None and self.sent_frames >= f.stall_after:
+        elif fault == "stall_after":
             self.log.info("simulator.fault", fault="stall_after", frames=self.sent_frames)
             self.stalled = True
             self.stalled_at = time.monotonic()
@@ -321,7 +268,7 @@ class Session(WSListener):
         assert transport is not None
         backlog = transport.underlying_transport.get_write_buffer_size()
         self.log.info("simulator.slow_consumer", unsent_bytes=backlog)
-        self._write(transport, _error("Slow consumer", "ErrSlowConsume"))
+        self._write(transport, error_frame("Slow consumer", "ErrSlowConsume"))
         self.close("ErrSlowConsume")
         # a client that stopped reading altogether is cut off
         asyncio.get_running_loop().call_later(10.0, self.abort)
@@ -350,37 +297,6 @@ class Session(WSListener):
             self._deadline.cancel()
             self._deadline = None
 
-    def _status_frame(self) -> bytes:
-        products = [
-            {
-                "id": p,
-                "base_currency": p.split("-")[0],
-                "quote_currency": p.split("-")[1],
-                "base_increment": "0.00000001",
-                "quote_increment": "0.01",
-                "display_name": p,
-                "status": "online",
-                "status_message": None,
-                "min_market_funds": "1",
-                "post_only": False,
-                "limit_only": False,
-                "cancel_only": False,
-                "fx_stablecoin": False,
-            }
-            for p in self.market.products
-        ]
-        currencies = sorted({c for p in self.market.products for c in p.split("-")})
-        return orjson.dumps(
-            {
-                "type": "status",
-                "products": products,
-                "currencies": [
-                    {"id": c, "name": c, "min_size": "0.00000001", "status": "online"}
-                    for c in currencies
-                ],
-            }
-        )
-
     async def _ticks(self) -> None:
         """Heartbeats once a second per product, and status frames now and then."""
         interval = self.options.heartbeat_interval_secs
@@ -403,7 +319,7 @@ class Session(WSListener):
                     )
                 )
             if "status" in self.channels and tick % _STATUS_EVERY == 0:
-                self._send(self._status_frame())
+                self._send(status_frame(self.market.products))
 
     def _last_trade_id(self, product: str) -> int:
         fast = self._fast_ids
@@ -413,31 +329,26 @@ class Session(WSListener):
 
     async def _fast(self) -> None:
         """Fast mode: pre-encoded tickers in large socket writes, as fast as the client reads."""
-        products = sorted(self._tickers)
+        products = sorted(self.subscriptions.tickers)
         if not products:
             return
-        options = self.options
         transport = self.transport
         assert transport is not None
-        raw = transport.underlying_transport
-        chunks: Iterable[Chunk]
-        if options.fast_count is not None:
-            chunks = self.simulator.fast_chunks(products, compressed=self.deflate)
-        else:
-            compressor = zlib.compressobj(wbits=-15) if self.deflate else None
-            stream = FastStream(self.market, products, None, options.fast_write_bytes, compressor)
-            chunks = stream.chunks()
         fast_ids = self._fast_ids = {}
-        started = time.monotonic()
-        for chunk in chunks:
-            await self._writable.wait()
-            if self.disconnected or self.closing or self.stalled:
-                return
-            raw.write(chunk.data)
+
+        def sent(chunk: Chunk) -> None:
             self.sent_frames += chunk.frames
             fast_ids.update(zip(products, chunk.last_trade_ids, strict=True))
-            await asyncio.sleep(0)
-        elapsed = time.monotonic() - started
+
+        elapsed = await send_fast(
+            self._fast_streams.for_connection(products, self.deflate),
+            transport.underlying_transport.write,
+            self._writable,
+            lambda: self.disconnected or self.closing or self.stalled,
+            sent,
+        )
+        if elapsed is None:
+            return
         self.log.info(
             "simulator.fast_done",
             frames=self.sent_frames,

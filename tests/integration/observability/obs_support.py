@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sluice.config import load_config_text
 from sluice.config.models import SinkConfig, SourceConfig
 from sluice.metrics import Metrics
-from sluice.observe.service import Observability
+from sluice.observability.service import Observability
 from sluice.plugin import Sink, Source
 from sluice.records import Record, SourceBatch
 from sluice.registry import Registry

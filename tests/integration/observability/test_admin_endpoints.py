@@ -21,7 +21,7 @@ from obs_support import (
 from tests.conftest import wait_until
 
 from sluice.config import ConfigError, load_config_text
-from sluice.observe.service import Observability
+from sluice.observability.service import Observability
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 

@@ -20,10 +20,10 @@ from aiohttp import web
 from obs_support import LogFile, metric, run_in_process
 from tests.conftest import wait_until
 
-from sluice.alerts.config import WebhookConfig
-from sluice.alerts.engine import AlertEvent
-from sluice.alerts.webhook import QUEUE_LIMIT, WebhookNotifier
+from sluice.config.alerts import WebhookConfig
 from sluice.metrics import Metrics
+from sluice.observability.alerts.engine import AlertEvent
+from sluice.observability.alerts.webhook import QUEUE_LIMIT, WebhookNotifier
 
 
 class Receiver:

@@ -8,7 +8,13 @@ import pytest
 from obs_support import SeededTable
 from tests.conftest import REPO
 
-from sluice.observe.monitoring_sql import DEFAULT_TABLE, QUERIES, parse_file, render, render_file
+from sluice.sinks.clickhouse.monitoring_sql import (
+    DEFAULT_TABLE,
+    QUERIES,
+    parse_file,
+    render,
+    render_file,
+)
 from sluice.sinks.clickhouse.testing import QueryError
 
 SQL_FILE = REPO / "sql" / "ingestion_monitoring.sql"
@@ -21,7 +27,7 @@ def file_query(name: str, table: str) -> str:
 
 def test_the_sql_file_is_generated_from_the_queries_sluice_monitor_runs() -> None:
     assert SQL_FILE.read_text() == render_file(), (
-        "sql/ingestion_monitoring.sql is stale: run python -m sluice.observe.monitoring_sql"
+        "sql/ingestion_monitoring.sql is stale: run python -m sluice.sinks.clickhouse.monitoring_sql"
     )
     assert list(parse_file(SQL_FILE.read_text())) == [q.name for q in QUERIES]
 

@@ -18,13 +18,11 @@ it goes to the dead letters with the server's reason, and every other row is sto
 
 On a lost connection or a server down, inserts are retried by the runner with backoff; a start
 against a server that is down is retried the same way. If the table or a column disappears, the
-sink reads the table again (recreating it with ``create``) before the next attempt.
+sink reads the table again (recreating it with ``create``; :mod:`.table`) before the next attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -34,16 +32,14 @@ from sluice.plugin import BatchInfo, ComponentContext, QueryResult, Readiness, S
 from sluice.records import Record
 from sluice.sinks.clickhouse.client import Client
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
-from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.schema import Converter, Prepared, ServerInfo
+from sluice.sinks.clickhouse.table import load_table
 
 __all__ = ["ClickHouseSink"]
 
 _PREPARE_CHUNK = 4096
 """Records checked per chunk of a streamed insert (about 1.7 MB of tickers)."""
-
-_DEDUP_WINDOW = re.compile(r"non_replicated_deduplication_window\s*=\s*(\d+)")
 
 
 class ClickHouseSink(Sink[ClickHouseSinkConfig]):
@@ -120,70 +116,12 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         )
 
     async def _load_table(self) -> None:
-        """Create the table if asked, read its columns, build the converter. Errors that will not
-        pass by waiting (bad DDL, missing table without ``create``) are raised as RuntimeError, so
-        the run fails with the reason instead of retrying forever."""
-        client, server = self._client, self._server
-        assert client is not None
-        assert server is not None
-        config = self.config
-        try:
-            if config.create:
-                for statement in await self._ddl_statements(server):
-                    await client.execute(statement)
-            columns = await client.columns(config.qualified_table)
-            create_query = await client.select(
-                f"SHOW CREATE TABLE {config.qualified_table}", read_only=False
-            )
-        except ClickHouseError as exc:
-            if exc.is_transient:
-                raise
-            raise RuntimeError(f"table {config.database}.{config.table}: {exc}") from exc
-        try:
-            self._converter = Converter(f"{config.database}.{config.table}", columns, server)
-        except ValueError as exc:
-            raise RuntimeError(str(exc)) from exc
-        statement = str(create_query.rows[0][0]) if create_query.rows else ""
-        self.dedup = self._dedup_mode(server, statement)
+        """Create the table if asked and read it (see :func:`.table.load_table`)."""
+        assert self._client is not None
+        assert self._server is not None
+        table = await load_table(self._client, self._server, self.config, self._log)
+        self._converter, self.dedup = table.converter, table.dedup
         self._schema_stale = False
-
-    async def _ddl_statements(self, server: ServerInfo) -> list[str]:
-        path = self.config.ddl
-        try:
-            if path is None:
-                path = shipped_sql(DEFAULT_DDL if server.has_datetime64 else LEGACY_DDL)
-            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        except OSError as exc:
-            raise RuntimeError(f"cannot read the DDL file: {exc}") from exc
-        statements = render_statements(text, self.config.database, self.config.table)
-        if not statements:
-            raise RuntimeError(f"{path}: no SQL statement in the DDL file")
-        return statements
-
-    def _dedup_mode(self, server: ServerInfo, create_statement: str) -> str:
-        if not server.has_dedup_token:
-            self._log.warning(
-                "clickhouse.no_insert_deduplication",
-                version=server.version_text,
-                detail=(
-                    "server before 22.2: a batch retried after the server stored it but before it "
-                    "answered is stored twice (a ReplacingMergeTree table collapses it on merge)"
-                ),
-            )
-            return "none"
-        engine = create_statement.split("ENGINE", 1)[-1]
-        replicated = "Replicated" in engine
-        window = _DEDUP_WINDOW.search(create_statement)
-        if "MergeTree" in engine and not replicated and (window is None or window.group(1) == "0"):
-            self._log.warning(
-                "clickhouse.no_insert_deduplication",
-                detail=(
-                    "the table has no non_replicated_deduplication_window: a retried batch may be "
-                    "stored twice; ALTER TABLE ... MODIFY SETTING non_replicated_deduplication_window = 1000"
-                ),
-            )
-            return "none"
-        return "token"
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sluice.metrics import Metrics
-from sluice.observe.history import History, SeriesKey
+from sluice.observability.history import History, SeriesKey
 
 T0 = 1_800_000_000.0  # a whole minute
 

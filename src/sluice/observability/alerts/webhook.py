@@ -31,10 +31,10 @@ import aiohttp
 import orjson
 from prometheus_client import Counter
 
-from sluice.alerts.config import WebhookConfig
-from sluice.alerts.engine import AlertEvent
+from sluice.config.alerts import WebhookConfig
 from sluice.config.models import RetryPolicy
 from sluice.metrics import Metrics
+from sluice.observability.alerts.engine import AlertEvent
 from sluice.runtime.pacing import Backoff
 
 __all__ = ["WebhookNotifier", "event_body"]

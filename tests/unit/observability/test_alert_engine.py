@@ -9,10 +9,10 @@ import pytest
 import structlog
 from prometheus_client import generate_latest
 
-from sluice.alerts.config import AlertsConfig
-from sluice.alerts.engine import AlertEngine, AlertEvent
+from sluice.config.alerts import AlertsConfig
 from sluice.metrics import ComponentMetrics, Metrics
-from sluice.observe.history import History
+from sluice.observability.alerts.engine import AlertEngine, AlertEvent
+from sluice.observability.history import History
 
 T0 = 1_800_000_000.0
 

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sluice.admin.auth import TOKEN_FILE
-from sluice.admin.health import LoopMonitor
-from sluice.admin.server import AdminServer
-from sluice.alerts.engine import AlertEngine
-from sluice.alerts.webhook import WebhookNotifier
-from sluice.observe.history import History
+from sluice.observability.alerts.engine import AlertEngine
+from sluice.observability.alerts.webhook import WebhookNotifier
+from sluice.observability.auth import TOKEN_FILE
+from sluice.observability.health import LoopMonitor
+from sluice.observability.history import History
+from sluice.observability.server import AdminServer
 from sluice.runtime.pipeline import Pipeline
 
 __all__ = ["Observability"]

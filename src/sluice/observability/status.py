@@ -1,7 +1,7 @@
 """The JSON behind the dashboard (``GET /api/status``): one document with everything it shows.
 
 Counts are the pipeline's own counters (the same numbers as /metrics); rates and the per-second and
-per-minute series come from the in-process :class:`~sluice.observe.history.History`. In a series a
+per-minute series come from the in-process :class:`~sluice.observability.history.History`. In a series a
 bucket is ``null`` before the run began (unknown) and ``0`` when the run was up and nothing came
 (a real gap). The last bucket is the current, still filling, second or minute.
 """
@@ -17,9 +17,9 @@ from sluice import __version__
 from sluice.metrics import Metrics
 
 if TYPE_CHECKING:
-    from sluice.admin.health import LoopMonitor
-    from sluice.alerts.engine import AlertEngine
-    from sluice.observe.history import History, SeriesKey
+    from sluice.observability.alerts.engine import AlertEngine
+    from sluice.observability.health import LoopMonitor
+    from sluice.observability.history import History, SeriesKey
     from sluice.runtime.pipeline import Pipeline
     from sluice.runtime.sink_worker import SinkWorker
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sluice.alerts.config import AlertsConfig, ErrorRateRule, FreshnessRule, MinRateRule
+from sluice.config.alerts import AlertsConfig, ErrorRateRule, FreshnessRule, MinRateRule
 from sluice.metrics import Metrics
-from sluice.observe.history import History, SeriesKey
+from sluice.observability.history import History, SeriesKey
 
 __all__ = ["AlertEngine", "AlertEvent", "AlertState"]
 

@@ -1,12 +1,12 @@
 """One admin HTTP server per process (aiohttp), loopback by default.
 
 Routes: ``/metrics`` (Prometheus text), ``/healthz`` (the process and its event loop are alive:
-see :mod:`sluice.admin.health`), ``/readyz`` (every component can do its work: 200, else 503 with
+see :mod:`sluice.observability.health`), ``/readyz`` (every component can do its work: 200, else 503 with
 a JSON body naming what is not), ``/`` (the built-in dashboard: static files shipped in the
 package, no CDN, no build step), ``/api/status`` (the JSON the dashboard polls), ``POST
 /api/query`` (a read-only query against a queryable sink, used by ``sluice sql`` and ``sluice
 monitor`` while the pipeline holds the store open). Who may use which route:
-:mod:`sluice.admin.auth` (Host checked everywhere; a token, this server's own Origin and a JSON
+:mod:`sluice.observability.auth` (Host checked everywhere; a token, this server's own Origin and a JSON
 body for ``/api/query``).
 """
 
@@ -23,15 +23,15 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sluice.admin.auth import AdminGuard, new_token, write_token_file
-from sluice.admin.health import LoopMonitor
-from sluice.admin.status import build_status
 from sluice.errors import QueryRefused
+from sluice.observability.auth import AdminGuard, new_token, write_token_file
+from sluice.observability.health import LoopMonitor
+from sluice.observability.status import build_status
 from sluice.runtime.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    from sluice.alerts.engine import AlertEngine
-    from sluice.observe.history import History
+    from sluice.observability.alerts.engine import AlertEngine
+    from sluice.observability.history import History
 
 __all__ = ["PIPELINE", "AdminServer", "parse_listen"]
 
@@ -55,7 +55,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 def _load_static() -> dict[str, tuple[bytes, str]]:
     """The dashboard's files, read once from the package: name -> (body, content type)."""
     files: dict[str, tuple[bytes, str]] = {}
-    folder = resources.files("sluice.admin") / "dashboard"
+    folder = resources.files("sluice.observability") / "dashboard"
     for entry in folder.iterdir():
         suffix = "." + entry.name.rsplit(".", 1)[-1]
         if entry.is_file() and suffix in _STATIC_TYPES:

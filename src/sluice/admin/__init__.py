@@ -1,1 +1,0 @@
-"""The admin HTTP server: metrics, health, readiness, queries and the dashboard."""
