@@ -25,7 +25,9 @@ PRODUCTS = ("BTC-USD", "ETH-USD")
         ({"channels": ["ticker"], "product_ids": ["XX-YY"]}, "XX-YY is not a valid product"),
     ],
 )
-def test_a_request_the_feed_refuses_gets_its_reason(request_: dict[str, object], reason: str) -> None:
+def test_a_request_the_feed_refuses_gets_its_reason(
+    request_: dict[str, object], reason: str
+) -> None:
     assert parse_channels(request_, PRODUCTS) == ({}, reason)
 
 
