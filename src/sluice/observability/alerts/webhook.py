@@ -33,9 +33,10 @@ from prometheus_client import Counter
 
 from sluice.config.alerts import WebhookConfig
 from sluice.config.models import RetryPolicy
+from sluice.errors import RetriableError
 from sluice.metrics import Metrics
 from sluice.observability.alerts.engine import AlertEvent
-from sluice.runtime.pacing import Backoff
+from sluice.runtime.retry import retrying
 
 __all__ = ["WebhookNotifier", "event_body"]
 
@@ -140,8 +141,7 @@ class WebhookNotifier:
     async def _deliver(self, event: AlertEvent) -> None:
         assert self._session is not None
         body = orjson.dumps(event_body(event, self.host_name))
-        backoff = Backoff(self._retry)
-        attempts = self.config.max_attempts
+        retry = retrying(self._retry, self.log, "alert.webhook.retrying")
         while True:
             error: str
             retry_after: float | None = None
@@ -155,7 +155,7 @@ class WebhookNotifier:
                             alert=event.name,
                             status=event.status,
                             target=self._target,
-                            attempts=backoff.attempt + 1,
+                            attempts=retry.attempt + 1,
                         )
                         return
                     error = f"HTTP {response.status}"
@@ -164,7 +164,7 @@ class WebhookNotifier:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = type(exc).__name__
                 retriable = True
-            if not retriable or backoff.attempt + 1 >= attempts:
+            if not retriable or retry.exhausted():
                 self._count(event, "failed")
                 self.log.error(
                     "alert.webhook.failed",
@@ -172,17 +172,14 @@ class WebhookNotifier:
                     status=event.status,
                     target=self._target,
                     error=error,
-                    attempts=backoff.attempt + 1,
+                    attempts=retry.attempt + 1,
                 )
                 return
-            delay = backoff.next_delay(retry_after)
-            self.log.warning(
-                "alert.webhook.retrying",
+            delay = retry.failed(
+                RetriableError(error, retry_after_secs=retry_after),
                 alert=event.name,
                 target=self._target,
-                error=error,
-                attempt=backoff.attempt,
-                retry_in_secs=round(delay, 2),
+                error_type=error,
             )
             await asyncio.sleep(delay)
 
