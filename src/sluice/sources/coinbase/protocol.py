@@ -43,6 +43,7 @@ __all__ = [
     "decode",
     "may_be_non_finite",
     "one_line",
+    "plain_batch",
     "screen",
     "subscribe_request",
 ]
@@ -265,6 +266,37 @@ def suspect(frame: bytes, message: object) -> bool:
         or len(frame) > 2 * MAX_DEPTH
         or may_be_non_finite(message)
     )
+
+
+def _required_n(spec: type[msgspec.Struct]) -> int:
+    """How many lowercase ``n`` the keys of ``spec``'s required fields spell (in a frame
+    decoded to it, each such key is there, in plain text when the frame has no escape)."""
+    return sum(f.encode_name.count("n") for f in msgspec.structs.fields(spec) if f.required)
+
+
+PLAIN_MAX_N = 1 + min(_required_n(spec) for spec in DECIMAL_FIELDS)
+"""A frame decoded to a spec with decimal fields, with no escape, no ``N``, ``f`` or ``F``, and at
+most this many lowercase ``n``, has no non-finite decimal: every spelling of one has an ``f`` or
+``F`` (infinity), an ``N``, or two lowercase ``n`` (NaN, sNaN; underscores may stand between the
+letters), and the required keys already spell the rest (``sequence``)."""
+assert PLAIN_MAX_N >= 1
+
+
+def plain_batch(blob: bytes, longest: int) -> tuple[bool, bool]:
+    """For the frames joined in ``blob`` (the longest ``longest`` bytes): whether every one is
+    plain, so that :func:`screen` can only refuse a non-finite decimal (ASCII, no escape, no line
+    break, too short to nest too deeply); and whether one has an ``N``, ``f`` or ``F``, a letter
+    of a non-finite decimal (when none has, a plain frame needs no closer look than its count of
+    ``n``: see ``PLAIN_MAX_N``). A few ``memchr`` over the batch: about 0.1 us a frame, against
+    about 0.3 us for the same tests frame by frame."""
+    plain = (
+        longest <= 2 * MAX_DEPTH
+        and blob.isascii()
+        and 92 not in blob  # a backslash
+        and 10 not in blob
+        and 13 not in blob
+    )
+    return plain, (78 in blob or 102 in blob or 70 in blob)  # N, f, F
 
 
 def subscribe_request(subscription: dict[str, list[str]]) -> bytes:
