@@ -262,6 +262,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             plain, lettered = plain_batch(b"".join(frames), max(map(len, frames), default=0))
         else:
             plain, lettered = False, True
+        max_n = PLAIN_MAX_N
         for raw in frames:
             try:
                 message = decode(raw)
@@ -289,7 +290,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     rejected.append(Rejected(raw, reason))
                     continue
                 raw = one_line(raw)
-            elif (lettered or raw.count(110) > PLAIN_MAX_N) and may_be_non_finite(message):
+            elif (lettered or raw.count(110) > max_n) and may_be_non_finite(message):
                 # a plain frame: only a decimal field spelled with n or N may be refused
                 reason = screen(raw, message)
                 if reason is not None:
