@@ -13,7 +13,7 @@ Whatever its bytes, a frame is either decoded or refused with a reason, never an
 could stop the source: :func:`classify` names why decoding failed (not JSON, not UTF-8, nested too
 deeply, not the spec), and :func:`screen` refuses what the spec's types let through: bytes that are
 not UTF-8 inside fields the spec skips, and decimal fields that are not finite (``NaN``,
-``Infinity``). Trade ids and sequences must fit a signed 64-bit integer (Coinbase's own type), so
+``Infinity``); :func:`plain_batch` tells, for a whole batch at once, which frames need it. Trade ids and sequences must fit a signed 64-bit integer (Coinbase's own type), so
 that no column and no consumer receives a wrapped value.
 """
 
@@ -43,6 +43,7 @@ __all__ = [
     "decode",
     "may_be_non_finite",
     "one_line",
+    "plain_batch",
     "screen",
     "subscribe_request",
 ]
@@ -255,8 +256,10 @@ def may_be_non_finite(message: object) -> bool:
 def suspect(frame: bytes, message: object) -> bool:
     """Whether :func:`screen` could refuse ``frame`` (decoded to ``message``): a non-ASCII byte,
     an escape (which could spell a letter), a line break, a length that leaves room for too deep
-    a nesting, or a decimal field that may not be finite. The source inlines it; it looks for
-    ints, not bytes (``92 in frame`` is one memchr, a one-byte bytes needle is not)."""
+    a nesting, or a decimal field that may not be finite. The source runs these tests over a
+    whole batch first (:func:`plain_batch`) and frame by frame only when the batch fails them;
+    it looks for ints, not bytes (``92 in frame`` is one memchr, a one-byte bytes needle is
+    not)."""
     return (
         not frame.isascii()
         or 92 in frame  # a backslash
@@ -265,6 +268,37 @@ def suspect(frame: bytes, message: object) -> bool:
         or len(frame) > 2 * MAX_DEPTH
         or may_be_non_finite(message)
     )
+
+
+def _required_n(spec: type[msgspec.Struct]) -> int:
+    """How many lowercase ``n`` the keys of ``spec``'s required fields spell (in a frame
+    decoded to it, each such key is there, in plain text when the frame has no escape)."""
+    return sum(f.encode_name.count("n") for f in msgspec.structs.fields(spec) if f.required)
+
+
+PLAIN_MAX_N = 1 + min(_required_n(spec) for spec in DECIMAL_FIELDS)
+"""A frame decoded to a spec with decimal fields, with no escape, no ``N``, ``f`` or ``F``, and at
+most this many lowercase ``n``, has no non-finite decimal: every spelling ``Decimal`` reads as
+one has an ``f`` or ``F`` (infinity), an ``N``, or two lowercase ``n`` (nan, snan, with
+underscores anywhere), and the keys of the spec's required fields, which the frame has, already
+spell ``PLAIN_MAX_N - 1`` of them (``sequence``): two more would pass the count."""
+
+
+def plain_batch(blob: bytes, longest: int) -> tuple[bool, bool]:
+    """For the frames joined in ``blob`` (the longest ``longest`` bytes): whether every one is
+    plain, so that :func:`screen` can only refuse a non-finite decimal (ASCII, no escape, no line
+    break, too short to nest too deeply); and whether one has an ``N``, ``f`` or ``F``, a letter
+    of a non-finite decimal (when none has, a plain frame needs no closer look than its count of
+    ``n``: see ``PLAIN_MAX_N``). A few ``memchr`` over the batch: about 0.1 us a frame, against
+    about 0.3 us for the same tests frame by frame."""
+    plain = (
+        longest <= 2 * MAX_DEPTH
+        and blob.isascii()
+        and 92 not in blob  # a backslash
+        and 10 not in blob
+        and 13 not in blob
+    )
+    return plain, (78 in blob or 102 in blob or 70 in blob)  # N, f, F
 
 
 def subscribe_request(subscription: dict[str, list[str]]) -> bytes:

@@ -40,6 +40,7 @@ from sluice.sources.coinbase.config import CoinbaseSourceConfig
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
     MAX_DEPTH,
+    PLAIN_MAX_N,
     Error,
     Heartbeat,
     Match,
@@ -50,6 +51,7 @@ from sluice.sources.coinbase.protocol import (
     decode,
     may_be_non_finite,
     one_line,
+    plain_batch,
     screen,
     subscribe_request,
 )
@@ -261,6 +263,14 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
         append = records.append
+        # what the spec's types let through (protocol.screen) is looked for over the whole batch
+        # first: only a frame that may hold it is screened, one by one
+        size = sum(map(len, frames))
+        if size <= _BLOB_BYTES:
+            plain, lettered = plain_batch(b"".join(frames), max(map(len, frames), default=0))
+        else:
+            plain, lettered = False, True
+        max_n = PLAIN_MAX_N
         for raw in frames:
             try:
                 message = decode(raw)
@@ -275,25 +285,25 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 else:
                     rejected.append(Rejected(raw, reason))
                 continue
-            # what the spec's types let through, and line breaks between tokens, folded so that a
-            # record stays one line (protocol.suspect inlined, as this runs once per frame)
-            if (
+            if not plain and (
                 not raw.isascii()
                 or 92 in raw  # a backslash
                 or 10 in raw
                 or 13 in raw
                 or len(raw) > _LONG
             ):
+                # line breaks between tokens are folded, so that a record stays one line
                 reason = screen(raw, message)
-                if reason is None:
-                    raw = one_line(raw)
-            elif may_be_non_finite(message):
+                if reason is not None:
+                    rejected.append(Rejected(raw, reason))
+                    continue
+                raw = one_line(raw)
+            elif (lettered or raw.count(110) > max_n) and may_be_non_finite(message):
+                # a plain frame: only a decimal field spelled with n or N may be refused
                 reason = screen(raw, message)
-            else:
-                reason = None
-            if reason is not None:
-                rejected.append(Rejected(raw, reason))
-                continue
+                if reason is not None:
+                    rejected.append(Rejected(raw, reason))
+                    continue
             if isinstance(message, Ticker):
                 # the common case inline: the next trade id of a product already seen
                 product, trade_id = message.product_id, message.trade_id
@@ -323,7 +333,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # the runner from the batch's records
         metrics = ctx.metrics
         metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(sum(map(len, frames)) + oversize_bytes)
+        metrics.received_bytes.inc(size + oversize_bytes)
         if unknown:
             metrics.drop("unknown_type", unknown)
         if late[DUPLICATE]:
@@ -389,6 +399,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
 
 _LONG = 2 * MAX_DEPTH
 """Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
+_BLOB_BYTES = 16 * 1024 * 1024
+"""A batch up to this size is joined to be looked at in one go (a transient copy; a few MiB for a
+batch of tickers); a larger one is looked at frame by frame."""
 
 _REBASELINE_REASONS = {
     "reconnect": "the first trade id after a reconnect is below the last one seen",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import orjson
@@ -166,6 +167,60 @@ def test_frames_that_merely_look_suspect_are_records(tmp_path: Path) -> None:
     assert batch.rejected == []
     assert [r.raw for r in batch.records] == frames
     assert batch.records[0].data["note"] == 'infinite nanny "quoted" café'
+
+
+LOWERCASE_NAN = [b"nan", b"n_an", b"na_n", b"_n_a_n_", b"snan", b"+nan", b" nan ", b"nan12"]
+
+
+@pytest.mark.parametrize("value", LOWERCASE_NAN)
+def test_a_lowercase_nan_in_a_batch_of_plain_frames_is_a_dead_letter(
+    tmp_path: Path, value: bytes
+) -> None:
+    # no escape, no N, f or F anywhere in the batch: the batch test passes and only the count of
+    # lowercase n can find it (a ticker's keys spell two: sequence and open_24h)
+    source, _ = _source(tmp_path)
+    frame = _ticker(b"2", price=b'"%s"' % value, extra=b',"open_24h":"1.5"')
+    batch = source._parse([_ticker(b"1"), frame, _ticker(b"3")])
+    assert [r.raw for r in batch.rejected] == [frame]
+    assert "price is not a finite number" in batch.rejected[0].reason
+    tickers = [r for r in batch.records if r.kind == "ticker"]
+    assert [orjson.loads(r.raw)["trade_id"] for r in tickers] == [1, 3]
+
+
+def test_the_batch_screen_refuses_exactly_what_screen_refuses(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from sluice.sources.coinbase.protocol import decode, screen
+
+    rng = random.Random(20261129)
+    spellings = [*LOWERCASE_NAN, b"NaN", b"Inf", b"inf", b"iNf", b"in_f_inity", b"-Infinity"]
+    spellings += [b"sNaN", b"1.5", b"1e5", b"1_0", b"n", b"nn", b"open_24h", b"abc", b""]
+    alphabet = b"nNaAsSiIfFtTyY_0123456789.eE+- "
+    fields = [b"open_24h", b"volume_24h", b"low_24h", b"best_bid", b"best_ask", b"last_size"]
+    frames: list[bytes] = []
+    for trade_id in range(1, 2001):
+        if rng.random() < 0.5:
+            value = rng.choice(spellings)
+        else:
+            value = bytes(rng.choices(alphabet, k=rng.randint(1, 8)))
+        extra = b"".join(
+            b',"%s":"%s"' % (name, rng.choice(spellings) if rng.random() < 0.2 else b"1.25")
+            for name in rng.sample(fields, rng.randint(0, len(fields)))
+        )
+        frames.append(_ticker(b"%d" % trade_id, price=b'"%s"' % value, extra=extra))
+    refused = {frame for frame in frames if screen(frame, decode(frame)) is not None}
+    assert 100 < len(refused) < len(frames) - 100  # both kinds, many of each
+    # batches with no N, f or F at all (only the count of n can tell), and the others
+    unlettered = [f for f in frames if not any(letter in f for letter in (b"N", b"f", b"F"))]
+    lettered = [f for f in frames if f not in set(unlettered)]
+    assert any(f in refused for f in unlettered)
+    source, _ = _source(tmp_path)
+    got: set[bytes] = set()
+    for group in (unlettered, lettered):
+        for start in range(0, len(group), 100):
+            got |= {r.raw for r in source._parse(group[start : start + 100]).rejected}
+    assert got == refused
+    assert Decimal("n_a_n").is_nan()  # why underscores are in the spellings
 
 
 def test_an_oversize_placeholder_is_a_dead_letter_with_its_size(tmp_path: Path) -> None:
