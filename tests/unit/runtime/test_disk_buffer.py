@@ -271,6 +271,31 @@ async def test_a_batch_of_only_bad_frames_is_passed_by_the_cursor_and_not_read_a
     assert await reopened.next_batch() is None  # nothing left, nothing repeated
 
 
+@pytest.mark.parametrize(
+    "damaged",
+    [b"\xff\xfe{garbage", b'{"file": "one", "offset": 0, "skip": 0}', b"[1, 2]", b'{"file": -3}'],
+)
+async def test_an_unreadable_cursor_replays_what_is_on_disk_instead_of_failing(
+    tmp_path: Path, damaged: bytes
+) -> None:
+    """A damaged cursor file is logged with its path and the backlog is read from the oldest
+    segment: nothing lost, the run goes on (repeats are the documented at-least-once cost)."""
+    buffer = disk(tmp_path, batch_events=1000)
+    for n in range(4):
+        await buffer.put(segment(n * 5, 5))
+    await write_and_ack(buffer, 1)  # 0..19 written and acknowledged
+    await buffer.put(segment(20, 5))
+    buffer.close(drain=False)
+    assert await buffer.next_batch() is None
+    (tmp_path / "cursor.json").write_bytes(damaged)
+    log = Log()
+    reopened = disk(tmp_path, batch_events=1000, log=log)
+    taken = await write_and_ack(reopened, 1)
+    assert set(range(20, 25)) <= set(numbers(taken))  # the backlog: all of it
+    [line] = log.events("buffer.cursor_unreadable")
+    assert line["path"] == str(tmp_path / "cursor.json")
+
+
 async def test_a_corrupt_last_frame_is_counted_and_a_torn_tail_is_not(tmp_path: Path) -> None:
     await fill_log(tmp_path, frames=4, per_frame=2)
     log_file = tmp_path / "1.log"

@@ -350,11 +350,27 @@ class DiskBuffer(BatchingQueue):
         )
 
     def _read_cursor(self) -> _Cursor:
+        """The persisted cursor; a missing one is the start. One that cannot be read (damaged,
+        not ours) is logged and replaced by the oldest position still on disk (file 0 precedes
+        every segment): records may be written again, none is lost."""
+        path = self.directory / "cursor.json"
         try:
-            data = orjson.loads((self.directory / "cursor.json").read_bytes())
-            return _Cursor(int(data["file"]), int(data["offset"]), int(data["skip"]))
+            data = orjson.loads(path.read_bytes())
+            cursor = _Cursor(int(data["file"]), int(data["offset"]), int(data["skip"]))
         except FileNotFoundError:
             return _Cursor(1, 0, 0)
+        except (ValueError, TypeError, KeyError) as exc:  # orjson's JSONDecodeError is a ValueError
+            self.log.warning(
+                "buffer.cursor_unreadable",
+                path=str(path),
+                error=str(exc),
+                action="replaying from the oldest segment on disk (repeats possible, no loss)",
+            )
+            return _Cursor(0, 0, 0)
+        if min(cursor.file, cursor.offset, cursor.skip) < 0:
+            self.log.warning("buffer.cursor_unreadable", path=str(path), error="negative position")
+            return _Cursor(0, 0, 0)
+        return cursor
 
     # -- the Buffer protocol ------------------------------------------------------------------------
 
