@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the tests use: ClickHouse server (tests start their own instance),
-# Prometheus' promtool (alert rule tests), Chromium (dashboard browser test), python3-venv.
+# Prometheus' promtool (alert rule tests), Chromium (dashboard browser test), python3-venv,
+# NATS server (JetStream cluster tests), ZooKeeper (replicated ClickHouse tests; the tests start it
+# with java). The Kafka-protocol broker (tansu) comes from PyPI with the test dependencies.
 # Installs only what is missing; needs root or sudo for that.
 set -euo pipefail
 
@@ -9,6 +11,8 @@ command -v /usr/sbin/clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-serv
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+[ -d /usr/share/zookeeper ] || need+=(zookeeper)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
