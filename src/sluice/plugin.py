@@ -186,8 +186,8 @@ class Source(_Component, Generic[SourceConfigT]):
         a live feed, a replay re-timed to the present), so that now minus the newest event time
         is an event lag, or are times recorded long ago (``recorded``: a replay that keeps its
         times, a file of old events), so that the dashboard shows no lag. Decided by the
-        config alone: the runner asks once after ``start``, ``sluice monitor`` asks a source built
-        from the config and never started."""
+        config alone: the runner asks once when it builds the pipeline, ``sluice monitor`` asks a
+        source built from the config and never started."""
         return "wall-clock"
 
     def restart_policy(self) -> RetryPolicy | None:

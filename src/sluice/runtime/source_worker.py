@@ -53,8 +53,8 @@ class SourceWorker:
         self._pending: asyncio.Task[SourceBatch | None] | None = None
         self._limiter = TokenBucket(source.config.rate_limit) if source.config.rate_limit else None
         self._restart_policy: RetryPolicy = source.restart_policy() or _RESTART
-        self.event_times: EventTimes = "wall-clock"
-        """What the source's event times are (read from it after ``start``)."""
+        self.event_times: EventTimes = source.event_times()
+        """What the source's event times are (declared by its config)."""
         self.metrics.connected.set_function(self._connected)
 
     @property
@@ -107,7 +107,6 @@ class SourceWorker:
         retry = retrying(self._restart_policy, self.log, "source.restarting")
         if not self.started:
             await self.source.start(self.ctx)
-            self.event_times = self.source.event_times()
             self.started = True
             self.log.info("source.started")
         while not self._stopping:

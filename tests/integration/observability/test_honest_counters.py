@@ -117,6 +117,12 @@ async def test_status_counts_repeats_as_discarded_not_dropped_and_hides_a_record
     assert replay["last_event_time"] < time.time() - A_YEAR  # the recording's own times
     assert replay["connected"] is True
     assert replay["dropped"] == 0
+    # the sinks' end-to-end lag: observed for the live feed's, not for the recorded times'
+    lag = "sluice_sink_end_to_end_lag_seconds_count"
+    sink = {"component_kind": "sink", "component_type": "file", "component_id": "ticks"}
+    assert metric(samples, lag, **sink) > 0
+    sink = {"component_kind": "sink", "component_type": "clickhouse", "component_id": "replayed"}
+    assert metric(samples, lag, **sink) == 0
 
 
 @pytest.mark.browser
