@@ -74,6 +74,9 @@ class _Noop:
     def set(self, value: float) -> None:
         pass
 
+    def set_function(self, read: Callable[[], float]) -> None:
+        pass
+
     def observe(self, amount: float) -> None:
         pass
 
@@ -125,7 +128,14 @@ class Metrics:
         self.dropped = Counter(
             "sluice_component_dropped_events",
             "Records lost on purpose (a buffer's when_full: drop_newest, a rate limit that "
-            "drops), or repeated input discarded (duplicates), by reason.",
+            "drops), by reason: lost data only.",
+            (*LABELS, "reason"),
+            registry=r,
+        )
+        self.discarded = Counter(
+            "sluice_source_discarded",
+            "Inputs a source read and turned into no record on purpose, by reason (a repeated "
+            "or out-of-order trade, a message type nobody asked for): not a loss.",
             (*LABELS, "reason"),
             registry=r,
         )
@@ -261,6 +271,7 @@ class ComponentMetrics:
     labels: tuple[str, str, str]
     _errors: dict[str, Any] = field(default_factory=dict)
     _dropped: dict[str, Any] = field(default_factory=dict)
+    _discarded: dict[str, Any] = field(default_factory=dict)
     _unrouted: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -309,8 +320,8 @@ class ComponentMetrics:
             self.rate_limit_wait_seconds.inc(waited_secs)
 
     def totals(self) -> dict[str, int]:
-        """Counts so far: received, sent, dropped (all reasons), unrouted (all kinds), dead
-        letters, errors, retries."""
+        """Counts so far: received, sent, dropped (all reasons), discarded (all reasons),
+        unrouted (all kinds), dead letters, errors, retries."""
         registry = self.metrics.registry
         labels = dict(zip(LABELS, self.labels, strict=True))
 
@@ -323,6 +334,9 @@ class ComponentMetrics:
             "sent": value("sluice_component_sent_events_total"),
             "dropped": sum(
                 value("sluice_component_dropped_events_total", {"reason": r}) for r in self._dropped
+            ),
+            "discarded": sum(
+                value("sluice_source_discarded_total", {"reason": r}) for r in self._discarded
             ),
             "unrouted": sum(
                 value("sluice_component_unrouted_events_total", {"kind": k}) for k in self._unrouted
@@ -349,8 +363,12 @@ class ComponentMetrics:
         self._count(self._errors, self.metrics.errors, error_type, count)
 
     def drop(self, reason: str, count: int) -> None:
-        """Count records discarded on purpose."""
+        """Count records lost on purpose (a policy that drops data)."""
         self._count(self._dropped, self.metrics.dropped, reason, count)
+
+    def discard(self, reason: str, count: int) -> None:
+        """Count inputs a source turned into no record on purpose (not a loss)."""
+        self._count(self._discarded, self.metrics.discarded, reason, count)
 
     def unrouted(self, kind: str, count: int) -> None:
         """Count records of ``kind`` that no sink takes (not a loss: nothing asked for them)."""

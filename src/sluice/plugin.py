@@ -20,8 +20,14 @@ fails with a retriable error is passed again, with the same records and the same
 Finally ``close()``, once. See :mod:`sluice.errors` for what ``write_batch`` may raise.
 
 Capabilities are declared on the class, never guessed: :attr:`Sink.queryable`,
-:attr:`Sink.queryable_stopped`, :attr:`Sink.takes_batch_info`, :attr:`_Component.delivery`, and
-:meth:`Source.restart_policy`.
+:attr:`Sink.queryable_stopped`, :attr:`Sink.takes_batch_info`, :attr:`_Component.delivery`,
+:meth:`Source.restart_policy`, :meth:`Source.connected` and :meth:`Source.event_times`.
+
+Metrics have one owner each: the source worker counts a source from what its batches report
+(records, rejected inputs, :attr:`~sluice.records.SourceBatch.read_events` and ``read_bytes`` for
+input that made no record, ``discarded`` by reason) and sets ``sluice_source_connected`` from
+:meth:`Source.connected`; the sink worker counts a sink. A plugin counts only signals of its own
+domain (the Coinbase source's gaps) through ``ctx.metrics``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = [
     "BatchInfo",
     "ComponentContext",
     "Delivery",
+    "EventTimes",
     "QueryResult",
     "Readiness",
     "Sink",
@@ -63,6 +70,11 @@ Delivery = Literal["at-most-once", "at-least-once", "effectively-once"]
   retried batch by its :attr:`BatchInfo.batch_id`); ``delivery_note`` says where it holds.
 """
 DELIVERIES: tuple[Delivery, ...] = ("at-most-once", "at-least-once", "effectively-once")
+
+EventTimes = Literal["wall-clock", "recorded"]
+"""What a source's event times are (:meth:`Source.event_times`): ``wall-clock`` when they follow
+the present, so that an event lag means something; ``recorded`` when they are times of the past
+kept as they were (a replay without re-timing), so that no lag is shown."""
 
 
 @dataclass(frozen=True)
@@ -146,9 +158,6 @@ class Source(_Component, Generic[SourceConfigT]):
 
     config_model: ClassVar[type[SourceConfig]]
     config: SourceConfigT
-    counts_received: ClassVar[bool] = False
-    """True when the source counts its own input in ``metrics.received_*`` (e.g. frames that
-    yield no record); otherwise the runner counts each batch's records and rejected inputs."""
 
     def __init__(self, component_id: str, config: SourceConfigT) -> None:
         super().__init__(component_id, config)
@@ -163,6 +172,23 @@ class Source(_Component, Generic[SourceConfigT]):
         holds a connection opens a new one here, and one that can resume starts after the last
         committed token.
         """
+
+    def connected(self) -> bool | None:
+        """Whether the source's own connection is up now (subscribed, able to receive), for
+        ``sluice_source_connected``; the runner reads it when the metric is read, so it must be
+        cheap and must not raise. None (the default): the source has no connection of its own,
+        and the runner reports it connected from its first batch until ``batches()`` fails or
+        ends. A source never sets the metric itself."""
+        return None
+
+    def event_times(self) -> EventTimes:
+        """Whether its records' event times follow the wall clock (``wall-clock``, the default:
+        a live feed, a replay re-timed to the present), so that now minus the newest event time
+        is an event lag, or are times recorded long ago (``recorded``: a replay that keeps its
+        times, a file of old events), so that the dashboard shows no lag. Decided by the
+        config alone: the runner asks once when it builds the pipeline, ``sluice monitor`` asks a
+        source built from the config and never started."""
+        return "wall-clock"
 
     def restart_policy(self) -> RetryPolicy | None:
         """The backoff between a retriable failure of ``batches()`` and its next call; None for

@@ -6,14 +6,15 @@ source knows it, its event ``time``. The decoded mapping is computed lazily, onl
 fields, so a pipeline that moves JSON from a socket to a file never decodes it twice.
 
 A source hands the runner a :class:`SourceBatch`: the records read in one go, the inputs it rejected
-(which go to the dead letters with their reason) and an opaque ``token`` that the runner passes back
+(which go to the dead letters with their reason), what it read and discarded on purpose (counts
+only; the runner counts them) and an opaque ``token`` that the runner passes back
 to :meth:`sluice.plugin.Source.commit` once every record of the batch and of all batches before it
 has been written by every sink that takes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,14 @@ class SourceBatch:
     """Passed back to ``Source.commit`` once this batch and all earlier ones are written."""
     nbytes: int | None = None
     """Total length of the records' ``raw``, when the source knows it (saves the runner a pass)."""
+    read_events: int | None = None
+    """Inputs (frames, lines) read for this batch, counting those that made no record; None: the
+    records and rejected inputs are all there was (``sluice_component_received_events``)."""
+    read_bytes: int | None = None
+    """Bytes of those inputs; None: the bytes of the records and rejected inputs."""
+    discarded: Mapping[str, int] | None = None
+    """Inputs read and turned into no record on purpose, by reason (a repeat, a type nobody asked
+    for): nothing is lost; counted as ``sluice_source_discarded`` by the runner."""
 
 
 def compact_json(value: Any) -> bytes:

@@ -10,7 +10,7 @@ behind it may move. The contract these names make is written out in ``docs/plugi
 - what flows: :class:`Record`, :class:`SourceBatch`, :class:`Rejected`;
 - what the runner gives and asks: :class:`ComponentContext`, :class:`Readiness`,
   :class:`QueryResult`, :class:`BatchInfo`;
-- the capability types: :data:`Delivery` (and :data:`DELIVERIES`);
+- the capability types: :data:`Delivery` (and :data:`DELIVERIES`), :data:`EventTimes`;
 - the error vocabulary: :class:`RetriableError`, :class:`PermanentError`, :class:`BrokenError`,
   :class:`RejectedRecords`, :class:`QueryRefused`, :func:`classify_os_error`.
 """
@@ -43,6 +43,7 @@ from sluice.plugin import (
     BatchInfo,
     ComponentContext,
     Delivery,
+    EventTimes,
     QueryResult,
     Readiness,
     Sink,
@@ -59,6 +60,7 @@ __all__ = [
     "Claim",
     "ComponentContext",
     "Delivery",
+    "EventTimes",
     "Field",
     "LocalPath",
     "PermanentError",

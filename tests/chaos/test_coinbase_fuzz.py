@@ -9,8 +9,9 @@ transport limit, which the client must refuse by closing the connection.
 
 What must hold: the run never stops (it is stopped by the test once every frame arrived), the
 client reconnects exactly once per refused frame, and every frame sent is counted exactly once:
-as a record, a dead letter with its reason, a counted drop (unknown type, duplicate, out of order)
-or a control message (``subscriptions``, ``error``).
+as a record, a dead letter with its reason, a counted discard (unknown type, duplicate, out of
+order: ``sluice_source_discarded_total``, never a drop) or a control message (``subscriptions``,
+``error``).
 """
 
 from __future__ import annotations
@@ -330,17 +331,24 @@ sinks:
     records = [orjson.loads(line) for line in lines]  # every record is one line of valid JSON
     gaps = [r for r in records if isinstance(r, dict) and r.get("type") == "gap"]
     dead = read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
-    dropped = sum(
-        metric("sluice_component_dropped_events_total", reason=reason)
+    discarded = sum(
+        metric("sluice_source_discarded_total", reason=reason)
         for reason in ("unknown_type", "duplicate", "out_of_order")
     )
+    # nothing here is lost data: no drop of any reason
+    assert not [
+        sample
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "sluice_component_dropped_events_total" and sample.value
+    ]
     frames = [f.data for chunk in script.chunks for f in chunk]
     controls = sum(map(_control, frames))
     assert controls >= 2
     assert metric("sluice_component_errors_total", error_type="coinbase_error") >= 1
 
-    # every frame exactly once: a record, a dead letter, a counted drop or a control message
-    assert len(records) - len(gaps) + len(dead) + dropped + controls == total
+    # every frame exactly once: a record, a dead letter, a counted discard or a control message
+    assert len(records) - len(gaps) + len(dead) + discarded + controls == total
     assert metric("sluice_component_dead_letters_total") == len(dead)
     assert metric("sluice_component_sent_events_total") == len(records)
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import aiohttp
 import orjson
@@ -30,11 +30,18 @@ from rich.text import Text
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_or_exit, load_registry
 from sluice.cli.sink_query import NotQueryable, QueryFailed, Via, choose_sink, connect
 from sluice.config import LoadedConfig
-from sluice.plugin import QueryResult
+from sluice.plugin import EventTimes, QueryResult
 from sluice.registry import Registry
 from sluice.sinks.clickhouse.monitoring_sql import DEFAULT_TABLE, TABLE_NAME, render
 
-__all__ = ["MonitorReport", "collect", "register", "render_report", "run_monitor"]
+__all__ = [
+    "MonitorReport",
+    "collect",
+    "register",
+    "render_report",
+    "run_monitor",
+    "table_event_times",
+]
 
 Query = Callable[[str], Awaitable[QueryResult]]
 
@@ -55,6 +62,9 @@ class MonitorReport:
     prices: list[tuple[str, float, float, float, float, float]] = field(default_factory=list)
     """``(product_id, last, first, low, high, spread)`` over the last hour (none when the table
     has no ``price`` columns)."""
+    event_times: EventTimes = "wall-clock"
+    """``recorded`` when a source feeding the table declares recorded event times (a replay that
+    keeps them): the windows then end at the newest row, and ages are not shown."""
 
     @property
     def run_minutes(self) -> list[tuple[int, int]]:
@@ -108,22 +118,31 @@ def _ints(row: Sequence[Any], *indexes: int) -> list[Any]:
     return out
 
 
-async def collect(query: Query, table: str, via: str, minutes: int, hours: int) -> MonitorReport:
-    """Run the monitoring queries through ``query``."""
-    report = MonitorReport(table, via, time.time())
+async def collect(
+    query: Query,
+    table: str,
+    via: str,
+    minutes: int,
+    hours: int,
+    event_times: EventTimes = "wall-clock",
+) -> MonitorReport:
+    """Run the monitoring queries through ``query`` (windows ending at the newest row for
+    ``recorded`` event times)."""
+    report = MonitorReport(table, via, time.time(), event_times=event_times)
+    until: Literal["now", "newest_row"] = "newest_row" if event_times == "recorded" else "now"
     # render() accepts only a plain database.table, so the SQL below is built from our own text
-    per_minute = render("rows_per_minute", table, minutes=minutes)
+    per_minute = render("rows_per_minute", table, minutes=minutes, until=until)
     result = await query(f"SELECT toUInt32(minute) AS minute, rows FROM ({per_minute})")  # noqa: S608
     report.minutes = [(_int(row[0]), _int(row[1])) for row in result.rows]
-    freshness = render("freshness", table, hours=hours)
+    freshness = render("freshness", table, hours=hours, until=until)
     result = await query(
         f"SELECT product_id, toUInt32(last_time), age_secs, rows FROM ({freshness})"  # noqa: S608
     )
     report.freshness = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
-    result = await query(render("trade_id_gaps", table, hours=hours))
+    result = await query(render("trade_id_gaps", table, hours=hours, until=until))
     report.gaps = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
     try:
-        result = await query(render("prices", table))
+        result = await query(render("prices", table, until=until))
     except QueryFailed:
         return report  # a table of other records: no prices to show
     report.prices = [
@@ -150,9 +169,16 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
     total = sum(rows for _, rows in run)
     empty = sum(1 for _, rows in run[:-1] if rows == 0)
     missed = sum(g[3] for g in report.gaps)
+    recorded = report.event_times == "recorded"
     newest = min((age for _, _, age, _ in report.freshness), default=None)
     gaps = f"{len(report.gaps)} gap(s), {missed:,} missed" if report.gaps else "no gaps"
     fresh = f"newest row {newest}s ago" if newest is not None else "no rows yet"
+    if recorded:
+        # the rows keep times recorded long ago: an age from now would be nonsense
+        newest_at = max((at for _, at, _, _ in report.freshness), default=None)
+        fresh = "recorded times" + (
+            f", newest row {_clock(newest_at, seconds=True)}" if newest_at else ""
+        )
     # the summary first; rich wraps long lines at word boundaries to the terminal's width
     console.print(f"[bold]{report.table}[/]: {total:,} rows in {len(run)} min, {gaps}, {fresh}")
     since = f" since {_clock(run[0][0])} UTC" if run else ""
@@ -170,7 +196,10 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
             line.append(f"  lo {_price(low)} hi {_price(high)} spread {_price(spread)}")
             console.print(line)
 
-    console.print("[bold]Rows per minute[/] (UTC; the last minute is still filling)")
+    if recorded:
+        console.print("[bold]Rows per minute[/] (UTC, recorded times: up to the newest row)")
+    else:
+        console.print("[bold]Rows per minute[/] (UTC; the last minute is still filling)")
     if not run:
         console.print("  (no rows in the window)")
     peak = max((rows for _, rows in run), default=0) or 1
@@ -193,7 +222,10 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
     for product, last, age, rows in report.freshness:
         style = "bold red" if age > stale_after_secs else "green"
         line = Text(f"  {product:<9} {_clock(last, seconds=True)} ")
-        line.append(f"{age}s ago", style=style)
+        if recorded:
+            line.append("age n/a (recorded times)", style="dim")
+        else:
+            line.append(f"{age}s ago", style=style)
         line.append(f"  {rows:,} rows")
         console.print(line)
 
@@ -238,7 +270,23 @@ async def run_monitor(
         raise NotQueryable(f"expected --table database.table, got {target!r}")
     async with aiohttp.ClientSession() as session:
         store = await connect(loaded, registry, chosen, session, via)
-        return await collect(store.query, target, store.via, minutes, hours)
+        times = table_event_times(loaded, registry, chosen)
+        return await collect(store.query, target, store.via, minutes, hours, times)
+
+
+def table_event_times(loaded: LoadedConfig, registry: Registry, sink_id: str) -> EventTimes:
+    """``recorded`` when a source feeding sink ``sink_id`` declares recorded event times (asked
+    of the source built from its config, never started), else ``wall-clock``."""
+    sources = loaded.sources
+    for reference in getattr(loaded.sinks[sink_id], "inputs", None) or ():
+        source_id = reference.partition(".")[0]
+        config = sources.get(source_id)
+        if config is None:
+            continue
+        plugin = registry.sources[config.type](source_id, config)
+        if plugin.event_times() == "recorded":
+            return "recorded"
+    return "wall-clock"
 
 
 def monitor(

@@ -68,6 +68,7 @@ async def build_status(
     dead = _by_component(m, m.dead_letters)
     errors = _by_component_and(m, m.errors)
     dropped = _by_component_and(m, m.dropped)
+    discarded = _by_component_and(m, m.discarded)
     unrouted = _by_component_and(m, m.unrouted)
     connected = _by_component(m, m.connected)
     reconnects = _by_component(m, m.reconnects)
@@ -119,6 +120,8 @@ async def build_status(
         cid = worker.component_id
         received = last_receive.get(cid, 0.0)
         event = last_event.get(cid, 0.0)
+        # a lag from times recorded long ago (a replay that keeps them) would be nonsense
+        lagging = bool(event) and worker.event_times == "wall-clock"
         sources.append(
             {
                 **common("source", cid, worker.ctx.component_type),
@@ -129,10 +132,13 @@ async def build_status(
                 "missed": missed.get(cid, 0.0),
                 "unrouted": sum(unrouted.get(cid, {}).values()),
                 "unrouted_by_kind": unrouted.get(cid, {}),
+                "discarded": sum(discarded.get(cid, {}).values()),
+                "discarded_by_reason": discarded.get(cid, {}),
+                "event_times": worker.event_times,
                 "last_receive_time": received or None,
                 "last_event_time": event or None,
                 "freshness_secs": round(now - received, 3) if received else None,
-                "event_lag_secs": round(now - event, 3) if event else None,
+                "event_lag_secs": round(now - event, 3) if lagging else None,
             }
         )
     sinks = []

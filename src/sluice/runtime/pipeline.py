@@ -106,6 +106,11 @@ class Pipeline:
             sources.append(
                 SourceWorker(source, context(source_id, "source", source_config.type), router)
             )
+        # an end-to-end lag from event times recorded long ago would be nonsense
+        recorded = {w.component_id for w in sources if w.event_times == "recorded"}
+        for worker in sinks:
+            if any(ref.partition(".")[0] in recorded for ref in worker.config.inputs):
+                worker.measures_lag = False
         return cls(config, sources, sinks, dead_letters, metrics, log)
 
     # -- control -------------------------------------------------------------------------------

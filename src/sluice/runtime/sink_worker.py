@@ -65,6 +65,8 @@ class SinkWorker:
         self.metrics = ctx.metrics
         self.log = ctx.log
         self.started = False
+        self.measures_lag = True
+        """False when a source feeding this sink has recorded event times (no lag is observed)."""
         self.in_flight: Batch | None = None
         self.batches_tried = 0
         """Batches handed to the sink so far: the ``batch_id`` of the latest (:class:`BatchInfo`)."""
@@ -297,7 +299,7 @@ class SinkWorker:
         self.metrics.sent_events.inc(count)
         self.metrics.sent_bytes.inc(nbytes)
         self.metrics.flush_seconds.observe(now - started)
-        oldest = batch.records[0].time if batch.records else None
+        oldest = batch.records[0].time if batch.records and self.measures_lag else None
         if oldest is not None:
             self.metrics.lag_seconds.observe(max(0.0, time.time() - oldest))
         self._recovered()

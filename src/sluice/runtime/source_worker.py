@@ -1,5 +1,9 @@
-"""Drives one source: iterate its batches, route them, restart it with backoff when it fails
-with a retriable error, and commit what every sink has written."""
+"""Drives one source: iterate its batches, count them, route them, restart it with backoff when
+it fails with a retriable error, and commit what every sink has written.
+
+The worker is the one owner of a source's metrics: it counts each batch from what the batch
+reports (:func:`count_batch`) and reads the source's declared connection state
+(:meth:`~sluice.plugin.Source.connected`) when ``sluice_source_connected`` is read."""
 
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ from typing import Any
 
 from sluice.config.models import RetryPolicy
 from sluice.errors import is_transient
-from sluice.plugin import ComponentContext, Readiness, Source
+from sluice.metrics import ComponentMetrics
+from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import SourceBatch
 from sluice.runtime.ledger import Ledger
 from sluice.runtime.pacing import TokenBucket
 from sluice.runtime.retry import Retrying, retrying
 from sluice.runtime.router import Router
 
-__all__ = ["SourceFailed", "SourceWorker"]
+__all__ = ["SourceFailed", "SourceWorker", "count_batch"]
 
 _RESTART = RetryPolicy(initial_backoff_secs=0.5, max_backoff_secs=30.0)
 
@@ -48,6 +53,9 @@ class SourceWorker:
         self._pending: asyncio.Task[SourceBatch | None] | None = None
         self._limiter = TokenBucket(source.config.rate_limit) if source.config.rate_limit else None
         self._restart_policy: RetryPolicy = source.restart_policy() or _RESTART
+        self.event_times: EventTimes = source.event_times()
+        """What the source's event times are (declared by its config)."""
+        self.metrics.connected.set_function(self._connected)
 
     @property
     def component_id(self) -> str:
@@ -71,6 +79,16 @@ class SourceWorker:
             return "not started"
         return "restarting" if self.restarting is not None else "running"
 
+    def _connected(self) -> float:
+        """``sluice_source_connected``: the source's own word when it has a connection, else
+        whether batches flow; 0 before the start and after the end."""
+        if self.finished or not self.started:
+            return 0.0
+        declared = self.source.connected()
+        if declared is None:
+            return 1.0 if self._flowing else 0.0
+        return 1.0 if declared else 0.0
+
     def _commit_failed(self, exc: BaseException) -> None:
         self.metrics.error("commit")
         self.log.warning("source.commit.failed", error=str(exc), error_type=type(exc).__name__)
@@ -84,7 +102,6 @@ class SourceWorker:
         finally:
             committer.cancel()
             self.finished = True
-            self.metrics.connected.set(0)
 
     async def _read_with_restarts(self) -> None:
         retry = retrying(self._restart_policy, self.log, "source.restarting")
@@ -108,7 +125,6 @@ class SourceWorker:
                 delay = retry.failed(exc)
                 self.metrics.error(type(exc).__name__)
                 self.metrics.reconnects.inc()
-                self.metrics.connected.set(0)
                 self._flowing = False
                 self.restarting = (
                     f"restarting after {type(exc).__name__}: {exc} (attempt {retry.attempt})"
@@ -123,9 +139,8 @@ class SourceWorker:
 
     async def _read(self, iterator: AsyncIterator[SourceBatch], retry: Retrying) -> bool:
         """Route batches; True when the source ended, False when stopped."""
-        count_received = not self.source.counts_received
         route = self.router.route
-        count = self._count
+        metrics = self.metrics
         loop = asyncio.get_running_loop()
         while not self._stopping:
             # the source's wait runs in its own task, so that a stop cancels the wait only while
@@ -143,41 +158,16 @@ class SourceWorker:
             if batch is None:
                 return True
             if not self._flowing:
-                # the runner's view of "connected": batches arrive; a plugin may say more
+                # batches arrive: the source is up (and says more through connected())
                 self._flowing = True
                 self.restarting = None
-                self.metrics.connected.set(1)
                 retry.reset()
             if self._limiter is not None and batch.records:
-                self.metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
-            count(batch, count_received)
-            await route(self.component_id, batch, self.ledger, self.metrics)
+                metrics.rate_limited(await self._limiter.acquire(len(batch.records)))
+            count_batch(metrics, batch)
+            if batch.records or batch.rejected or batch.token is not None:
+                await route(self.component_id, batch, self.ledger, metrics)
         return False
-
-    def _count(self, batch: SourceBatch, count_received: bool) -> None:
-        """The source's counters, once per batch: it "receives" what it read, valid or not
-        (unless the source counts its raw input itself), and "sends" the records it made."""
-        metrics = self.metrics
-        records = batch.records
-        rejected = batch.rejected
-        if rejected:
-            metrics.dead_letters.inc(len(rejected))
-            if count_received:
-                metrics.received_events.inc(len(rejected))
-                metrics.received_bytes.inc(sum([len(item.raw) for item in rejected]))
-        if records:
-            nbytes = batch.nbytes
-            if nbytes is None:
-                nbytes = batch.nbytes = sum([len(r.raw) for r in records])
-            if count_received:
-                metrics.received_events.inc(len(records))
-                metrics.received_bytes.inc(nbytes)
-            metrics.sent_events.inc(len(records))
-            metrics.sent_bytes.inc(nbytes)
-            metrics.last_receive_time.set(time.time())
-            newest = records[-1].time
-            if newest is not None:
-                metrics.last_event_time.set(newest)
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         self._waiting = True
@@ -199,6 +189,42 @@ class SourceWorker:
 
     async def final_commit(self) -> None:
         await self.ledger.flush()
+
+
+def count_batch(metrics: ComponentMetrics, batch: SourceBatch) -> None:
+    """A source's counters for one batch (once per batch, never per record): it "receives" what
+    it read (``read_events``/``read_bytes`` when the batch reports them, else its records and
+    rejected inputs), "sends" the records it made, dead-letters its rejects and discards, by
+    reason, what it turned into no record on purpose."""
+    records = batch.records
+    rejected = batch.rejected
+    read_events = batch.read_events
+    read_bytes = batch.read_bytes
+    nbytes = 0
+    if records:
+        nbytes = batch.nbytes if batch.nbytes is not None else sum([len(r.raw) for r in records])
+        batch.nbytes = nbytes
+    if rejected:
+        metrics.dead_letters.inc(len(rejected))
+    if read_events is None:
+        read_events = len(records) + len(rejected)
+    if read_bytes is None:
+        read_bytes = nbytes + (sum([len(item.raw) for item in rejected]) if rejected else 0)
+    if read_events:
+        metrics.received_events.inc(read_events)
+    if read_bytes:
+        metrics.received_bytes.inc(read_bytes)
+    if batch.discarded:
+        for reason, count in batch.discarded.items():
+            if count:
+                metrics.discard(reason, count)
+    if records:
+        metrics.sent_events.inc(len(records))
+        metrics.sent_bytes.inc(nbytes)
+        metrics.last_receive_time.set(time.time())
+        newest = records[-1].time
+        if newest is not None:
+            metrics.last_event_time.set(newest)
 
 
 async def _aclose(iterator: Any) -> None:

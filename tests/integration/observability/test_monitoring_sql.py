@@ -121,3 +121,22 @@ def test_rows_last_minute_is_zero_after_the_stop_and_counts_a_new_row(
     assert seeded.store.rows(sql) == [[0]]
     seeded.insert_now()
     assert seeded.store.rows(sql) == [[1]]
+
+
+def test_windows_end_at_the_newest_row_for_rows_with_recorded_times(seeded: SeededTable) -> None:
+    # what `sluice monitor` runs for a source whose event times are recorded: the newest row,
+    # not now, ends every window (the seeded feed stopped minutes ago, so the two differ)
+    newest = max(int(t) for t in seeded.last_time.values())
+    end = newest // 60 * 60
+    sql = render("rows_per_minute", seeded.table, minutes=30, until="newest_row")
+    rows = seeded.store.rows(f"SELECT toUInt32(minute), rows FROM ({sql})")
+    minutes = [int(r[0]) for r in rows]
+    assert minutes == list(range(end - 29 * 60, end + 60, 60))
+    expected = seeded.per_minute()
+    assert [int(r[1]) for r in rows] == [expected.get(m, 0) for m in minutes]
+    assert int(rows[-1][1]) > 0  # the newest row's minute
+    sql = render("freshness", seeded.table, hours=1, until="newest_row")
+    fresh = seeded.store.rows(f"SELECT product_id, age_secs FROM ({sql})")
+    assert {r[0]: int(r[1]) for r in fresh} == {
+        product: newest - int(last) for product, last in seeded.last_time.items()
+    }

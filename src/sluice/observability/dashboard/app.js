@@ -271,6 +271,15 @@ window.apiQuery = apiQuery;
     return secs > limit ? "bad" : secs > limit / 2 ? "warn" : "";
   }
 
+  function lagCell(s) {
+    // a source whose event times are recorded (a replay that keeps them) has no meaningful lag
+    if (s.event_times === "recorded") {
+      return el("td", { class: "num muted", "data-event-lag": "", title: "the source replays recorded event times: no lag to show" }, "n/a (recorded times)");
+    }
+    return el("td", { class: "num", "data-event-lag": s.event_lag_secs === null ? "" : s.event_lag_secs },
+      s.event_lag_secs === null ? "–" : duration(s.event_lag_secs));
+  }
+
   function renderSources(status) {
     const rows = status.sources.map((s) => el("tr", { "data-source": s.id },
       el("td", {}, el("b", {}, s.id)),
@@ -281,13 +290,14 @@ window.apiQuery = apiQuery;
       el("td", { class: "num" }, fmt(s.records)),
       el("td", { class: "num " + freshnessClass(s.freshness_secs, status.alerts, s.id), "data-freshness": s.freshness_secs },
         ago(s.freshness_secs)),
-      el("td", { class: "num", "data-event-lag": s.event_lag_secs === null ? "" : s.event_lag_secs },
-        s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
+      lagCell(s),
       el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed)),
       el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
       el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
       el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
       el("td", { class: "num" + (s.dropped ? " warn" : ""), title: JSON.stringify(s.dropped_by_reason), "data-dropped": s.dropped }, fmt(s.dropped)),
+      // inputs turned into no record on purpose (repeats, unknown types): not a loss, neutral
+      el("td", { class: "num muted", title: JSON.stringify(s.discarded_by_reason || {}), "data-discarded": s.discarded || 0 }, fmt(s.discarded || 0)),
       // records no sink takes (e.g. heartbeats, kept for liveness): by design, shown neutrally
       el("td", { class: "num muted", title: JSON.stringify(s.unrouted_by_kind || {}) }, fmt(s.unrouted || 0)),
       el("td", { class: "num" }, fmt(s.rate_limit_waits))));

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = ["DEFAULT_TABLE", "QUERIES", "TABLE_NAME", "Query", "parse_file", "render", "render_file"]
 
@@ -135,15 +136,29 @@ _BY_NAME = {q.name: q for q in QUERIES}
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def render(name: str, table: str = DEFAULT_TABLE, minutes: int = 60, hours: int = 24) -> str:
-    """The SQL of query ``name`` for ``table`` (``db.table``) and the given windows."""
+def render(
+    name: str,
+    table: str = DEFAULT_TABLE,
+    minutes: int = 60,
+    hours: int = 24,
+    until: Literal["now", "newest_row"] = "now",
+) -> str:
+    """The SQL of query ``name`` for ``table`` (``db.table``) and the given windows.
+
+    ``until="newest_row"`` ends the windows at the table's newest row instead of now: for rows
+    whose times were recorded long ago (a replay that keeps them), where a window ending now holds
+    nothing; ages are then counted from that row."""
     if not TABLE_NAME.match(table):
         raise ValueError(f"expected database.table (letters, digits, _), got {table!r}")
     if not 1 <= minutes <= 100_000 or not 1 <= hours <= 100_000:
         raise ValueError("minutes and hours must be between 1 and 100000")
-    return _BY_NAME[name].template.format(
+    sql = _BY_NAME[name].template.format(
         table=table, minutes=minutes, first_minute_offset=(minutes - 1) * 60, hours=hours
     )
+    if until == "newest_row":
+        # the table name was checked against TABLE_NAME above
+        sql = sql.replace("now()", f"toDateTime((SELECT max(time) FROM {table}))")  # noqa: S608
+    return sql
 
 
 def render_file() -> str:

@@ -10,16 +10,17 @@ followed, and every run of missed trade ids is counted (``sluice_source_gaps``,
 On reconnect: the runner calls :meth:`CoinbaseSource.batches` again after a backoff with full
 jitter (``reconnect``); the source opens a new connection, subscribes again and checks the reply.
 Coinbase then sends each product's latest ticker (``ticker``) or ``last_match`` (``matches``): the
-first is a duplicate when nothing was missed and is dropped, else it reveals the gap.
+first is a duplicate when nothing was missed and is discarded, else it reveals the gap.
 
 Records: each accepted frame is one record whose ``raw`` is the frame's exact JSON text, of kind
 ``ticker``, ``heartbeat``, ``match`` (``match`` and ``last_match`` frames; the ``type`` field tells
 them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. Every frame received is
 exactly one of: a record; a dead letter with its reason (not JSON, not UTF-8, nested too deeply,
 failing its spec, an id out of range, a non-finite decimal, longer than ``max_frame_bytes``); or
-skipped and counted as dropped (an unknown ``type``, as Coinbase asks of clients; a duplicate or
-out-of-order trade); ``subscriptions`` and ``error`` frames are control messages, logged. No frame can
-stop the source.
+discarded on purpose and counted as such by reason, not as a loss (an unknown ``type``, as Coinbase
+asks of clients; a duplicate or out-of-order trade); ``subscriptions`` and ``error`` frames are
+control messages, logged. Each batch reports every frame read (``read_events``) and what it
+discarded; the runner counts them. No frame can stop the source.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import msgspec
 
 from sluice.config.models import RetryPolicy
 from sluice.errors import SluiceError
-from sluice.plugin import ComponentContext, Readiness, Source
+from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
@@ -72,7 +73,6 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
     delivery_note = (
         "A live feed with no replay: what arrives while the connection is down is not sent again."
     )
-    counts_received = True  # every frame, including those skipped (unknown types, duplicates)
     description = (
         "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
         "a stale-feed watchdog and trade-id gap records."
@@ -80,6 +80,18 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
 
     def restart_policy(self) -> RetryPolicy:
         return self.config.reconnect
+
+    def connected(self) -> bool:
+        """Up from the subscription's reply until the connection ends."""
+        return self._subscribed
+
+    def event_times(self) -> EventTimes:
+        """``recorded`` for a replay of the simulator it starts with ``retime: false``; a feed at
+        a ``url`` is taken as live."""
+        sim = self.config.simulator
+        if sim is not None and sim.mode == "replay" and not sim.retime:
+            return "recorded"
+        return "wall-clock"
 
     def __init__(self, component_id: str, config: CoinbaseSourceConfig) -> None:
         super().__init__(component_id, config)
@@ -157,22 +169,16 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         try:
             early = await self._subscribe(conn)
             self._subscribed = True
-            ctx.metrics.connected.set(1)
             if early:
-                batch = self._parse(early)
-                if batch.records or batch.rejected:
-                    yield batch
+                yield self._parse(early)
             stale = c.stale_after_secs
             max_events = c.max_batch_events
             parse = self._parse
             while True:
                 frames = await self._take(conn, max_events, stale)
-                batch = parse(frames)
-                if batch.records or batch.rejected:
-                    yield batch
+                yield parse(frames)  # also one of discards only: the runner counts what was read
         finally:
             self._subscribed = False
-            ctx.metrics.connected.set(0)
             conn.close()
             self._conn = None
 
@@ -329,18 +335,21 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 self._log.warning("coinbase.error", message=message.message, reason=message.reason)
             elif isinstance(message, Subscriptions):
                 self._log.info("coinbase.subscriptions_changed")
-        # received counts every frame read (this source sets counts_received); sent is counted by
-        # the runner from the batch's records
-        metrics = ctx.metrics
-        metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(size + oversize_bytes)
-        if unknown:
-            metrics.drop("unknown_type", unknown)
-        if late[DUPLICATE]:
-            metrics.drop("duplicate", late[DUPLICATE])
-        if late[OUT_OF_ORDER]:
-            metrics.drop("out_of_order", late[OUT_OF_ORDER])
-        return SourceBatch(records, rejected)
+        # the runner counts every frame read and what was discarded, from the batch
+        discarded = None
+        if unknown or late[DUPLICATE] or late[OUT_OF_ORDER]:
+            discarded = {
+                "unknown_type": unknown,
+                "duplicate": late[DUPLICATE],
+                "out_of_order": late[OUT_OF_ORDER],
+            }
+        return SourceBatch(
+            records,
+            rejected,
+            read_events=len(frames),
+            read_bytes=size + oversize_bytes,
+            discarded=discarded,
+        )
 
     def _trade(
         self,

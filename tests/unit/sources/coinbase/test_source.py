@@ -11,6 +11,8 @@ import structlog
 
 from sluice.metrics import Metrics
 from sluice.plugin import ComponentContext
+from sluice.records import SourceBatch
+from sluice.runtime.source_worker import count_batch
 from sluice.sources.coinbase import CoinbaseSource, CoinbaseSourceConfig
 from sluice.sources.coinbase.protocol import Error
 from sluice.sources.coinbase.source import SubscriptionRefused
@@ -46,6 +48,14 @@ def _source(tmp_path: Path, **fields: object) -> tuple[CoinbaseSource, Metrics]:
     return source, metrics
 
 
+def _parse(source: CoinbaseSource, frames: list[bytes]) -> SourceBatch:
+    """The frames parsed as the source does, and the batch counted as the source worker does."""
+    batch = source._parse(frames)
+    assert source._ctx is not None
+    count_batch(source._ctx.metrics, batch)
+    return batch
+
+
 def _value(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(
         name,
@@ -57,7 +67,7 @@ def _value(metrics: Metrics, name: str, **labels: str) -> float:
 def test_records_keep_the_frame_bytes_kind_and_event_time(tmp_path: Path) -> None:
     source, _ = _source(tmp_path, channels=["ticker", "heartbeat", "matches"])
     frames = [TICKER % (1, 10), MATCH % (10, 1), HEARTBEAT % 10]
-    batch = source._parse(frames)
+    batch = _parse(source, frames)
     assert [r.raw for r in batch.records] == frames
     assert [r.kind for r in batch.records] == ["ticker", "match", "heartbeat"]
     assert batch.records[0].time == pytest.approx(1767225600.000001)
@@ -66,19 +76,19 @@ def test_records_keep_the_frame_bytes_kind_and_event_time(tmp_path: Path) -> Non
 
 def test_malformed_frames_are_rejected_and_unknown_types_skipped(tmp_path: Path) -> None:
     source, metrics = _source(tmp_path)
-    batch = source._parse(
-        [b"not json", b'{"type":"ticker"}', b'{"type":"l2update"}', TICKER % (1, 1)]
+    batch = _parse(
+        source, [b"not json", b'{"type":"ticker"}', b'{"type":"l2update"}', TICKER % (1, 1)]
     )
     assert [r.raw for r in batch.rejected] == [b"not json", b'{"type":"ticker"}']
     assert "not valid JSON" in batch.rejected[0].reason
     assert "product_id" in batch.rejected[1].reason
     assert len(batch.records) == 1
-    assert _value(metrics, "sluice_component_dropped_events_total", reason="unknown_type") == 1
+    assert _value(metrics, "sluice_source_discarded_total", reason="unknown_type") == 1
 
 
-def test_duplicates_are_dropped_and_a_jump_emits_a_gap_record(tmp_path: Path) -> None:
+def test_duplicates_are_discarded_and_a_jump_emits_a_gap_record(tmp_path: Path) -> None:
     source, metrics = _source(tmp_path)
-    batch = source._parse([TICKER % (1, 10), TICKER % (2, 10), TICKER % (3, 9), TICKER % (4, 14)])
+    batch = _parse(source, [TICKER % (1, 10), TICKER % (2, 10), TICKER % (3, 9), TICKER % (4, 14)])
     kinds = [r.kind for r in batch.records]
     assert kinds == ["ticker", "gap", "ticker"]
     gap = orjson.loads(batch.records[1].raw)
@@ -90,15 +100,15 @@ def test_duplicates_are_dropped_and_a_jump_emits_a_gap_record(tmp_path: Path) ->
     )
     assert gap["stream"] == "ticker"
     assert gap["detected_at"].endswith("Z")
-    assert _value(metrics, "sluice_component_dropped_events_total", reason="duplicate") == 1
-    assert _value(metrics, "sluice_component_dropped_events_total", reason="out_of_order") == 1
+    assert _value(metrics, "sluice_source_discarded_total", reason="duplicate") == 1
+    assert _value(metrics, "sluice_source_discarded_total", reason="out_of_order") == 1
     assert _value(metrics, "sluice_source_gaps_total") == 1
     assert _value(metrics, "sluice_source_missed_events_total") == 3
 
 
 def test_with_matches_subscribed_gaps_follow_matches_not_tickers(tmp_path: Path) -> None:
     source, _metrics = _source(tmp_path, channels=["ticker", "matches"])
-    batch = source._parse([TICKER % (1, 10), TICKER % (2, 20), MATCH % (10, 1), MATCH % (12, 2)])
+    batch = _parse(source, [TICKER % (1, 10), TICKER % (2, 20), MATCH % (10, 1), MATCH % (12, 2)])
     gaps = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap"]
     assert [(g["stream"], g["first_missing_trade_id"]) for g in gaps] == [("matches", 11)]
 
@@ -150,7 +160,7 @@ def test_a_hostile_frame_is_a_dead_letter_with_its_reason(
 ) -> None:
     source, metrics = _source(tmp_path)
     good = _ticker(b"7")
-    batch = source._parse([frame, good])
+    batch = _parse(source, [frame, good])
     assert [r.raw for r in batch.rejected] == [frame]
     assert words in batch.rejected[0].reason
     assert [r.raw for r in batch.records] == [good]
@@ -163,7 +173,7 @@ def test_frames_that_merely_look_suspect_are_records(tmp_path: Path) -> None:
         _ticker(b"1", extra=b',"note":"infinite nanny \\"quoted\\" caf\xc3\xa9"'),
         _ticker(b"2", price=b'"1e-8"'),
     ]
-    batch = source._parse(frames)
+    batch = _parse(source, frames)
     assert batch.rejected == []
     assert [r.raw for r in batch.records] == frames
     assert batch.records[0].data["note"] == 'infinite nanny "quoted" café'
@@ -180,7 +190,7 @@ def test_a_lowercase_nan_in_a_batch_of_plain_frames_is_a_dead_letter(
     # lowercase n can find it (a ticker's keys spell two: sequence and open_24h)
     source, _ = _source(tmp_path)
     frame = _ticker(b"2", price=b'"%s"' % value, extra=b',"open_24h":"1.5"')
-    batch = source._parse([_ticker(b"1"), frame, _ticker(b"3")])
+    batch = _parse(source, [_ticker(b"1"), frame, _ticker(b"3")])
     assert [r.raw for r in batch.rejected] == [frame]
     assert "price is not a finite number" in batch.rejected[0].reason
     tickers = [r for r in batch.records if r.kind == "ticker"]
@@ -218,7 +228,7 @@ def test_the_batch_screen_refuses_exactly_what_screen_refuses(tmp_path: Path) ->
     got: set[bytes] = set()
     for group in (unlettered, lettered):
         for start in range(0, len(group), 100):
-            got |= {r.raw for r in source._parse(group[start : start + 100]).rejected}
+            got |= {r.raw for r in _parse(source, group[start : start + 100]).rejected}
     assert got == refused
     assert Decimal("n_a_n").is_nan()  # why underscores are in the spellings
 
@@ -227,7 +237,7 @@ def test_an_oversize_placeholder_is_a_dead_letter_with_its_size(tmp_path: Path) 
     from sluice.sources.coinbase.client import Oversize
 
     source, _ = _source(tmp_path)
-    batch = source._parse([Oversize.of(5_000_000, b'{"type":"status"' + b"x" * 9000, 4096)])
+    batch = _parse(source, [Oversize.of(5_000_000, b'{"type":"status"' + b"x" * 9000, 4096)])
     assert len(batch.rejected) == 1
     assert batch.rejected[0].raw == (b'{"type":"status"' + b"x" * 9000)[:4096]
     assert batch.rejected[0].reason == (
@@ -240,7 +250,7 @@ def test_a_product_is_re_baselined_not_silenced_and_the_log_and_metric_say_so(
 ) -> None:
     source, metrics = _source(tmp_path, rebaseline_after=3)
     with structlog.testing.capture_logs() as logs:
-        batch = source._parse([TICKER % (1, n) for n in (100, 5, 6, 7, 8)])
+        batch = _parse(source, [TICKER % (1, n) for n in (100, 5, 6, 7, 8)])
     assert [orjson.loads(r.raw)["trade_id"] for r in batch.records] == [100, 7, 8]
     moved = [e for e in logs if e["event"] == "coinbase.trade_ids_rebaselined"]
     assert len(moved) == 1
@@ -249,13 +259,13 @@ def test_a_product_is_re_baselined_not_silenced_and_the_log_and_metric_say_so(
     assert moved[0]["dropped_out_of_order"] == 2
     assert moved[0]["product_id"] == "BTC-USD"
     assert _value(metrics, "sluice_source_rebaselines_total") == 1
-    assert _value(metrics, "sluice_component_dropped_events_total", reason="out_of_order") == 2
+    assert _value(metrics, "sluice_source_discarded_total", reason="out_of_order") == 2
 
 
 def test_line_breaks_between_tokens_are_folded_so_a_record_is_one_line(tmp_path: Path) -> None:
     source, _ = _source(tmp_path)
     frame = b'{\r\n  "type": "ticker",\n' + _ticker(b"3")[1:]
-    batch = source._parse([frame])
+    batch = _parse(source, [frame])
     assert batch.rejected == []
     [record] = batch.records
     assert record.raw == frame.replace(b"\r", b" ").replace(b"\n", b" ")
@@ -267,7 +277,7 @@ def test_a_frame_nested_past_the_json_readers_limit_is_a_dead_letter(tmp_path: P
     # msgspec may skip it (depending on the stack), orjson and the sinks after it would not
     frame = _ticker(b"4", extra=b',"x":' + b"[" * 1025 + b"]" * 1025)
     ok = _ticker(b"5", extra=b',"x":' + b"[" * 500 + b"]" * 500)
-    batch = source._parse([frame, ok])
+    batch = _parse(source, [frame, ok])
     assert [r.raw for r in batch.rejected] == [frame]
     reason = batch.rejected[0].reason
     assert "nested too deeply" in reason or "depth limit exceeded" in reason
@@ -278,6 +288,52 @@ def test_an_oversize_frame_counts_its_size_in_the_received_bytes(tmp_path: Path)
     from sluice.sources.coinbase.client import Oversize
 
     source, metrics = _source(tmp_path)
-    source._parse([Oversize.of(5_000, b"{", 4096), b"{}"])
+    _parse(source, [Oversize.of(5_000, b"{", 4096), b"{}"])
     assert _value(metrics, "sluice_component_received_bytes_total") == 5_002
     assert _value(metrics, "sluice_component_received_events_total") == 2
+
+
+def test_a_batch_of_discards_only_still_reports_every_frame_read(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    _parse(source, [TICKER % (1, 10)])
+    batch = _parse(source, [TICKER % (2, 10), TICKER % (3, 9), b'{"type":"l2update"}'])
+    assert (list(batch.records), list(batch.rejected)) == ([], [])
+    assert batch.read_events == 3
+    assert batch.discarded == {"unknown_type": 1, "duplicate": 1, "out_of_order": 1}
+    assert _value(metrics, "sluice_component_received_events_total") == 4
+    assert _value(metrics, "sluice_component_sent_events_total") == 1
+    for reason in ("unknown_type", "duplicate", "out_of_order"):
+        assert _value(metrics, "sluice_source_discarded_total", reason=reason) == 1
+        assert _value(metrics, "sluice_component_dropped_events_total", reason=reason) == 0
+
+
+@pytest.mark.parametrize(
+    ("simulator", "expected"),
+    [
+        (None, "wall-clock"),
+        ({"mode": "replay"}, "wall-clock"),
+        ({"mode": "replay", "retime": False}, "recorded"),
+        ({"mode": "synthetic"}, "wall-clock"),
+    ],
+)
+def test_event_times_are_recorded_only_for_a_replay_that_keeps_its_times(
+    tmp_path: Path, simulator: dict[str, object] | None, expected: str
+) -> None:
+    fields = {} if simulator is None else {"simulator": simulator}
+    source, _ = _source(tmp_path, **fields)
+    assert source.event_times() == expected
+
+
+def test_the_source_declares_its_connection_and_never_sets_the_gauge(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    assert source.connected() is False
+    source._subscribed = True
+    assert source.connected() is True
+    _parse(source, [TICKER % (1, 1)])
+    assert (
+        metrics.registry.get_sample_value(
+            "sluice_source_connected",
+            {"component_id": "cb", "component_kind": "source", "component_type": "coinbase"},
+        )
+        == 0.0
+    )
