@@ -1,0 +1,378 @@
+"""The coinbase_advanced source through the real pipeline against the simulator speaking Advanced
+Trade over a real socket: tickers and market trades into chDB as sent, sequence_num and heartbeat
+counter gaps reported, JWT authentication accepted and refused, bad frames dead-lettered, and the
+shipped example."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sluice.config.loader import load_config, load_config_text
+from sluice.logs import configure_logging
+from sluice.registry import Registry
+from sluice.runtime.pipeline import Pipeline, RunResult
+from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+from sluice.simulator.advanced.options import AdvancedOptions
+from sluice.simulator.advanced.session import AdvancedSession
+from sluice.sinks.clickhouse.ddl import shipped_sql
+from sluice.testing.clickhouse import LocalChdb
+from tests.conftest import REPO
+from tests.integration.support import build_pipeline, read_jsonl, run_pipeline
+
+pytestmark = pytest.mark.timeout(180)
+
+PRODUCTS = ["BTC-USD", "ETH-USD"]
+LABELS = {"component_id": "cb", "component_kind": "source", "component_type": "coinbase_advanced"}
+TRADES_DDL = """
+CREATE DATABASE IF NOT EXISTS {database};
+CREATE TABLE IF NOT EXISTS {database}.{table}
+(
+    time DateTime64(6, 'UTC'),
+    product_id LowCardinality(String),
+    trade_id UInt64,
+    side LowCardinality(String),
+    price Float64,
+    size Float64,
+    sequence UInt64
+)
+ENGINE = ReplacingMergeTree ORDER BY (product_id, trade_id);
+"""
+
+
+def advanced(faults: Faults | None = None, **options: Any) -> SimulatorOptions:
+    """A synthetic market at 300 trades/s speaking Advanced Trade, heartbeats every 0.1 s, every
+    message sent kept."""
+    return SimulatorOptions(
+        mode="synthetic",
+        trades_per_sec=300,
+        products=tuple(PRODUCTS),
+        heartbeat_interval_secs=0.1,
+        record_sent=True,
+        faults=faults or Faults(),
+        advanced=AdvancedOptions(**options),
+    )
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
+    simulator = CoinbaseSimulator(request.param)
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.close()
+
+
+@dataclass
+class Run:
+    result: RunResult
+    pipeline: Pipeline
+    records: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+    log: str
+
+    def metric(self, name: str) -> float:
+        return self.pipeline.metrics.registry.get_sample_value(name, LABELS) or 0.0
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["type"] in types]
+
+
+async def run_advanced(
+    tmp_path: Path,
+    url: str,
+    until: Callable[[list[dict[str, Any]]], bool] | None,
+    *,
+    channels: str,
+    source: str = "",
+    sinks: str = "",
+    timeout: float = 30.0,
+) -> Run:
+    """Run coinbase_advanced -> a file sink (and ``sinks``) until ``until(records)`` holds."""
+    log = io.StringIO()
+    configure_logging("info", "text", stream=log)
+    out = tmp_path / "out.jsonl"
+    config = f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb:
+    type: coinbase_advanced
+    url: {url}
+    products: {orjson.dumps(PRODUCTS).decode()}
+    channels: {channels}
+    reconnect: {{initial_backoff_secs: 0.2, max_backoff_secs: 0.5, jitter: full}}
+{source}
+sinks:
+  out:
+    type: file
+    path: {out}
+    inputs: [cb]
+    batch: {{max_age_secs: 0.05}}
+{sinks}
+"""
+    pipeline = build_pipeline(config)
+    written = (lambda: until(read_jsonl(out))) if until is not None else None
+    result = await run_pipeline(pipeline, until=written, timeout=timeout)
+    dead = read_jsonl(tmp_path / "data" / "dead_letters.jsonl")
+    return Run(result, pipeline, read_jsonl(out), dead, log.getvalue())
+
+
+def session(sim: CoinbaseSimulator, number: int = 0) -> AdvancedSession:
+    found = sim.sessions[number]
+    assert isinstance(found, AdvancedSession)
+    return found
+
+
+def sent_messages(sim: CoinbaseSimulator) -> list[dict[str, Any]]:
+    """Every message the simulator sent that is JSON, over every connection."""
+    messages = []
+    for s in sim.sessions:
+        assert s.sent is not None
+        for frame in s.sent:
+            try:
+                messages.append(orjson.loads(frame))
+            except orjson.JSONDecodeError:
+                continue
+    return messages
+
+
+def sent_items(sim: CoinbaseSimulator, channel: str, field: str) -> list[dict[str, Any]]:
+    return [
+        item
+        for m in sent_messages(sim)
+        if m.get("channel") == channel
+        for event in m["events"]
+        for item in event[field]
+    ]
+
+
+@pytest.mark.parametrize("sim", [advanced(Faults(stall_after=400))], indirect=True)
+async def test_tickers_and_market_trades_land_in_chdb_as_many_as_were_sent(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    # the feed stops after 400 messages (a stall): everything sent can then be waited for
+    chdb = LocalChdb(tmp_path / "chdb")
+    trades_ddl = tmp_path / "trades.sql"
+    trades_ddl.write_text(TRADES_DDL)
+    sinks = f"""
+  tickers:
+    type: clickhouse
+    inputs: [cb.ticker]
+    path: {chdb.target["path"]}
+    database: adv
+    table: ticker
+    ddl: {shipped_sql("coinbase_advanced_ticker.sql")}
+    batch: {{max_age_secs: 0.05}}
+  trades:
+    type: clickhouse
+    inputs: [cb.match]
+    path: {chdb.target["path"]}
+    database: adv
+    table: trades
+    ddl: {trades_ddl}
+    batch: {{max_age_secs: 0.05}}
+"""
+
+    def all_sent_written(records: list[dict[str, Any]]) -> bool:
+        if not sim.sessions or not session(sim).stalled:
+            return False
+        expected = len(sent_items(sim, "ticker", "tickers")) + len(
+            sent_items(sim, "market_trades", "trades")
+        )
+        return len([r for r in records if r["type"] in ("ticker", "match")]) >= expected
+
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        all_sent_written,
+        channels="[heartbeats, ticker, market_trades]",
+        source="    stale_after_secs: 60",
+        sinks=sinks,
+    )
+    assert run.result.ok, run.result
+    tickers = sent_items(sim, "ticker", "tickers")
+    trades = sent_items(sim, "market_trades", "trades")
+    assert len(tickers) > 50 and len(trades) > 50
+    assert len(run.of_type("ticker")) == len(tickers)
+    assert len(run.of_type("match")) == len(trades)
+    assert run.of_type("gap") == [] and run.dead_letters == []
+    try:
+        [[count, products]] = chdb.rows(
+            "SELECT count(), groupUniqArray(product_id) FROM adv.ticker FINAL"
+        )
+        assert count == len(tickers)
+        assert sorted(products) == PRODUCTS
+        [[count, distinct]] = chdb.rows("SELECT count(), uniqExact(trade_id) FROM adv.trades")
+        assert count == distinct == len(trades)
+        rows = chdb.rows("SELECT product_id, trade_id, side, price FROM adv.trades ORDER BY time")
+        assert {(r[0], r[1]) for r in rows} == {
+            (t["product_id"], int(t["trade_id"])) for t in trades
+        }
+        assert {r[2] for r in rows} <= {"buy", "sell"}
+    finally:
+        chdb.close()
+
+
+@pytest.mark.parametrize("sim", [advanced(skip_sequence_every=9)], indirect=True)
+async def test_a_skipped_sequence_num_is_a_gap_record_and_a_metric(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        lambda records: len([r for r in records if r["type"] == "gap"]) >= 4,
+        channels="[heartbeats, ticker]",
+    )
+    assert run.result.ok, run.result
+    gaps = run.of_type("gap")
+    assert {g["stream"] for g in gaps} == {"sequence_num"}
+    assert all(g["missed"] == 1 and g["first_missing"] == g["last_missing"] for g in gaps)
+    skipped = [orjson.loads(m)["sequence_num"] for m in session(sim).skipped_messages]
+    assert [g["first_missing"] for g in gaps] == skipped[: len(gaps)]
+    assert run.metric("sluice_source_gaps_total") == len(gaps)
+    assert run.metric("sluice_source_missed_events_total") == len(gaps)
+    assert "coinbase_advanced.gap" in run.log and "stream=sequence_num" in run.log
+    # the numbers received are every number up to the last one but the skipped
+    received = {r["sequence"] for r in run.records if "sequence" in r}
+    assert not received & set(skipped)
+
+
+@pytest.mark.parametrize("sim", [advanced(skip_heartbeat_every=4)], indirect=True)
+async def test_a_missed_heartbeat_counter_is_a_gap_record_and_a_metric(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        lambda records: len([r for r in records if r["type"] == "gap"]) >= 3,
+        channels="[heartbeats]",
+    )
+    assert run.result.ok, run.result
+    gaps = run.of_type("gap")
+    assert {g["stream"] for g in gaps} == {"heartbeat_counter"}
+    counters = [r["heartbeat_counter"] for r in run.of_type("heartbeat")]
+    assert counters == sorted(counters)
+    for gap in gaps:
+        assert gap["missed"] == 1
+        assert gap["first_missing"] % 4 == 0  # the simulator skips every 4th value
+        assert gap["first_missing"] not in counters
+        assert gap["first_missing"] - 1 in counters and gap["first_missing"] + 1 in counters
+    assert run.metric("sluice_source_gaps_total") == len(gaps)
+
+
+def key_pair() -> tuple[str, str]:
+    """A fresh EC P-256 key: (private PEM, public PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+PRIVATE, PUBLIC = key_pair()
+KEY_NAME = "organizations/test-org/apiKeys/test-key"
+
+
+def auth_yaml(private_pem: str) -> str:
+    # the PEM as one line with \n, as it is put into an environment variable
+    one_line = private_pem.strip().replace("\n", "\\n")
+    return f'    auth: {{name: "{KEY_NAME}", private_key: "{one_line}"}}'
+
+
+@pytest.mark.parametrize("sim", [advanced(jwt_public_key=PUBLIC)], indirect=True)
+async def test_subscribes_signed_with_the_cdp_key_are_accepted(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        lambda records: len([r for r in records if r["type"] == "ticker"]) >= 20,
+        channels="[heartbeats, ticker]",
+        source=auth_yaml(PRIVATE),
+    )
+    assert run.result.ok, run.result
+    assert session(sim).refused == []
+    assert set(session(sim).channels) == {"heartbeats", "ticker"}
+    assert "authenticated=True" in run.log
+    assert "PRIVATE KEY" not in run.log and "MII" not in run.log
+
+
+@pytest.mark.parametrize("sim", [advanced(jwt_public_key=PUBLIC)], indirect=True)
+async def test_a_bad_jwt_is_refused_once_with_coinbases_message_and_no_reconnect(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    other, _ = key_pair()  # a valid key, but not the one the simulator knows
+    run = await run_advanced(
+        tmp_path, sim.url, None, channels="[heartbeats, ticker]", source=auth_yaml(other)
+    )
+    assert not run.result.ok
+    assert run.result.error is not None
+    assert "authentication failure" in run.result.error
+    assert "auth.name and auth.private_key" in run.result.error
+    assert len(sim.sessions) == 1  # refused once: not retried
+    assert session(sim).refused and all("jwt refused" in r for r in session(sim).refused)
+    assert run.records == []
+    assert "PRIVATE KEY" not in run.log
+
+
+@pytest.mark.parametrize("sim", [advanced(Faults(garbage_every=10), bad_every=7)], indirect=True)
+async def test_bad_frames_are_dead_lettered_with_their_reasons(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    dead = tmp_path / "data" / "dead_letters.jsonl"
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        lambda _: len(read_jsonl(dead)) >= 6,
+        channels="[heartbeats, ticker]",
+    )
+    assert run.result.ok, run.result
+    reasons = [d["reason"] for d in run.dead_letters]
+    assert any(r.startswith("not valid JSON") for r in reasons)
+    assert any(r == "price is not a finite number: 'NaN'" for r in reasons)
+    assert all(
+        r.startswith("not valid JSON") or r == "price is not a finite number: 'NaN'"
+        for r in reasons
+    )
+    assert all(t["price"] != "NaN" for t in run.of_type("ticker"))
+    assert run.metric("sluice_component_dead_letters_total") >= len(run.dead_letters)
+
+
+def test_the_example_config_loads() -> None:
+    loaded = load_config(REPO / "examples/coinbase_advanced.yaml", Registry.from_entry_points())
+    assert loaded.model.sources["coinbase"].type == "coinbase_advanced"
+
+
+async def test_the_example_runs_on_its_own_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the example's paths are relative
+    registry = Registry.from_entry_points()
+    text = (
+        (REPO / "examples/coinbase_advanced.yaml")
+        .read_text()
+        .replace("ddl: sql/", f"ddl: {REPO}/sql/")
+        .replace("trades_per_sec: 8}", "trades_per_sec: 100}")
+    )
+    pipeline = Pipeline.build(load_config_text(text, registry), registry)
+    out = tmp_path / "sluice-data/advanced-trades.jsonl"
+    result = await run_pipeline(pipeline, until=lambda: len(read_jsonl(out)) >= 20, timeout=30)
+    assert result.ok, result
+    trades = read_jsonl(out)
+    assert {t["type"] for t in trades} == {"match"}
+    assert {t["product_id"] for t in trades} <= {"BTC-USD", "ETH-USD"}
