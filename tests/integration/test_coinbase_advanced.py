@@ -5,7 +5,12 @@ shipped example."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,3 +381,122 @@ async def test_the_example_runs_on_its_own_simulator(
     trades = read_jsonl(out)
     assert {t["type"] for t in trades} == {"match"}
     assert {t["product_id"] for t in trades} <= {"BTC-USD", "ETH-USD"}
+
+
+@pytest.mark.parametrize("sim", [advanced(Faults(close_after=60, connections=1))], indirect=True)
+async def test_a_dropped_connection_reconnects_and_resubscribes_every_channel(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    def second_connection_delivers(records: list[dict[str, Any]]) -> bool:
+        return (
+            len(sim.sessions) >= 2
+            and len([r for r in records if r["type"] == "ticker" and r["sequence"] >= 1]) > 80
+        )
+
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        second_connection_delivers,
+        channels="[heartbeats, ticker, market_trades]",
+    )
+    assert run.result.ok, run.result
+    assert run.metric("sluice_source_reconnects_total") >= 1
+    assert set(session(sim, 1).channels) == {"heartbeats", "ticker", "market_trades"}
+    # the new connection numbers its messages from 0 again: that is not a gap
+    assert run.of_type("gap") == []
+    assert "coinbase_advanced.subscribed" in run.log
+
+
+@pytest.mark.parametrize("sim", [advanced(Faults(stall_after=30, connections=1))], indirect=True)
+async def test_a_stalled_feed_is_reconnected_by_the_watchdog(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        lambda records: len(sim.sessions) >= 2 and len(records) > 60,
+        channels="[heartbeats, ticker]",
+        source="    stale_after_secs: 0.5",
+    )
+    assert run.result.ok, run.result
+    assert session(sim, 0).stalled
+    assert "stale feed" in run.log
+
+
+async def test_simulate_coinbase_speaks_advanced_trade(spawn: Any) -> None:
+    from websockets.asyncio.client import connect
+
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "simulate",
+            "coinbase",
+            "--port",
+            "0",
+            "--mode",
+            "synthetic",
+            "--api",
+            "advanced_trade",
+            "--skip-heartbeat-every",
+            "2",
+        ],
+        PYTHONUNBUFFERED="1",
+    )
+    assert process.stderr is not None
+    url = ""
+    for line in process.stderr:
+        found = re.search(r"url=(ws://\S+)", line)
+        if found:
+            url = found.group(1)
+            break
+    assert url
+    async with connect(url) as ws:
+        await ws.send(orjson.dumps({"type": "subscribe", "channel": "heartbeats"}).decode())
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert reply["channel"] == "subscriptions" and reply["sequence_num"] == 0
+        assert reply["events"] == [{"subscriptions": {"heartbeats": ["heartbeats"]}}]
+        await ws.send(
+            orjson.dumps(
+                {"type": "subscribe", "channel": "ticker", "product_ids": ["BTC-USD"]}
+            ).decode()
+        )
+        numbers, counters = [], []
+        while len(counters) < 3:
+            message = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            numbers.append(message["sequence_num"])
+            if message["channel"] == "heartbeats":
+                counters.append(int(message["events"][0]["heartbeat_counter"]))
+        assert numbers == list(range(1, len(numbers) + 1))
+        assert counters == [1, 3, 5]  # every 2nd value skipped
+        await ws.send(orjson.dumps({"type": "subscribe", "channel": "level3"}).decode())
+        error: Any = {}
+        while error.get("type") != "error":
+            error = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error == {"type": "error", "message": "failure to subscribe"}
+    process.send_signal(signal.SIGINT)
+    assert process.wait(10) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--skip-sequence-every", "3"], "need --api advanced_trade"),
+        (["--api", "fix"], "--api must be exchange or advanced_trade"),
+        (["--api", "advanced_trade", "--fast"], "--fast serves the Exchange feed only"),
+        (["--api", "advanced_trade", "--skip-sequence-every", "0"], "must be a positive number"),
+    ],
+)
+def test_simulate_coinbase_refuses_options_that_do_not_fit_the_api(
+    args: list[str], words: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice", "simulate", "coinbase", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert words in done.stderr
