@@ -462,7 +462,8 @@ async def test_simulate_coinbase_speaks_advanced_trade(spawn: Any) -> None:
                 {"type": "subscribe", "channel": "ticker", "product_ids": ["BTC-USD"]}
             ).decode()
         )
-        numbers, counters = [], []
+        numbers: list[int] = []
+        counters: list[int] = []
         while len(counters) < 3:
             message = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
             numbers.append(message["sequence_num"])
