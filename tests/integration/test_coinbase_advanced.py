@@ -501,3 +501,33 @@ def test_simulate_coinbase_refuses_options_that_do_not_fit_the_api(
     )
     assert done.returncode == 2
     assert words in done.stderr
+
+
+@pytest.mark.parametrize("sim", [advanced(ticker_batch_every=2)], indirect=True)
+async def test_every_channel_subscribed_at_once_gives_its_records_without_a_gap(
+    sim: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    def each_kind(records: list[dict[str, Any]]) -> bool:
+        batched = [r for r in records if r.get("channel") == "ticker_batch"]
+        kinds = {r["type"] for r in records}
+        return len(batched) >= 2 and {"book_change", "candle", "status", "match"} <= kinds
+
+    run = await run_advanced(
+        tmp_path,
+        sim.url,
+        each_kind,
+        channels="[heartbeats, ticker, ticker_batch, market_trades, level2, candles, status]",
+    )
+    assert run.result.ok, run.result
+    assert run.of_type("gap") == [] and run.dead_letters == []
+    assert len(sim.sessions) == 1
+    books = run.of_type("book_change")
+    assert {b["side"] for b in books} == {"buy", "sell"}
+    assert [b["snapshot"] for b in books[:4]] == [True] * 4  # two products, bid and offer
+    assert not any(b["snapshot"] for b in books[4:])
+    candle = run.of_type("candle")[-1]
+    assert float(candle["low"]) <= float(candle["close"]) <= float(candle["high"])
+    assert {p["id"] for p in run.of_type("status")[0]["products"]} == set(PRODUCTS)
+    # one number per message: the records' sequence values never go back
+    numbers = [r["sequence"] for r in run.records if "sequence" in r]
+    assert numbers == sorted(numbers)
