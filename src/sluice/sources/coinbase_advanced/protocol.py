@@ -119,8 +119,8 @@ class Level2(_Envelope, tag="l2_data"):
 
 
 class Candle(msgspec.Struct):
-    start: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}$")]
-    """Unix seconds, as text."""
+    start: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,10}$")]
+    """Unix seconds, as text (up to 10 digits: until the year 2286)."""
     high: str
     low: str
     open: str

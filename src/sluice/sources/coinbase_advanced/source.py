@@ -254,8 +254,14 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
                 rejected.append(Rejected(raw, reason))
                 continue
             timestamp = message.timestamp.timestamp()
+            made: list[Record] = []
+            try:
+                _RECORDS[type(message)](self, message, timestamp, made)
+            except (ValueError, OverflowError) as exc:  # a time past what a datetime holds
+                rejected.append(Rejected(raw, f"cannot be turned into records: {exc}"))
+                continue
             self._check_sequence(message.sequence_num, timestamp, records)
-            _RECORDS[type(message)](self, message, timestamp, records)
+            records += made
         metrics = ctx.metrics
         metrics.received_events.inc(len(frames))
         metrics.received_bytes.inc(sum(map(len, frames)) + oversize_bytes)
@@ -472,7 +478,9 @@ def _granted_by(frame: bytes) -> set[str]:
         return set()
     if not isinstance(message, Subscriptions):
         return set()
-    return {name for event in message.events for name in event.subscriptions}
+    # a channel may be named as its messages name it (level2's are l2_data)
+    names = {name for event in message.events for name in event.subscriptions}
+    return names | {"level2"} if "l2_data" in names else names
 
 
 def gap_json(stream: str, first: int, last: int, detected_at: str) -> bytes:

@@ -3,6 +3,7 @@ shapes, the sequence_num and heartbeat counter checks, dead letters, the JWT and
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,37 @@ def test_a_skipped_heartbeat_counter_is_a_gap_record(tmp_path: Path) -> None:
     ("frame", "reason"),
     [
         (b"#garbage", "not valid JSON"),
+        (
+            message(
+                "market_trades",
+                0,
+                [{"type": "update", "trades": [{**TRADE, "time": "0001-01-01T00:00:00+01:00"}]}],
+            ),
+            "cannot be turned into records",
+        ),
+        (
+            message(
+                "candles",
+                0,
+                [
+                    {
+                        "type": "update",
+                        "candles": [
+                            {
+                                "start": "99999999999",
+                                "high": "1",
+                                "low": "1",
+                                "open": "1",
+                                "close": "1",
+                                "volume": "1",
+                                "product_id": "BTC-USD",
+                            }
+                        ],
+                    }
+                ],
+            ),
+            "start",
+        ),
         (b'{"channel":"ticker","timestamp":"' + TIME.encode() + b'","events":[]}', "sequence_num"),
         (
             message("market_trades", 0, [{"type": "update", "trades": [{**TRADE, "side": "up"}]}]),
@@ -382,3 +414,40 @@ sinks:
     message = info.value.render()
     assert "private_key" in message and "line 6" in message and "PEM private key" in message
     assert "secret-value" not in message
+
+
+def _unknown_dropped(metrics: Metrics) -> float:
+    labels = {
+        "component_id": "cb",
+        "component_kind": "source",
+        "component_type": "coinbase_advanced",
+        "reason": "unknown_type",
+    }
+    return metrics.registry.get_sample_value("sluice_component_dropped_events_total", labels) or 0
+
+
+def test_no_mutated_message_stops_the_source_and_each_is_accounted_for(tmp_path: Path) -> None:
+    source, metrics = _source(tmp_path)
+    seeds = [
+        message("ticker", 0, [{"type": "update", "tickers": [TICKER]}]),
+        message("market_trades", 0, [{"type": "update", "trades": [TRADE]}]),
+        heartbeat(0, "12"),
+        message("subscriptions", 0, [{"subscriptions": {"ticker": ["BTC-USD"]}}]),
+    ]
+    rng = random.Random(12)
+    for n in range(1500):
+        frame = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.choice(
+                b'0123456789"{}[],:-.eEnNaIf\\\xff\x00 ab'
+            )
+        source._sequence = None  # each frame judged on its own, as a connection's first
+        dropped = _unknown_dropped(metrics)
+        batch = source._parse([bytes(frame)])
+        # a record, a dead letter, a counted drop, or a control message: never nothing
+        control = b'"subscriptions"' in frame or b'"error"' in frame
+        skipped = _unknown_dropped(metrics) > dropped
+        assert batch.records or batch.rejected or skipped or control, (n, bytes(frame))
+        assert len(batch.rejected) <= 1
+        for record in batch.records:
+            orjson.loads(record.raw)  # every record is JSON any reader takes
