@@ -26,12 +26,16 @@ from sluice.logs import configure_logging
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline, RunResult
 from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
-from sluice.simulator.advanced.options import AdvancedOptions
 from sluice.simulator.advanced.session import AdvancedSession
 from sluice.sinks.clickhouse.ddl import shipped_sql
 from sluice.testing.clickhouse import LocalChdb
 from tests.conftest import REPO
-from tests.integration.support import build_pipeline, read_jsonl, run_pipeline
+from tests.integration.support import (
+    build_pipeline,
+    read_jsonl,
+    run_pipeline,
+    synthetic_advanced,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,17 +58,7 @@ ENGINE = ReplacingMergeTree ORDER BY (product_id, trade_id);
 
 
 def advanced(faults: Faults | None = None, **options: Any) -> SimulatorOptions:
-    """A synthetic market at 300 trades/s speaking Advanced Trade, heartbeats every 0.1 s, every
-    message sent kept."""
-    return SimulatorOptions(
-        mode="synthetic",
-        trades_per_sec=300,
-        products=tuple(PRODUCTS),
-        heartbeat_interval_secs=0.1,
-        record_sent=True,
-        faults=faults or Faults(),
-        advanced=AdvancedOptions(**options),
-    )
+    return synthetic_advanced(tuple(PRODUCTS), faults, **options)
 
 
 @pytest.fixture
