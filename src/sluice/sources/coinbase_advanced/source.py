@@ -179,11 +179,20 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
             try:
                 frames = await conn.take(c.max_batch_events, deadline - time.monotonic())
             except TimeoutError:
-                raise FeedUnavailable(
-                    f"{conn.host}: no reply to the subscribe requests within "
-                    f"{c.subscribe_timeout_secs:g} s (confirmed: {sorted(granted)}, "
-                    f"asked: {sorted(wanted)})"
-                ) from None
+                if not granted:
+                    raise FeedUnavailable(
+                        f"{conn.host}: no reply to the subscribe requests within "
+                        f"{c.subscribe_timeout_secs:g} s"
+                    ) from None
+                # Coinbase answered, without naming every channel: read what it sends
+                assert self._ctx is not None
+                self._ctx.metrics.error("subscription_mismatch")
+                self._log.warning(
+                    "coinbase_advanced.subscription_incomplete",
+                    missing=sorted(wanted - granted),
+                    detail="Coinbase did not confirm every channel asked for",
+                )
+                break
             for raw in frames:
                 received.append(raw)
                 error = _error_of(raw)

@@ -70,8 +70,10 @@ def heartbeat(number: int, counter: int | str) -> bytes:
     return message("heartbeats", number, [event])
 
 
-def _source(tmp_path: Path) -> tuple[CoinbaseAdvancedSource, Metrics]:
-    config = CoinbaseAdvancedSourceConfig.model_validate({"products": ["BTC-USD", "ETH-USD"]})
+def _source(tmp_path: Path, **fields: object) -> tuple[CoinbaseAdvancedSource, Metrics]:
+    config = CoinbaseAdvancedSourceConfig.model_validate(
+        {"products": ["BTC-USD", "ETH-USD"], **fields}
+    )
     source = CoinbaseAdvancedSource("cb", config)
     metrics = Metrics()
     source._ctx = ComponentContext(
@@ -451,3 +453,61 @@ def test_no_mutated_message_stops_the_source_and_each_is_accounted_for(tmp_path:
         assert len(batch.rejected) <= 1
         for record in batch.records:
             orjson.loads(record.raw)  # every record is JSON any reader takes
+
+
+class _FakeConnection:
+    """Replies as given, then nothing (a subscribe timeout)."""
+
+    host = "fake"
+    compressed = False
+
+    def __init__(self, replies: list[bytes]) -> None:
+        self.sent: list[bytes] = []
+        self.replies = replies
+
+    def send(self, message: bytes) -> None:
+        self.sent.append(message)
+
+    async def take(self, max_frames: int, wait_secs: float | None) -> list[bytes]:
+        if self.replies:
+            replies, self.replies = self.replies, []
+            return replies
+        raise TimeoutError
+
+
+async def test_a_channel_coinbase_does_not_confirm_is_a_warning_not_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    source, metrics = _source(tmp_path, subscribe_timeout_secs=0.05)
+    ack = message("subscriptions", 0, [{"subscriptions": {"heartbeats": ["heartbeats"]}}])
+    conn = _FakeConnection([ack])
+    received = await source._subscribe(conn)  # type: ignore[arg-type]
+    assert received == [ack]
+    assert [orjson.loads(m)["channel"] for m in conn.sent] == ["heartbeats", "ticker"]
+    errors = metrics.registry.get_sample_value(
+        "sluice_component_errors_total",
+        {
+            "component_id": "cb",
+            "component_kind": "source",
+            "component_type": "coinbase_advanced",
+            "error_type": "subscription_mismatch",
+        },
+    )
+    assert errors == 1
+
+
+async def test_no_reply_to_the_subscribes_is_a_retriable_error(tmp_path: Path) -> None:
+    from sluice.sources.coinbase.client import FeedUnavailable
+
+    source, _ = _source(tmp_path, subscribe_timeout_secs=0.05)
+    with pytest.raises(FeedUnavailable, match="no reply to the subscribe requests"):
+        await source._subscribe(_FakeConnection([]))  # type: ignore[arg-type]
+
+
+async def test_an_error_reply_is_a_refusal_that_is_not_retried(tmp_path: Path) -> None:
+    from sluice.sources.coinbase.source import SubscriptionRefused
+
+    source, _ = _source(tmp_path)
+    conn = _FakeConnection([b'{"type":"error","message":"authentication failure"}'])
+    with pytest.raises(SubscriptionRefused, match=r"authentication failure.*set auth"):
+        await source._subscribe(conn)  # type: ignore[arg-type]
