@@ -11,15 +11,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from sluice.config.loader import load_config, load_config_text
 from sluice.logs import configure_logging
@@ -29,7 +27,7 @@ from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
 from sluice.simulator.advanced.session import AdvancedSession
 from sluice.sinks.clickhouse.ddl import shipped_sql
 from sluice.testing.clickhouse import LocalChdb
-from tests.conftest import REPO
+from tests.conftest import REPO, ec_key_pair
 from tests.integration.support import (
     build_pipeline,
     read_jsonl,
@@ -59,14 +57,6 @@ ENGINE = ReplacingMergeTree ORDER BY (product_id, trade_id);
 
 def advanced(faults: Faults | None = None, **options: Any) -> SimulatorOptions:
     return synthetic_advanced(tuple(PRODUCTS), faults, **options)
-
-
-@pytest.fixture
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[CoinbaseSimulator]:
-    simulator = CoinbaseSimulator(request.param)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.close()
 
 
 @dataclass
@@ -124,16 +114,16 @@ sinks:
     return Run(result, pipeline, read_jsonl(out), dead, log.getvalue())
 
 
-def session(sim: CoinbaseSimulator, number: int = 0) -> AdvancedSession:
-    found = sim.sessions[number]
+def session(simulator: CoinbaseSimulator, number: int = 0) -> AdvancedSession:
+    found = simulator.sessions[number]
     assert isinstance(found, AdvancedSession)
     return found
 
 
-def sent_messages(sim: CoinbaseSimulator) -> list[dict[str, Any]]:
+def sent_messages(simulator: CoinbaseSimulator) -> list[dict[str, Any]]:
     """Every message the simulator sent that is JSON, over every connection."""
     messages = []
-    for s in sim.sessions:
+    for s in simulator.sessions:
         assert s.sent is not None
         for frame in s.sent:
             try:
@@ -143,19 +133,19 @@ def sent_messages(sim: CoinbaseSimulator) -> list[dict[str, Any]]:
     return messages
 
 
-def sent_items(sim: CoinbaseSimulator, channel: str, field: str) -> list[dict[str, Any]]:
+def sent_items(simulator: CoinbaseSimulator, channel: str, field: str) -> list[dict[str, Any]]:
     return [
         item
-        for m in sent_messages(sim)
+        for m in sent_messages(simulator)
         if m.get("channel") == channel
         for event in m["events"]
         for item in event[field]
     ]
 
 
-@pytest.mark.parametrize("sim", [advanced(Faults(stall_after=400))], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(Faults(stall_after=400))], indirect=True)
 async def test_tickers_and_market_trades_land_in_chdb_as_many_as_were_sent(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     # the feed stops after 400 messages (a stall): everything sent can then be waited for
     chdb = LocalChdb(tmp_path / "chdb")
@@ -181,24 +171,24 @@ async def test_tickers_and_market_trades_land_in_chdb_as_many_as_were_sent(
 """
 
     def all_sent_written(records: list[dict[str, Any]]) -> bool:
-        if not sim.sessions or not session(sim).stalled:
+        if not simulator.sessions or not session(simulator).stalled:
             return False
-        expected = len(sent_items(sim, "ticker", "tickers")) + len(
-            sent_items(sim, "market_trades", "trades")
+        expected = len(sent_items(simulator, "ticker", "tickers")) + len(
+            sent_items(simulator, "market_trades", "trades")
         )
         return len([r for r in records if r["type"] in ("ticker", "match")]) >= expected
 
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         all_sent_written,
         channels="[heartbeats, ticker, market_trades]",
         source="    stale_after_secs: 60",
         sinks=sinks,
     )
     assert run.result.ok, run.result
-    tickers = sent_items(sim, "ticker", "tickers")
-    trades = sent_items(sim, "market_trades", "trades")
+    tickers = sent_items(simulator, "ticker", "tickers")
+    trades = sent_items(simulator, "market_trades", "trades")
     assert len(tickers) > 50 and len(trades) > 50
     assert len(run.of_type("ticker")) == len(tickers)
     assert len(run.of_type("match")) == len(trades)
@@ -220,13 +210,13 @@ async def test_tickers_and_market_trades_land_in_chdb_as_many_as_were_sent(
         chdb.close()
 
 
-@pytest.mark.parametrize("sim", [advanced(skip_sequence_every=9)], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(skip_sequence_every=9)], indirect=True)
 async def test_a_skipped_sequence_num_is_a_gap_record_and_a_metric(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         lambda records: len([r for r in records if r["type"] == "gap"]) >= 4,
         channels="[heartbeats, ticker]",
     )
@@ -234,7 +224,7 @@ async def test_a_skipped_sequence_num_is_a_gap_record_and_a_metric(
     gaps = run.of_type("gap")
     assert {g["stream"] for g in gaps} == {"sequence_num"}
     assert all(g["missed"] == 1 and g["first_missing"] == g["last_missing"] for g in gaps)
-    skipped = [orjson.loads(m)["sequence_num"] for m in session(sim).skipped_messages]
+    skipped = [orjson.loads(m)["sequence_num"] for m in session(simulator).skipped_messages]
     assert [g["first_missing"] for g in gaps] == skipped[: len(gaps)]
     assert run.metric("sluice_source_gaps_total") == len(gaps)
     assert run.metric("sluice_source_missed_events_total") == len(gaps)
@@ -244,13 +234,13 @@ async def test_a_skipped_sequence_num_is_a_gap_record_and_a_metric(
     assert not received & set(skipped)
 
 
-@pytest.mark.parametrize("sim", [advanced(skip_heartbeat_every=4)], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(skip_heartbeat_every=4)], indirect=True)
 async def test_a_missed_heartbeat_counter_is_a_gap_record_and_a_metric(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         lambda records: len([r for r in records if r["type"] == "gap"]) >= 3,
         channels="[heartbeats]",
     )
@@ -267,23 +257,7 @@ async def test_a_missed_heartbeat_counter_is_a_gap_record_and_a_metric(
     assert run.metric("sluice_source_gaps_total") == len(gaps)
 
 
-def key_pair() -> tuple[str, str]:
-    """A fresh EC P-256 key: (private PEM, public PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
-PRIVATE, PUBLIC = key_pair()
+PRIVATE, PUBLIC = ec_key_pair()
 KEY_NAME = "organizations/test-org/apiKeys/test-key"
 
 
@@ -293,50 +267,54 @@ def auth_yaml(private_pem: str) -> str:
     return f'    auth: {{name: "{KEY_NAME}", private_key: "{one_line}"}}'
 
 
-@pytest.mark.parametrize("sim", [advanced(jwt_public_key=PUBLIC)], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(jwt_public_key=PUBLIC)], indirect=True)
 async def test_subscribes_signed_with_the_cdp_key_are_accepted(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         lambda records: len([r for r in records if r["type"] == "ticker"]) >= 20,
         channels="[heartbeats, ticker]",
         source=auth_yaml(PRIVATE),
     )
     assert run.result.ok, run.result
-    assert session(sim).refused == []
-    assert set(session(sim).channels) == {"heartbeats", "ticker"}
+    assert session(simulator).refused == []
+    assert set(session(simulator).channels) == {"heartbeats", "ticker"}
     assert "authenticated=True" in run.log
     assert "PRIVATE KEY" not in run.log and "MII" not in run.log
 
 
-@pytest.mark.parametrize("sim", [advanced(jwt_public_key=PUBLIC)], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(jwt_public_key=PUBLIC)], indirect=True)
 async def test_a_bad_jwt_is_refused_once_with_coinbases_message_and_no_reconnect(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
-    other, _ = key_pair()  # a valid key, but not the one the simulator knows
+    other, _ = ec_key_pair()  # a valid key, but not the one the simulator knows
     run = await run_advanced(
-        tmp_path, sim.url, None, channels="[heartbeats, ticker]", source=auth_yaml(other)
+        tmp_path, simulator.url, None, channels="[heartbeats, ticker]", source=auth_yaml(other)
     )
     assert not run.result.ok
     assert run.result.error is not None
     assert "authentication failure" in run.result.error
     assert "auth.name and auth.private_key" in run.result.error
-    assert len(sim.sessions) == 1  # refused once: not retried
-    assert session(sim).refused and all("jwt refused" in r for r in session(sim).refused)
+    assert len(simulator.sessions) == 1  # refused once: not retried
+    assert session(simulator).refused and all(
+        "jwt refused" in r for r in session(simulator).refused
+    )
     assert run.records == []
     assert "PRIVATE KEY" not in run.log
 
 
-@pytest.mark.parametrize("sim", [advanced(Faults(garbage_every=10), bad_every=7)], indirect=True)
+@pytest.mark.parametrize(
+    "simulator", [advanced(Faults(garbage_every=10), bad_every=7)], indirect=True
+)
 async def test_bad_frames_are_dead_lettered_with_their_reasons(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     dead = tmp_path / "data" / "dead_letters.jsonl"
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         lambda _: len(read_jsonl(dead)) >= 6,
         channels="[heartbeats, ticker]",
     )
@@ -377,43 +355,47 @@ async def test_the_example_runs_on_its_own_simulator(
     assert {t["product_id"] for t in trades} <= {"BTC-USD", "ETH-USD"}
 
 
-@pytest.mark.parametrize("sim", [advanced(Faults(close_after=60, connections=1))], indirect=True)
+@pytest.mark.parametrize(
+    "simulator", [advanced(Faults(close_after=60, connections=1))], indirect=True
+)
 async def test_a_dropped_connection_reconnects_and_resubscribes_every_channel(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     def second_connection_delivers(records: list[dict[str, Any]]) -> bool:
         return (
-            len(sim.sessions) >= 2
+            len(simulator.sessions) >= 2
             and len([r for r in records if r["type"] == "ticker" and r["sequence"] >= 1]) > 80
         )
 
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         second_connection_delivers,
         channels="[heartbeats, ticker, market_trades]",
     )
     assert run.result.ok, run.result
     assert run.metric("sluice_source_reconnects_total") >= 1
-    assert set(session(sim, 1).channels) == {"heartbeats", "ticker", "market_trades"}
+    assert set(session(simulator, 1).channels) == {"heartbeats", "ticker", "market_trades"}
     # the new connection numbers its messages from 0 again: that is not a gap
     assert run.of_type("gap") == []
     assert "coinbase_advanced.subscribed" in run.log
 
 
-@pytest.mark.parametrize("sim", [advanced(Faults(stall_after=30, connections=1))], indirect=True)
+@pytest.mark.parametrize(
+    "simulator", [advanced(Faults(stall_after=30, connections=1))], indirect=True
+)
 async def test_a_stalled_feed_is_reconnected_by_the_watchdog(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     run = await run_advanced(
         tmp_path,
-        sim.url,
-        lambda records: len(sim.sessions) >= 2 and len(records) > 60,
+        simulator.url,
+        lambda records: len(simulator.sessions) >= 2 and len(records) > 60,
         channels="[heartbeats, ticker]",
         source="    stale_after_secs: 0.5",
     )
     assert run.result.ok, run.result
-    assert session(sim, 0).stalled
+    assert session(simulator, 0).stalled
     assert "stale feed" in run.log
 
 
@@ -497,9 +479,9 @@ def test_simulate_coinbase_refuses_options_that_do_not_fit_the_api(
     assert words in done.stderr
 
 
-@pytest.mark.parametrize("sim", [advanced(ticker_batch_every=2)], indirect=True)
+@pytest.mark.parametrize("simulator", [advanced(ticker_batch_every=2)], indirect=True)
 async def test_every_channel_subscribed_at_once_gives_its_records_without_a_gap(
-    sim: CoinbaseSimulator, tmp_path: Path
+    simulator: CoinbaseSimulator, tmp_path: Path
 ) -> None:
     def each_kind(records: list[dict[str, Any]]) -> bool:
         batched = [r for r in records if r.get("channel") == "ticker_batch"]
@@ -508,13 +490,13 @@ async def test_every_channel_subscribed_at_once_gives_its_records_without_a_gap(
 
     run = await run_advanced(
         tmp_path,
-        sim.url,
+        simulator.url,
         each_kind,
         channels="[heartbeats, ticker, ticker_batch, market_trades, level2, candles, status]",
     )
     assert run.result.ok, run.result
     assert run.of_type("gap") == [] and run.dead_letters == []
-    assert len(sim.sessions) == 1
+    assert len(simulator.sessions) == 1
     books = run.of_type("book_change")
     assert {b["side"] for b in books} == {"buy", "sell"}
     assert [b["snapshot"] for b in books[:4]] == [True] * 4  # two products, bid and offer

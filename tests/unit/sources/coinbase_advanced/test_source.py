@@ -24,6 +24,7 @@ from sluice.simulator.advanced.protocol import check_jwt
 from sluice.sources.coinbase_advanced import CoinbaseAdvancedSource, CoinbaseAdvancedSourceConfig
 from sluice.sources.coinbase_advanced.auth import BadKey, Signer
 from sluice.sources.coinbase_advanced.protocol import subscribe_request
+from tests.conftest import ec_key_pair
 
 TIME = "2023-02-09T20:30:37.167359596Z"
 
@@ -344,22 +345,8 @@ def test_one_subscribe_message_per_channel_heartbeats_without_products() -> None
     }
 
 
-def _pem(key: ec.EllipticCurvePrivateKey) -> tuple[str, str]:
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 def test_the_jwt_is_es256_with_the_documented_claims_and_headers() -> None:
-    private, public = _pem(ec.generate_private_key(ec.SECP256R1()))
+    private, public = ec_key_pair()
     name = "organizations/o/apiKeys/k"
     token = Signer(name, private).token(now=1_700_000_000)
     header = jwt.get_unverified_header(token)
@@ -369,13 +356,18 @@ def test_the_jwt_is_es256_with_the_documented_claims_and_headers() -> None:
     )
     assert claims == {"iss": "cdp", "sub": name, "nbf": 1_700_000_000, "exp": 1_700_000_120}
     assert check_jwt(Signer(name, private).token(), public) is None
-    _, other = _pem(ec.generate_private_key(ec.SECP256R1()))
+    _, other = ec_key_pair()
     assert "jwt refused" in (check_jwt(Signer(name, private).token(), other) or "")
     assert check_jwt(None, public) == "no jwt"
 
 
 def test_a_key_that_is_not_p256_is_refused_without_quoting_it() -> None:
-    private, _ = _pem(ec.generate_private_key(ec.SECP384R1()))
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
     with pytest.raises(BadKey, match="P-256") as info:
         Signer("k", private)
     assert "BEGIN" not in str(info.value)
