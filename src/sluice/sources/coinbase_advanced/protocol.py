@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Annotated, Literal
 
 import msgspec
@@ -39,6 +40,7 @@ __all__ = [
     "decode",
     "decode_error",
     "non_finite",
+    "refusal",
     "subscribe_request",
 ]
 
@@ -247,11 +249,26 @@ _DECIMALS: dict[type, tuple[str, ...]] = {
 }
 
 
+_DECIMAL_VALUES = {spec: attrgetter(*names) for spec, names in _DECIMALS.items()}
+_ITEMS = {
+    Tickers: attrgetter("tickers"),
+    TickerBatch: attrgetter("tickers"),
+    MarketTrades: attrgetter("trades"),
+    Level2: attrgetter("updates"),
+    Candles: attrgetter("candles"),
+}
+"""Per message spec, the list of items of an event that carry decimal fields."""
+
+
 def non_finite(item: msgspec.Struct) -> str | None:
-    """The reason an item's decimal field is refused (not a finite number), or None. Only a value
-    with an ``n`` or ``N`` (every spelling of NaN and infinity has one) is parsed."""
-    for name in _DECIMALS.get(type(item), ()):
-        value = getattr(item, name)
+    """The reason an item's decimal field is refused (not a finite number), or None. Only when
+    the item's decimal text has an ``n`` or ``N`` (every spelling of NaN and infinity has one) are
+    its fields parsed: one C-level look per item otherwise."""
+    values = _DECIMAL_VALUES[type(item)](item)
+    text = "".join(filter(None, values))
+    if "n" not in text and "N" not in text:
+        return None
+    for name, value in zip(_DECIMALS[type(item)], values, strict=True):
         if value is None or ("n" not in value and "N" not in value):
             continue
         try:
@@ -260,6 +277,19 @@ def non_finite(item: msgspec.Struct) -> str | None:
             continue  # not a number at all: the sink that converts it judges it
         if not number.is_finite():
             return f"{name} is not a finite number: {value[:40]!r}"
+    return None
+
+
+def refusal(message: Message) -> str | None:
+    """Why a decoded message must still be refused (a non-finite decimal in an item), or None."""
+    items = _ITEMS.get(type(message))
+    if items is None:
+        return None
+    for event in message.events:
+        for item in items(event):
+            reason = non_finite(item)
+            if reason is not None:
+                return reason
     return None
 
 

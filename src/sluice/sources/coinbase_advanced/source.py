@@ -55,7 +55,7 @@ from sluice.sources.coinbase_advanced.protocol import (
     classify,
     decode,
     decode_error,
-    non_finite,
+    refusal,
     subscribe_request,
 )
 
@@ -258,7 +258,7 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
                     "coinbase_advanced.error", message=error.message, reason=error.reason
                 )
                 continue
-            reason = _refusal(message)
+            reason = refusal(message)
             if reason is not None:
                 rejected.append(Rejected(raw, reason))
                 continue
@@ -321,32 +321,31 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
     def _tickers(
         self, message: Tickers | TickerBatch, timestamp: float, records: list[Record]
     ) -> None:
-        head = {
-            "type": "ticker",
-            "time": _text(message.timestamp),
-            "sequence": message.sequence_num,
-        }
-        channel = message.__struct_config__.tag
+        time_text = _text(message.timestamp)
+        number = message.sequence_num
+        channel = str(message.__struct_config__.tag)
         for event in message.events:
             for t in event.tickers:
-                fields = {
-                    **head,
-                    "product_id": t.product_id,
-                    "price": t.price,
-                    "best_bid": t.best_bid,
-                    "best_bid_size": t.best_bid_quantity,
-                    "best_ask": t.best_ask,
-                    "best_ask_size": t.best_ask_quantity,
-                    "volume_24h": t.volume_24_h,
-                    "low_24h": t.low_24_h,
-                    "high_24h": t.high_24_h,
-                    "low_52w": t.low_52_w,
-                    "high_52w": t.high_52_w,
-                    "price_percent_chg_24h": t.price_percent_chg_24_h,
-                    "channel": channel,
-                    "event": event.type,
-                }
-                records.append(Record(_encode(_present(fields)), "ticker", timestamp))
+                record = _TickerRecord(
+                    "ticker",
+                    time_text,
+                    number,
+                    t.product_id,
+                    t.price,
+                    channel,
+                    event.type,
+                    t.best_bid,
+                    t.best_bid_quantity,
+                    t.best_ask,
+                    t.best_ask_quantity,
+                    t.volume_24_h,
+                    t.low_24_h,
+                    t.high_24_h,
+                    t.low_52_w,
+                    t.high_52_w,
+                    t.price_percent_chg_24_h,
+                )
+                records.append(Record(_encode(record), "ticker", timestamp))
 
     def _trades(self, message: MarketTrades, timestamp: float, records: list[Record]) -> None:
         for event in message.events:
@@ -438,6 +437,29 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
         self._log.debug("coinbase_advanced.subscriptions", sequence_num=message.sequence_num)
 
 
+class _TickerRecord(msgspec.Struct, omit_defaults=True, array_like=False):
+    """A ``ticker`` record: the Exchange ticker's field names where they mean the same; a field
+    Coinbase left out is left out."""
+
+    type: str
+    time: str
+    sequence: int
+    product_id: str
+    price: str
+    channel: str
+    event: str
+    best_bid: str | None = None
+    best_bid_size: str | None = None
+    best_ask: str | None = None
+    best_ask_size: str | None = None
+    volume_24h: str | None = None
+    low_24h: str | None = None
+    high_24h: str | None = None
+    low_52w: str | None = None
+    high_52w: str | None = None
+    price_percent_chg_24h: str | None = None
+
+
 _RECORDS: dict[type, Any] = {
     Tickers: CoinbaseAdvancedSource._tickers,
     TickerBatch: CoinbaseAdvancedSource._tickers,
@@ -448,22 +470,6 @@ _RECORDS: dict[type, Any] = {
     Status: CoinbaseAdvancedSource._status,
     Subscriptions: CoinbaseAdvancedSource._subscriptions,
 }
-
-
-def _refusal(message: Any) -> str | None:
-    """Why a decoded message must still be refused (a non-finite decimal), or None."""
-    for event in getattr(message, "events", ()):
-        for items in (
-            getattr(event, "tickers", None),
-            getattr(event, "trades", None),
-            getattr(event, "updates", None),
-            getattr(event, "candles", None),
-        ):
-            for item in items or ():
-                reason = non_finite(item)
-                if reason is not None:
-                    return reason
-    return None
 
 
 def _error_of(frame: bytes) -> Error | None:
@@ -508,12 +514,11 @@ def gap_json(stream: str, first: int, last: int, detected_at: str) -> bytes:
     )
 
 
-def _present(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
-
-
 def _text(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds (``2023-02-09T20:30:37.167360Z``), as the Exchange's."""
+    if when.utcoffset():
+        when = when.astimezone(UTC)
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _rfc3339(timestamp: float) -> str:
