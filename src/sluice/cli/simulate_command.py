@@ -254,6 +254,7 @@ async def _serve(simulator: object, host: str, port: int) -> int:
         "simulator.serving",
         url=simulator.url,
         mode=options.mode,
+        api="exchange" if options.advanced is None else "advanced_trade",
         fast=options.fast,
         products=list(simulator.market.products),
         faults={k: v for k, v in vars(options.faults).items() if v is not None},
