@@ -18,6 +18,7 @@ from sluice.records import Record
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline, RunResult
 from sluice.simulator import Faults, SimulatorOptions
+from sluice.simulator.advanced.options import AdvancedOptions
 from sluice.sinks.clickhouse.testing import ticker_bytes
 from sluice.testing import ListSource, registry_with_doubles
 from tests.conftest import REPO
@@ -166,4 +167,21 @@ def synthetic(products: tuple[str, ...] | None = None, **faults: Any) -> Simulat
         heartbeat_interval_secs=0.2,
         record_sent=True,
         faults=Faults(**faults),
+    )
+
+
+def synthetic_advanced(
+    products: tuple[str, ...] = ("BTC-USD", "ETH-USD"), faults: Faults | None = None, **options: Any
+) -> SimulatorOptions:
+    """A synthetic market at 300 trades/s speaking Coinbase Advanced Trade (``options``: the
+    :class:`AdvancedOptions`, e.g. ``skip_sequence_every``), heartbeats every 0.1 s, every message
+    sent kept, with the frame ``faults``."""
+    return SimulatorOptions(
+        mode="synthetic",
+        trades_per_sec=300,
+        products=products,
+        heartbeat_interval_secs=0.1,
+        record_sent=True,
+        faults=faults or Faults(),
+        advanced=AdvancedOptions(**options),
     )

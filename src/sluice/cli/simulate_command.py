@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from sluice.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sluice.simulator.advanced.options import AdvancedOptions
 
 simulate_app = typer.Typer(
     name="simulate",
@@ -100,6 +104,30 @@ def coinbase(
     fault_connections: Annotated[
         Count, typer.Option(help="Inject faults into the first N connections only.")
     ] = None,
+    api: Annotated[
+        str,
+        typer.Option(
+            help="exchange: the Exchange feed (ws-feed); advanced_trade: the Advanced Trade feed "
+            "(advanced-trade-ws)."
+        ),
+    ] = "exchange",
+    jwt_public_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Advanced Trade: PEM public key (EC P-256) that every subscribe's JWT must "
+            "verify with."
+        ),
+    ] = None,
+    skip_sequence_every: Annotated[
+        Count,
+        typer.Option(
+            help="Advanced Trade fault: leave out every Nth message (a sequence_num gap)."
+        ),
+    ] = None,
+    skip_heartbeat_every: Annotated[
+        Count,
+        typer.Option(help="Advanced Trade fault: skip a heartbeat_counter value every Nth time."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Serve a local Coinbase Exchange feed on ws://HOST:PORT until interrupted.
@@ -107,12 +135,21 @@ def coinbase(
     It enforces the 5 s subscribe rule, answers `subscriptions`, refuses unknown channels and
     products with an `error` frame, sends heartbeats once a second per product, and injects the
     faults asked for. Point a `coinbase` source at it with `url: ws://127.0.0.1:8765`.
+    With `--api advanced_trade` it speaks Coinbase Advanced Trade instead (one subscribe per
+    channel, sequence_num, heartbeat counters, optional JWT check) for a `coinbase_advanced`
+    source.
     """
     from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
 
     if mode not in ("replay", "synthetic"):
         typer.echo("error: --mode must be replay or synthetic", err=True)
         raise typer.Exit(EXIT_USAGE)
+    if api not in ("exchange", "advanced_trade"):
+        typer.echo("error: --api must be exchange or advanced_trade", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    advanced = _advanced_options(
+        api, jwt_public_key_file, skip_sequence_every, skip_heartbeat_every, fast
+    )
     if log_level not in ("debug", "info", "warning", "error"):
         typer.echo("error: --log-level must be debug, info, warning or error", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -127,6 +164,8 @@ def coinbase(
         "--reorder-every": reorder_every,
         "--slow-consumer-bytes": slow_consumer_bytes,
         "--fault-connections": fault_connections,
+        "--skip-sequence-every": skip_sequence_every,
+        "--skip-heartbeat-every": skip_heartbeat_every,
     }
     for name, value in counts.items():
         if value is not None and value <= 0:
@@ -157,8 +196,47 @@ def coinbase(
             slow_consumer_bytes=slow_consumer_bytes,
             connections=fault_connections,
         ),
+        advanced=advanced,
     )
     raise typer.Exit(asyncio.run(_serve(CoinbaseSimulator(options), host, port)))
+
+
+def _advanced_options(
+    api: str,
+    jwt_public_key_file: Path | None,
+    skip_sequence_every: Count,
+    skip_heartbeat_every: Count,
+    fast: bool,
+) -> AdvancedOptions | None:
+    """The AdvancedOptions of ``--api advanced_trade`` (None for the Exchange feed); exits 2 on
+    options that do not fit the API."""
+    from sluice.simulator.advanced.options import AdvancedOptions
+
+    given = jwt_public_key_file or skip_sequence_every or skip_heartbeat_every
+    if api == "exchange":
+        if given:
+            typer.echo(
+                "error: --jwt-public-key-file, --skip-sequence-every and --skip-heartbeat-every "
+                "need --api advanced_trade",
+                err=True,
+            )
+            raise typer.Exit(EXIT_USAGE)
+        return None
+    if fast:
+        typer.echo("error: --fast serves the Exchange feed only", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    key = None
+    if jwt_public_key_file is not None:
+        try:
+            key = jwt_public_key_file.read_text()
+        except OSError as exc:
+            typer.echo(f"error: --jwt-public-key-file: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    return AdvancedOptions(
+        jwt_public_key=key,
+        skip_sequence_every=skip_sequence_every,
+        skip_heartbeat_every=skip_heartbeat_every,
+    )
 
 
 async def _serve(simulator: object, host: str, port: int) -> int:
@@ -176,6 +254,7 @@ async def _serve(simulator: object, host: str, port: int) -> int:
         "simulator.serving",
         url=simulator.url,
         mode=options.mode,
+        api="exchange" if options.advanced is None else "advanced_trade",
         fast=options.fast,
         products=list(simulator.market.products),
         faults={k: v for k, v in vars(options.faults).items() if v is not None},

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sluice.simulator.advanced.options import AdvancedOptions
+
 __all__ = ["DEFAULT_SYNTHETIC_PRODUCTS", "Faults", "SimulatorOptions"]
 
 DEFAULT_SYNTHETIC_PRODUCTS = ("BTC-USD", "ETH-USD", "SOL-USD", "LTC-USD", "DOGE-USD")
@@ -76,3 +78,5 @@ class SimulatorOptions:
     faults: Faults = field(default_factory=Faults)
     record_sent: bool = False
     """Keep every frame sent per connection (tests)."""
+    advanced: AdvancedOptions | None = None
+    """Speak Coinbase Advanced Trade instead of the Exchange feed (``--api advanced_trade``)."""

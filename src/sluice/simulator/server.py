@@ -30,6 +30,7 @@ from picows import (
     ws_create_server,
 )
 
+from sluice.simulator.advanced.session import AdvancedSession
 from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
@@ -111,7 +112,8 @@ class CoinbaseSimulator:
             faults = Faults()
         offered = request.headers.get("Sec-WebSocket-Extensions", "")
         deflate = self.options.deflate and "permessage-deflate" in offered
-        session = Session(
+        kind = Session if self.options.advanced is None else AdvancedSession
+        session = kind(
             self.market, self.options, self.log, number, faults, deflate, self.fast_streams
         )
         self.sessions.append(session)
