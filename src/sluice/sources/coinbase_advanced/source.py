@@ -21,7 +21,7 @@ Exchange field names: ``best_bid_size``, ``volume_24h``...; ``sequence`` is the 
 ``sell``, ``snapshot`` true for the snapshot's levels), ``candle``, ``heartbeat``, ``status`` and
 ``gap``. Every frame received is exactly one of: its records; a dead letter with its reason (not
 JSON, not UTF-8, failing its spec, a non-finite decimal, longer than ``max_frame_bytes``); or
-skipped and counted as dropped (an unknown channel). ``subscriptions`` and ``error`` messages are
+skipped and counted as discarded (an unknown channel). ``subscriptions`` and ``error`` messages are
 control messages, logged. No frame can stop the source.
 """
 
@@ -73,7 +73,6 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
     delivery_note = (
         "A live feed with no replay: what arrives while the connection is down is not sent again."
     )
-    counts_received = True
     description = (
         "Coinbase Advanced Trade websocket feed (ticker, market_trades, level2, candles, "
         "heartbeats, status) with reconnects, a stale-feed watchdog, sequence_num and heartbeat "
@@ -133,6 +132,10 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
     async def readiness(self) -> Readiness:
         return readiness(self._conn, self._subscribed, self.config.stale_after_secs)
 
+    def connected(self) -> bool:
+        """Up from the subscriptions' replies until the connection ends."""
+        return self._subscribed
+
     # -- the feed ------------------------------------------------------------------------------
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
@@ -146,19 +149,14 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
         try:
             early = await self._subscribe(conn)
             self._subscribed = True
-            ctx.metrics.connected.set(1)
-            batch = self._parse(early)
-            if batch.records or batch.rejected:
-                yield batch
+            if early:
+                yield self._parse(early)
             stale = c.stale_after_secs
             while True:
                 frames = await take_fresh(conn, c.max_batch_events, stale)
-                batch = self._parse(frames)
-                if batch.records or batch.rejected:
-                    yield batch
+                yield self._parse(frames)  # also one of discards only: the runner counts reads
         finally:
             self._subscribed = False
-            ctx.metrics.connected.set(0)
             conn.close()
             self._conn = None
 
@@ -271,12 +269,14 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
                 continue
             self._check_sequence(message.sequence_num, timestamp, records)
             records += made
-        metrics = ctx.metrics
-        metrics.received_events.inc(len(frames))
-        metrics.received_bytes.inc(sum(map(len, frames)) + oversize_bytes)
-        if unknown:
-            metrics.drop("unknown_type", unknown)
-        return SourceBatch(records, rejected)
+        # the runner counts every frame read and what was discarded, from the batch
+        return SourceBatch(
+            records,
+            rejected,
+            read_events=len(frames),
+            read_bytes=sum(map(len, frames)) + oversize_bytes,
+            discarded={"unknown_type": unknown} if unknown else None,
+        )
 
     def _check_sequence(self, number: int, timestamp: float, records: list[Record]) -> None:
         last = self._sequence

@@ -20,6 +20,7 @@ from sluice.config.problems import ConfigError
 from sluice.metrics import Metrics
 from sluice.plugin import ComponentContext
 from sluice.registry import Registry
+from sluice.runtime.source_worker import count_batch
 from sluice.simulator.advanced.protocol import check_jwt
 from sluice.sources.coinbase_advanced import CoinbaseAdvancedSource, CoinbaseAdvancedSourceConfig
 from sluice.sources.coinbase_advanced.auth import BadKey, Signer
@@ -320,8 +321,12 @@ def test_an_unknown_channel_is_skipped_and_counted_and_an_error_is_logged(tmp_pa
     error = b'{"type":"error","message":"something"}'
     batch = source._parse([message("futures_news", 0, [{"x": 1}]), error])
     assert batch.records == [] and batch.rejected == []
-    dropped = metrics.registry.get_sample_value(
-        "sluice_component_dropped_events_total",
+    assert batch.discarded == {"unknown_type": 1}
+    assert batch.read_events == 2
+    assert source._ctx is not None
+    count_batch(source._ctx.metrics, batch)
+    discarded = metrics.registry.get_sample_value(
+        "sluice_source_discarded_total",
         {
             "component_id": "cb",
             "component_kind": "source",
@@ -329,7 +334,7 @@ def test_an_unknown_channel_is_skipped_and_counted_and_an_error_is_logged(tmp_pa
             "reason": "unknown_type",
         },
     )
-    assert dropped == 1
+    assert discarded == 1
 
 
 def test_one_subscribe_message_per_channel_heartbeats_without_products() -> None:
@@ -410,18 +415,8 @@ sinks:
     assert "secret-value" not in message
 
 
-def _unknown_dropped(metrics: Metrics) -> float:
-    labels = {
-        "component_id": "cb",
-        "component_kind": "source",
-        "component_type": "coinbase_advanced",
-        "reason": "unknown_type",
-    }
-    return metrics.registry.get_sample_value("sluice_component_dropped_events_total", labels) or 0
-
-
 def test_no_mutated_message_stops_the_source_and_each_is_accounted_for(tmp_path: Path) -> None:
-    source, metrics = _source(tmp_path)
+    source, _ = _source(tmp_path)
     seeds = [
         message("ticker", 0, [{"type": "update", "tickers": [TICKER]}]),
         message("market_trades", 0, [{"type": "update", "trades": [TRADE]}]),
@@ -436,11 +431,11 @@ def test_no_mutated_message_stops_the_source_and_each_is_accounted_for(tmp_path:
                 b'0123456789"{}[],:-.eEnNaIf\\\xff\x00 ab'
             )
         source._sequence = None  # each frame judged on its own, as a connection's first
-        dropped = _unknown_dropped(metrics)
         batch = source._parse([bytes(frame)])
-        # a record, a dead letter, a counted drop, or a control message: never nothing
+        # a record, a dead letter, a counted discard, or a control message: never nothing
         control = b'"subscriptions"' in frame or b'"error"' in frame
-        skipped = _unknown_dropped(metrics) > dropped
+        skipped = batch.discarded == {"unknown_type": 1}
+        assert batch.read_events == 1
         assert batch.records or batch.rejected or skipped or control, (n, bytes(frame))
         assert len(batch.rejected) <= 1
         for record in batch.records:
