@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
 from sluice.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from sluice.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sluice.simulator.auth import SimulatedKey
 
 simulate_app = typer.Typer(
     name="simulate",
@@ -97,6 +100,16 @@ def coinbase(
             help="Fault: disconnect a client with ErrSlowConsume once N bytes wait unsent."
         ),
     ] = None,
+    book_updates_per_sec: Annotated[
+        float,
+        typer.Option(help="Level-2 updates (and full messages) per second, all products."),
+    ] = 20.0,
+    skip_sequence_every: Annotated[
+        Count, typer.Option(help="Fault: leave out every Nth full message (a sequence gap).")
+    ] = None,
+    cross_book_every: Annotated[
+        Count, typer.Option(help="Fault: make every Nth l2update cross the book.")
+    ] = None,
     fault_connections: Annotated[
         Count, typer.Option(help="Inject faults into the first N connections only.")
     ] = None,
@@ -127,6 +140,8 @@ def coinbase(
         "--reorder-every": reorder_every,
         "--slow-consumer-bytes": slow_consumer_bytes,
         "--fault-connections": fault_connections,
+        "--skip-sequence-every": skip_sequence_every,
+        "--cross-book-every": cross_book_every,
     }
     for name, value in counts.items():
         if value is not None and value <= 0:
@@ -137,6 +152,8 @@ def coinbase(
         raise typer.Exit(EXIT_USAGE)
     configure_logging(log_level)
     options = SimulatorOptions(
+        book_updates_per_sec=max(book_updates_per_sec, 0.0),
+        credentials=_simulated_key(),
         mode="replay" if mode == "replay" else "synthetic",
         speed=speed,
         loop=loop,
@@ -155,10 +172,27 @@ def coinbase(
             repeat_every=repeat_every,
             reorder_every=reorder_every,
             slow_consumer_bytes=slow_consumer_bytes,
+            skip_sequence_every=skip_sequence_every,
+            cross_book_every=cross_book_every,
             connections=fault_connections,
         ),
     )
     raise typer.Exit(asyncio.run(_serve(CoinbaseSimulator(options), host, port)))
+
+
+def _simulated_key() -> SimulatedKey | None:
+    """The API key signed subscriptions must use: SLUICE_SIMULATOR_KEY, _SECRET (base64) and
+    _PASSPHRASE from the environment, when all three are set."""
+    import os
+
+    from sluice.simulator.auth import SimulatedKey
+
+    values = [os.environ.get(f"SLUICE_SIMULATOR_{n}") for n in ("KEY", "SECRET", "PASSPHRASE")]
+    if not all(values):
+        return None
+    key, secret, passphrase = values
+    assert key and secret and passphrase
+    return SimulatedKey(key, secret, passphrase)
 
 
 async def _serve(simulator: object, host: str, port: int) -> int:

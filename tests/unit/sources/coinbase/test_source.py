@@ -67,7 +67,7 @@ def test_records_keep_the_frame_bytes_kind_and_event_time(tmp_path: Path) -> Non
 def test_malformed_frames_are_rejected_and_unknown_types_skipped(tmp_path: Path) -> None:
     source, metrics = _source(tmp_path)
     batch = source._parse(
-        [b"not json", b'{"type":"ticker"}', b'{"type":"l2update"}', TICKER % (1, 1)]
+        [b"not json", b'{"type":"ticker"}', b'{"type":"rfq_match"}', TICKER % (1, 1)]
     )
     assert [r.raw for r in batch.rejected] == [b"not json", b'{"type":"ticker"}']
     assert "not valid JSON" in batch.rejected[0].reason
