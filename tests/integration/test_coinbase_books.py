@@ -114,7 +114,8 @@ async def test_level2_changes_land_in_chdb_as_many_as_the_simulator_sent(
     [session] = simulator.sessions  # one connection, signed and accepted
     assert session.auth_refusals == 0
     assert session.books.snapshots == len(PRODUCTS)
-    levels = sum(len(b.bids) + len(b.asks) for b in simulator.book_market.books.values())
+    snapshots = [orjson.loads(f) for f in session.sent or [] if b'"type":"snapshot"' in f]
+    levels = sum(len(s["bids"]) + len(s["asks"]) for s in snapshots)
     rows = chdb.rows(
         "SELECT count(), countIf(snapshot = 1), countIf(snapshot = 0), uniqExact(product_id) "
         "FROM books.coinbase_level2"
