@@ -424,8 +424,8 @@ def level2_source(frames: list[bytes]) -> tuple[Any, float]:
 
 
 def level2_validating(frames: list[bytes]) -> tuple[int, float]:
-    """A hand-written loop doing the same job: decode (same specs), check, apply, one row per
-    change."""
+    """A hand-written loop doing the same job: decode (same specs), the same checks of each price
+    and size (ASCII, a plain decimal), apply to a dict per side, one JSON row per change."""
     import msgspec
 
     from sluice.sources.coinbase.book_protocol import L2Snapshot, L2Update
@@ -453,7 +453,12 @@ def level2_validating(frames: list[bytes]) -> tuple[int, float]:
             bids, asks = books[message.product_id]
             stamp = encode(message.time)
             for side, price, size in message.changes:
-                if not (price.replace(".", "", 1).isdigit() and size.replace(".", "", 1).isdigit()):
+                if not (
+                    price.isascii()
+                    and size.isascii()
+                    and price.replace(".", "", 1).isdigit()
+                    and size.replace(".", "", 1).isdigit()
+                ):
                     raise ValueError(raw)
                 book = bids if side == "buy" else asks
                 if float(size) == 0:

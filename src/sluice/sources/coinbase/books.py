@@ -100,6 +100,14 @@ class Book:
             heapq.heappop(heap)
         return heap[0] if heap else None
 
+    def tops(self) -> tuple[float, float] | None:
+        """(best bid, best ask), None while a side is empty."""
+        bids, asks = self._bid_heap, self._ask_heap
+        if bids and asks and -bids[0] in self.bids and asks[0] in self.asks:
+            return -bids[0], asks[0]  # the common case: both heap tops are current levels
+        bid, ask = self.best_bid(), self.best_ask()
+        return None if bid is None or ask is None else (bid, ask)
+
     def crossed(self) -> tuple[float, float] | None:
         """(best bid, best ask) when the bid is not below the ask, else None."""
         bid, ask = self.best_bid(), self.best_ask()
@@ -261,38 +269,49 @@ class BookFeed:
                 self._inconsistent(product, "an update before the product's snapshot")
                 self._drop("resyncing")
             return None
-        changes = message.changes
-        for _, price, size in changes:
-            if not (_plain(price) and _plain(size)):
-                if size[:1] == "-" and _plain(size[1:]) and _plain(price):
-                    self._inconsistent(product, f"negative size {size} at price {price}")
-                    return f"negative size: {size!r}"
-                self._inconsistent(product, "an update could not be applied")
-                return f"price or size is not a plain decimal number: {price!r} {size!r}"
         when = message.time
         timestamp = when.timestamp()
-        head = b'{"type":"level2","product_id":"%s","time":%s,"side":"' % (
-            product.encode(),
-            _encode(when),
-        )
-        setter = book.set
+        stamp = _encode(when).decode()
+        head = f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"'
         append = records.append
-        for side, price, size in changes:
-            size_f = float(size)
-            setter(side == "buy", float(price), size, size_f == 0.0)
-            append(
-                Record(
-                    head
-                    + b'%s","price":"%s","size":"%s","snapshot":0}'
-                    % (side.encode(), price.encode(), size.encode()),
-                    "level2",
-                    timestamp,
-                )
-            )
-        crossed = book.crossed()
-        if crossed is not None:
-            self._inconsistent(product, _crossed_reason("update", crossed))
+        first = len(records)
+        bids, asks = book.bids, book.asks
+        added = False
+        for side, price, size in message.changes:
+            # _plain() inline: this is the busiest loop of the busiest channel
+            if not (
+                price.isascii()
+                and size.isascii()
+                and price.replace(".", "", 1).isdigit()
+                and size.replace(".", "", 1).isdigit()
+            ):
+                del records[first:]  # the book is dropped: none of this update is kept
+                return self._bad_change(product, price, size)
+            p = float(price)
+            buy = side == "buy"
+            levels = bids if buy else asks
+            if not size.strip("0."):  # zero: the level goes
+                levels.pop(p, None)
+            elif p in levels:
+                levels[p] = size
+                added = True
+            else:
+                book.set(buy, p, size, False)  # a new level: its heap entry too
+                added = True
+            row = f'{head}{side}","price":"{price}","size":"{size}","snapshot":0}}'
+            append(Record(row.encode(), "level2", timestamp))
+        if added:  # removing levels cannot cross a book
+            tops = book.tops()
+            if tops is not None and tops[0] >= tops[1]:
+                self._inconsistent(product, _crossed_reason("update", tops))
         return None
+
+    def _bad_change(self, product: str, price: str, size: str) -> str:
+        if size[:1] == "-" and _plain(size[1:]) and _plain(price):
+            self._inconsistent(product, f"negative size {size} at price {price}")
+            return f"negative size: {size!r}"
+        self._inconsistent(product, "an update could not be applied")
+        return f"price or size is not a plain decimal number: {price!r} {size!r}"
 
     def _inconsistent(self, product: str, reason: str) -> None:
         if product in self.resyncing:
