@@ -245,3 +245,35 @@ def test_a_secret_that_is_not_base64_is_refused_without_showing_it(
     assert "secret" in text and "not base64" in text
     assert "not base64 at all!!" not in text
     assert "requires an authenticated" not in text  # the auth's own error, not a second one
+
+
+def test_book_snapshots_give_each_book_top_levels_when_due(tmp_path: Path) -> None:
+    config = CoinbaseSourceConfig.model_validate(
+        {
+            "products": ["BTC-USD"],
+            "channels": ["level2"],
+            "auth": AUTH,
+            "book_snapshots": {"every_secs": 3600, "depth": 1},
+        }
+    )
+    source = CoinbaseSource("cb", config)
+    source._ctx = ComponentContext(
+        "cb",
+        "source",
+        "coinbase",
+        tmp_path,
+        structlog.get_logger(),
+        Metrics().component("cb", "source", "coinbase"),
+    )
+    source._log = source._ctx.log
+    source._books.reconnected()
+    assert [r.kind for r in source._parse([SNAPSHOT]).records] == ["level2"] * 4  # not due
+    source._books._next_snapshot = 0.0
+    batch = source._parse([UPDATE % b'["sell","100.50","2"]'])
+    [top] = [orjson.loads(r.raw) for r in batch.records if r.kind == "book_snapshot"]
+    assert (top["product_id"], top["bids"], top["asks"]) == (
+        "BTC-USD",
+        [["99.0", "1.5"]],
+        [["100.5", "2"]],
+    )
+    assert source._parse([UPDATE % b'["sell","100.60","2"]']).records[-1].kind == "level2"
