@@ -301,6 +301,15 @@ class BookFeed:
             row = f'{head}{side}","price":"{price}","size":"{size}","snapshot":0}}'
             append(Record(row.encode(), "level2", timestamp))
         if added:  # removing levels cannot cross a book
+            bid_heap, ask_heap = book._bid_heap, book._ask_heap
+            if (  # Book.tops() inline, for its common case: both tops current, not crossed
+                bid_heap
+                and ask_heap
+                and -bid_heap[0] in bids
+                and ask_heap[0] in asks
+                and -bid_heap[0] < ask_heap[0]
+            ):
+                return None
             tops = book.tops()
             if tops is not None and tops[0] >= tops[1]:
                 self._inconsistent(product, _crossed_reason("update", tops))
