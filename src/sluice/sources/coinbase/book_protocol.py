@@ -1,6 +1,7 @@
 """The Exchange's order-book messages: ``level2``/``level2_batch`` (``snapshot``, ``l2update``)
-and the ``full`` channel (``received``, ``open``, ``done``, ``change``, ``activate``; its trades
-are ``match`` messages, decoded by :class:`~sluice.sources.coinbase.protocol.Match`).
+and the ``full`` channel (``received``, ``open``, ``done``, ``change``; its trades are ``match``
+messages, decoded by :class:`~sluice.sources.coinbase.protocol.Match`). ``activate`` (a stop order
+triggered; no sequence) is not read: it is skipped and counted as an unknown type.
 
 Part of the source's one tagged union (:data:`sluice.sources.coinbase.protocol.Message`), so a
 frame is decoded once whatever its type. Prices and sizes stay text; the book
@@ -17,7 +18,6 @@ import msgspec
 __all__ = [
     "BOOK_TYPES",
     "FULL_TYPES",
-    "Activate",
     "BookMessage",
     "Change",
     "Done",
@@ -102,16 +102,9 @@ class Change(msgspec.Struct, tag="change", tag_field="type"):
     old_size: str | None = None
 
 
-class Activate(msgspec.Struct, tag="activate", tag_field="type"):
-    """``full``: a stop order was activated (carries no sequence)."""
-
-    product_id: str
-    order_id: str
-
-
-BookMessage = L2Snapshot | L2Update | Received | Open | Done | Change | Activate
+BookMessage = L2Snapshot | L2Update | Received | Open | Done | Change
 
 FULL_TYPES = (Received, Open, Done, Change)
 """``full`` messages with a ``sequence`` (with :class:`~.protocol.Match`)."""
 
-BOOK_TYPES = frozenset({"snapshot", "l2update", "received", "open", "done", "change", "activate"})
+BOOK_TYPES = frozenset({"snapshot", "l2update", "received", "open", "done", "change"})
