@@ -183,7 +183,7 @@ class BookMarket:
             now = loop.time()
             events: list[BookEvent] = []
             if self.paused:
-                due = now
+                due = now + interval
             while due <= now and len(events) < 2000:
                 events += self.step(clock())
                 due += interval

@@ -14,7 +14,10 @@ first is a duplicate when nothing was missed and is dropped, else it reveals the
 
 Records: each accepted frame is one record whose ``raw`` is the frame's exact JSON text, of kind
 ``ticker``, ``heartbeat``, ``match`` (``match`` and ``last_match`` frames; the ``type`` field tells
-them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. Every frame received is
+them apart), ``status``, ``full`` (the ``full`` channel's order messages) or ``gap``, with the
+frame's ``time`` as event time; order books (``level2``, ``level2_batch``) become one ``level2``
+record per level and optional ``book_snapshot`` records (:mod:`.books`: the book checks, the
+``full`` channel's sequence numbers, and the resubscribe that follows a gap). Every frame received is
 exactly one of: a record; a dead letter with its reason (not JSON, not UTF-8, nested too deeply,
 failing its spec, an id out of range, a non-finite decimal, longer than ``max_frame_bytes``); or
 skipped and counted as dropped (an unknown ``type``, as Coinbase asks of clients; a duplicate or
@@ -77,8 +80,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
     )
     counts_received = True  # every frame, including those skipped (unknown types, duplicates)
     description = (
-        "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
-        "a stale-feed watchdog and trade-id gap records."
+        "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status; signed: level2, "
+        "full, user) with reconnects, a stale-feed watchdog, trade-id and sequence gap records "
+        "and checked order books."
     )
 
     def restart_policy(self) -> RetryPolicy:
