@@ -18,6 +18,15 @@ Rates are tickers written per second, from the first frame to the last write. Ru
 the machine falls on both. Usage::
 
     python benchmarks/coinbase.py [--count 1000000] [--runs 3] [--deflate] [--json]
+
+``--level2``: level-2 book updates (the busiest channel) in one process, no socket: the same
+``l2update`` frames (made by the simulator's book market, 2 products) go through the coinbase
+source's frame step (``_parse``: decode, book update and crossed/negative checks, one ``level2``
+record per change, metrics) and through a validating loop (the same msgspec spec, each price and
+size checked to be a plain decimal, the change applied to a dict per side, one JSON row per change),
+in batches of 5,000 frames, alternating ``--runs`` times; rates are book changes per second::
+
+    python benchmarks/coinbase.py --level2 [--count 500000] [--runs 5] [--json]
 """
 
 from __future__ import annotations
@@ -259,11 +268,17 @@ def main() -> None:
         help="experiment: gen-0 GC threshold in the pipeline run (Python's default is 700)",
     )
     parser.add_argument(
+        "--level2", action="store_true", help="level-2 updates: source vs validating loop"
+    )
+    parser.add_argument(
         "--child", choices=["drain", "raw", "validating", "pipeline"], help=argparse.SUPPRESS
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.level2:
+        level2_main(args.count, args.runs, args.json)
+        return
     if args.child:
         run_child(args.child, args.url, args.count, args.out, args.deflate, args.gc_threshold)
         return
@@ -353,6 +368,146 @@ def main() -> None:
         f"  sluice / validating loop: {summary['ratio_to_validating']:.0%} (target >= 50%);"
         f"  sluice / raw loop: {summary['ratio_to_raw']:.0%}"
     )
+
+
+# -- level 2 --------------------------------------------------------------------------------------
+
+
+def level2_frames(count: int) -> list[bytes]:
+    from sluice.simulator.books import BookMarket
+
+    market = BookMarket(tuple(PRODUCTS), updates_per_sec=1.0)
+    snapshots = [market.snapshot_frame(p, time.time()) for p in PRODUCTS]
+    frames: list[bytes] = []
+    start = time.time()
+    while len(frames) < count:
+        frames += [e.frame for e in market.step(start) if e.channel == "level2"]
+    return snapshots + frames
+
+
+def level2_source(frames: list[bytes]) -> tuple[Any, float]:
+    """The coinbase source's frame step over ``frames``; (records made, seconds)."""
+    import structlog
+
+    from sluice.metrics import Metrics
+    from sluice.plugin import ComponentContext
+    from sluice.sources.coinbase import CoinbaseSource, CoinbaseSourceConfig
+
+    config = CoinbaseSourceConfig.model_validate(
+        {
+            "products": PRODUCTS,
+            "channels": ["level2"],
+            "auth": {"key": "k", "secret": "c2VjcmV0", "passphrase": "p"},
+        }
+    )
+    source = CoinbaseSource("cb", config)
+    metrics = Metrics()
+    source._ctx = ComponentContext(
+        "cb",
+        "source",
+        "coinbase",
+        Path(tempfile.gettempdir()),
+        structlog.get_logger(),
+        metrics.component("cb", "source", "coinbase"),
+    )
+    source._log = source._ctx.log
+    source._books.reconnected()
+    parse = source._parse
+    made = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), 5000):
+        batch = parse(frames[i : i + 5000])
+        made += len(batch.records)
+    secs = time.perf_counter() - t0
+    assert not source._books.pending, "the benchmark's book must stay consistent"
+    return made, secs
+
+
+def level2_validating(frames: list[bytes]) -> tuple[int, float]:
+    """A hand-written loop doing the same job: decode (same specs), the same checks of each price
+    and size (ASCII, a plain decimal), apply to a dict per side, one JSON row per change."""
+    import msgspec
+
+    from sluice.sources.coinbase.book_protocol import L2Snapshot, L2Update
+
+    decode = msgspec.json.Decoder(L2Snapshot | L2Update).decode
+    encode = msgspec.json.encode
+    books: dict[str, tuple[dict[float, str], dict[float, str]]] = {}
+    rows: list[bytes] = []
+    made = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), 5000):
+        rows = []
+        for raw in frames[i : i + 5000]:
+            message = decode(raw)
+            if isinstance(message, L2Snapshot):
+                bids, asks = books[message.product_id] = ({}, {})
+                for levels, side, book in (
+                    (message.bids, "buy", bids),
+                    (message.asks, "sell", asks),
+                ):
+                    for price, size in levels:
+                        book[float(price)] = size
+                        rows.append(encode((message.product_id, side, price, size, 1)))
+                continue
+            bids, asks = books[message.product_id]
+            stamp = encode(message.time)
+            for side, price, size in message.changes:
+                if not (
+                    price.isascii()
+                    and size.isascii()
+                    and price.replace(".", "", 1).isdigit()
+                    and size.replace(".", "", 1).isdigit()
+                ):
+                    raise ValueError(raw)
+                book = bids if side == "buy" else asks
+                if float(size) == 0:
+                    book.pop(float(price), None)
+                else:
+                    book[float(price)] = size
+                rows.append(b"%s%s%s%s" % (stamp, side.encode(), price.encode(), size.encode()))
+        made += len(rows)
+    return made, time.perf_counter() - t0
+
+
+def level2_main(count: int, runs: int, as_json: bool) -> None:
+    import gc
+
+    frames = level2_frames(count)
+    results: dict[str, list[float]] = {"validating": [], "source": []}
+    made: dict[str, int] = {}
+    for _ in range(runs):
+        for kind, run in (("validating", level2_validating), ("source", level2_source)):
+            gc.collect()
+            records, secs = run(frames)
+            made[kind] = records
+            results[kind].append(records / secs)
+    assert made["source"] == made["validating"], made
+    summary = {
+        "frames": len(frames),
+        "changes": made["source"],
+        "runs": runs,
+        "validating_rate": statistics.median(results["validating"]),
+        "source_rate": statistics.median(results["source"]),
+        "rates": results,
+    }
+    summary["ratio"] = summary["source_rate"] / summary["validating_rate"]
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"level2 benchmark: {len(frames):,} frames ({made['source']:,} book changes), "
+        f"median of {runs} runs"
+    )
+    print(
+        f"  {'validating loop (msgspec spec, checks, dict book, rows)':<58} "
+        f"{summary['validating_rate']:>11,.0f} changes/s"
+    )
+    print(
+        f"  {'coinbase source frame step (books, checks, records)':<58} "
+        f"{summary['source_rate']:>11,.0f} changes/s"
+    )
+    print(f"  source / validating loop: {summary['ratio']:.0%} (target >= 70%)")
 
 
 if __name__ == "__main__":

@@ -459,7 +459,7 @@ async def test_simulate_coinbase_speaks_advanced_trade(spawn: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--skip-sequence-every", "3"], "need --api advanced_trade"),
+        (["--skip-heartbeat-every", "3"], "need --api advanced_trade"),
         (["--api", "fix"], "--api must be exchange or advanced_trade"),
         (["--api", "advanced_trade", "--fast"], "--fast serves the Exchange feed only"),
         (["--api", "advanced_trade", "--skip-sequence-every", "0"], "must be a positive number"),

@@ -15,6 +15,7 @@ from sluice.logs import configure_logging
 
 if TYPE_CHECKING:
     from sluice.simulator.advanced.options import AdvancedOptions
+    from sluice.simulator.auth import SimulatedKey
 
 simulate_app = typer.Typer(
     name="simulate",
@@ -101,6 +102,20 @@ def coinbase(
             help="Fault: disconnect a client with ErrSlowConsume once N bytes wait unsent."
         ),
     ] = None,
+    book_updates_per_sec: Annotated[
+        float,
+        typer.Option(help="Level-2 updates (and full messages) per second, all products."),
+    ] = 20.0,
+    skip_sequence_every: Annotated[
+        Count,
+        typer.Option(
+            help="Fault: leave out every Nth sequenced message (Exchange: a full-channel "
+            "sequence gap; Advanced Trade: a sequence_num gap)."
+        ),
+    ] = None,
+    cross_book_every: Annotated[
+        Count, typer.Option(help="Fault: make every Nth l2update cross the book.")
+    ] = None,
     fault_connections: Annotated[
         Count, typer.Option(help="Inject faults into the first N connections only.")
     ] = None,
@@ -116,12 +131,6 @@ def coinbase(
         typer.Option(
             help="Advanced Trade: PEM public key (EC P-256) that every subscribe's JWT must "
             "verify with."
-        ),
-    ] = None,
-    skip_sequence_every: Annotated[
-        Count,
-        typer.Option(
-            help="Advanced Trade fault: leave out every Nth message (a sequence_num gap)."
         ),
     ] = None,
     skip_heartbeat_every: Annotated[
@@ -166,6 +175,7 @@ def coinbase(
         "--fault-connections": fault_connections,
         "--skip-sequence-every": skip_sequence_every,
         "--skip-heartbeat-every": skip_heartbeat_every,
+        "--cross-book-every": cross_book_every,
     }
     for name, value in counts.items():
         if value is not None and value <= 0:
@@ -176,6 +186,8 @@ def coinbase(
         raise typer.Exit(EXIT_USAGE)
     configure_logging(log_level)
     options = SimulatorOptions(
+        book_updates_per_sec=max(book_updates_per_sec, 0.0),
+        credentials=_simulated_key(),
         mode="replay" if mode == "replay" else "synthetic",
         speed=speed,
         loop=loop,
@@ -194,6 +206,8 @@ def coinbase(
             repeat_every=repeat_every,
             reorder_every=reorder_every,
             slow_consumer_bytes=slow_consumer_bytes,
+            skip_sequence_every=skip_sequence_every,
+            cross_book_every=cross_book_every,
             connections=fault_connections,
         ),
         advanced=advanced,
@@ -212,12 +226,11 @@ def _advanced_options(
     options that do not fit the API."""
     from sluice.simulator.advanced.options import AdvancedOptions
 
-    given = jwt_public_key_file or skip_sequence_every or skip_heartbeat_every
+    given = jwt_public_key_file or skip_heartbeat_every
     if api == "exchange":
         if given:
             typer.echo(
-                "error: --jwt-public-key-file, --skip-sequence-every and --skip-heartbeat-every "
-                "need --api advanced_trade",
+                "error: --jwt-public-key-file and --skip-heartbeat-every need --api advanced_trade",
                 err=True,
             )
             raise typer.Exit(EXIT_USAGE)
@@ -237,6 +250,21 @@ def _advanced_options(
         skip_sequence_every=skip_sequence_every,
         skip_heartbeat_every=skip_heartbeat_every,
     )
+
+
+def _simulated_key() -> SimulatedKey | None:
+    """The API key signed subscriptions must use: SLUICE_SIMULATOR_KEY, _SECRET (base64) and
+    _PASSPHRASE from the environment, when all three are set."""
+    import os
+
+    from sluice.simulator.auth import SimulatedKey
+
+    values = [os.environ.get(f"SLUICE_SIMULATOR_{n}") for n in ("KEY", "SECRET", "PASSPHRASE")]
+    if not all(values):
+        return None
+    key, secret, passphrase = values
+    assert key and secret and passphrase
+    return SimulatedKey(key, secret, passphrase)
 
 
 async def _serve(simulator: object, host: str, port: int) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sluice.simulator.advanced.options import AdvancedOptions
+from sluice.simulator.auth import SimulatedKey
 
 __all__ = ["DEFAULT_SYNTHETIC_PRODUCTS", "Faults", "SimulatorOptions"]
 
@@ -36,6 +37,10 @@ class Faults:
     """Send every Nth trade frame after the one that follows it (out of order)."""
     slow_consumer_bytes: int | None = None
     """Disconnect a client with an ``ErrSlowConsume`` error once this many bytes wait unsent."""
+    skip_sequence_every: int | None = None
+    """Leave out every Nth ``full`` message (a gap in sequence numbers)."""
+    cross_book_every: int | None = None
+    """Turn every Nth ``l2update`` into one that crosses the book (a bid at the best ask)."""
     connections: int | None = None
     """Inject into the first N connections only; None: every connection."""
 
@@ -75,6 +80,11 @@ class SimulatorOptions:
     subscribe_timeout_secs: float = 5.0
     """Disconnect a client that has not subscribed within this (Coinbase: 5 s)."""
     heartbeat_interval_secs: float = 1.0
+    book_updates_per_sec: float = 20.0
+    """Level-2 updates (and as many ``full`` messages) per second, all products together."""
+    credentials: SimulatedKey | None = None
+    """The API key a signed subscribe request must use (``level2``, ``full``, ``user``); None:
+    those channels are refused as the Exchange refuses an unsigned request."""
     faults: Faults = field(default_factory=Faults)
     record_sent: bool = False
     """Keep every frame sent per connection (tests)."""

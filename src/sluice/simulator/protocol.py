@@ -17,13 +17,16 @@ __all__ = [
     "AUTH_REASON",
     "CHANNELS",
     "HEARTBEAT",
+    "SIGNED_CHANNELS",
     "error_frame",
     "parse_channels",
     "status_frame",
     "subscriptions_frame",
 ]
 
-CHANNELS = frozenset({"ticker", "ticker_batch", "heartbeat", "matches", "status"})
+CHANNELS = frozenset({"ticker", "ticker_batch", "heartbeat", "matches", "status", "level2_batch"})
+SIGNED_CHANNELS = frozenset({"level2", "full", "user"})
+"""Channels served to a correctly signed request (``level3`` is not simulated)."""
 AUTH_CHANNELS = frozenset({"full", "level2", "level3", "user"})
 AUTH_REASON = (
     "level2, level3, and full channels now require authentication. "
@@ -38,10 +41,11 @@ def error_frame(message: str, reason: str) -> bytes:
 
 
 def parse_channels(
-    request: dict[str, Any], products: Collection[str]
+    request: dict[str, Any], products: Collection[str], signed: bool = False
 ) -> tuple[dict[str, list[str]], str | None]:
     """The channels a (un)subscribe request names, each with its products (``status``: none), or
-    the reason the feed refuses it. Channels given as names take the top-level ``product_ids``."""
+    the reason the feed refuses it. Channels given as names take the top-level ``product_ids``;
+    ``signed``: the request's signature was accepted (:mod:`.auth`)."""
     top = request.get("product_ids") or []
     channels = request.get("channels") or []
     if not isinstance(channels, list) or not channels:
@@ -54,9 +58,9 @@ def parse_channels(
             name, names = channel["name"], channel.get("product_ids") or top
         else:
             return {}, "Malformed channel"
-        if name in AUTH_CHANNELS:
+        if name in AUTH_CHANNELS and not (signed and name in SIGNED_CHANNELS):
             return {}, AUTH_REASON
-        if name not in CHANNELS:
+        if name not in CHANNELS and name not in AUTH_CHANNELS:
             return {}, f"{name} is not a valid channel"
         if name == "status":
             wanted[name] = []

@@ -31,6 +31,7 @@ from picows import (
 )
 
 from sluice.simulator.advanced.session import AdvancedSession
+from sluice.simulator.books import BookEvent, BookMarket
 from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
@@ -60,6 +61,8 @@ class CoinbaseSimulator:
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
         self.fast_streams = SharedStreams(self.market, options)
+        self.book_market = BookMarket(self.market.products, options.book_updates_per_sec)
+        self._book_task: asyncio.Task[None] | None = None
 
     @property
     def open_sessions(self) -> list[Session]:
@@ -77,6 +80,16 @@ class CoinbaseSimulator:
         self.port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://{host}:{self.port}"
         self._market_task = asyncio.create_task(self._run_market(), name="simulator-market")
+        self._book_task = asyncio.create_task(self._run_books(), name="simulator-books")
+
+    async def _run_books(self) -> None:
+        await self.market.started.wait()
+        await self.book_market.run(self._publish_books, self.market.clock)
+
+    def _publish_books(self, events: list[BookEvent]) -> None:
+        for session in self.sessions:
+            if session.live:
+                session.on_book_events(events)
 
     async def _run_market(self) -> None:
         try:
@@ -94,10 +107,11 @@ class CoinbaseSimulator:
     async def close(self) -> None:
         for session in self.open_sessions:
             session.abort()
-        if self._market_task is not None:
-            self._market_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._market_task
+        for task in (self._market_task, self._book_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -114,7 +128,14 @@ class CoinbaseSimulator:
         deflate = self.options.deflate and "permessage-deflate" in offered
         kind = Session if self.options.advanced is None else AdvancedSession
         session = kind(
-            self.market, self.options, self.log, number, faults, deflate, self.fast_streams
+            self.market,
+            self.options,
+            self.log,
+            number,
+            faults,
+            deflate,
+            self.fast_streams,
+            self.book_market,
         )
         self.sessions.append(session)
         headers = {"Sec-WebSocket-Extensions": "permessage-deflate"} if deflate else None

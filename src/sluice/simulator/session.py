@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
+from sluice.simulator.auth import AUTH_FAILED, check_signed
+from sluice.simulator.books import BookEvent, BookMarket, BookStream
 from sluice.simulator.fast import Chunk, SharedStreams, send_fast
 from sluice.simulator.faults import GARBAGE, TradeFaults, fault_after_frame, garbage_due
 from sluice.simulator.markets import Event, Market, rfc3339
@@ -48,6 +50,7 @@ class Session(WSListener):
         faults: Faults,
         deflate: bool,
         fast_streams: SharedStreams,
+        book_market: BookMarket | None = None,
     ) -> None:
         super().__init__()
         self.market = market
@@ -85,6 +88,10 @@ class Session(WSListener):
         self._writable = asyncio.Event()
         self._writable.set()
         self._fast_ids: dict[str, int] | None = None
+        self.book_market = book_market
+        self.books = BookStream(faults, record=options.record_sent)
+        """Level-2 and ``full`` frames: what was sent, skipped and crossed (:mod:`.books`)."""
+        self.auth_refusals = 0
 
     @property
     def channels(self) -> dict[str, list[str]]:
@@ -158,7 +165,15 @@ class Session(WSListener):
         if not isinstance(request, dict) or request.get("type") not in ("subscribe", "unsubscribe"):
             self._send_control(error_frame("Failed to subscribe", "Unknown message type"))
             return
-        wanted, reason = parse_channels(request, self.market.products)
+        signed = "signature" in request
+        if signed:
+            refused = check_signed(request, self.options.credentials)
+            if refused is not None:
+                self.auth_refusals += 1
+                self.log.info("simulator.auth_refused", reason=refused)
+                self._send_control(error_frame(AUTH_FAILED, refused))
+                return
+        wanted, reason = parse_channels(request, self.market.products, signed=signed)
         if reason is not None:
             self.log.info("simulator.subscribe_refused", reason=reason)
             self._send_control(error_frame("Failed to subscribe", reason))
@@ -188,6 +203,8 @@ class Session(WSListener):
                 self._send_trade_frame(frame)
         if "status" in new:
             self._send(status_frame(self.market.products))
+        if self.book_market is not None:
+            self.books.subscribed(new, self.book_market, market.clock(), self._send)
         if not self._tasks and self.channels:
             self._tasks.append(asyncio.create_task(self._ticks(), name=f"sim-ticks-{self.number}"))
             if self.options.fast:
@@ -211,6 +228,19 @@ class Session(WSListener):
                 self._send_trade(event)
             if not self.live:
                 return
+
+    def on_book_events(self, events: list[BookEvent]) -> None:
+        """Level-2 updates and ``full`` messages, as they happen."""
+        if self.book_market is None or self.options.fast:
+            return
+        self.books.on_events(
+            events,
+            self.channels,
+            self.book_market,
+            self.market.clock(),
+            self._send,
+            lambda: self.live,
+        )
 
     def _send_trade(self, event: Event) -> None:
         self._trade_faults.send(event, self.live, self._send_trade_frame)

@@ -34,6 +34,7 @@ from sluice.simulator.advanced.protocol import (
     ticker_item,
     trade_item,
 )
+from sluice.simulator.books import BookMarket
 from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, rfc3339
 from sluice.simulator.options import Faults, SimulatorOptions
@@ -57,8 +58,10 @@ class AdvancedSession(Session):
         faults: Faults,
         deflate: bool,
         fast_streams: SharedStreams,
+        book_market: BookMarket | None = None,
     ) -> None:
-        super().__init__(market, options, log, number, faults, deflate, fast_streams)
+        # the Exchange's order books are not served here: Advanced Trade's level2 is its own
+        super().__init__(market, options, log, number, faults, deflate, fast_streams, None)
         advanced = options.advanced or AdvancedOptions()
         scoped = options.faults.connections
         self.advanced = advanced

@@ -16,7 +16,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_DDL", "LEGACY_DDL", "render_statements", "shipped_sql"]
+__all__ = ["DEFAULT_DDL", "LEGACY_DDL", "ddl_path", "render_statements", "shipped_sql"]
 
 DEFAULT_DDL = "coinbase_ticker.sql"
 LEGACY_DDL = "coinbase_ticker.legacy.sql"
@@ -35,6 +35,18 @@ def shipped_sql(name: str) -> Path:
     if checkout.is_file():
         return checkout
     raise FileNotFoundError(f"{name} is not in the sluice package nor in {checkout.parent}")
+
+
+def ddl_path(given: Path) -> Path:
+    """A sink's ``ddl``: the file given, or, when no such file exists and its name is one that
+    sluice ships (``coinbase_level2.sql``...), the shipped one (so ``ddl: coinbase_level2.sql``
+    works in an installed package as in a checkout)."""
+    if given.exists() or given.parent != Path():
+        return given
+    try:
+        return shipped_sql(given.name)
+    except FileNotFoundError:
+        return given
 
 
 def render_statements(text: str, database: str, table: str) -> list[str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from sluice.config.models import RetryPolicy, SourceConfig, StrictModel
+from sluice.sources.coinbase.auth import ExchangeCredentials
+from sluice.sources.coinbase.books import BookSnapshots
 
 __all__ = [
     "AUTH_CHANNELS",
@@ -19,7 +21,9 @@ __all__ = [
 DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
 
 AUTH_CHANNELS = frozenset({"full", "level2", "level3", "user"})
-"""Channels Coinbase serves only to signed subscriptions, which this source does not make."""
+"""Channels Coinbase serves only to signed subscriptions (``auth``)."""
+UNSUPPORTED_CHANNELS = frozenset({"level3"})
+"""Channels this source does not read, signed or not."""
 
 _PRODUCT_PATTERN = r"^[A-Za-z0-9]+-[A-Za-z0-9]+$"
 
@@ -66,6 +70,14 @@ class CoinbaseSourceConfig(SourceConfig):
         description="Websocket URL: the exchange, its sandbox, or a local simulator.",
         examples=["ws://127.0.0.1:8765"],
     )
+    auth: ExchangeCredentials | None = Field(
+        None,
+        description=(
+            "An Exchange API key to sign the subscribe request with (`key`, `secret`, "
+            "`passphrase`, each from the environment: `${COINBASE_KEY}`...); needed for "
+            "`level2`, `full` and `user`."
+        ),
+    )
     products: list[str] = Field(
         description="Products to subscribe to.",
         min_length=1,
@@ -74,8 +86,9 @@ class CoinbaseSourceConfig(SourceConfig):
     channels: list[str | ChannelSpec] = Field(
         default=["ticker", "heartbeat"],
         description=(
-            "Channels: names (`ticker`, `heartbeat`, `matches`, `ticker_batch`, `status`) or "
-            "`{name, product_ids}` objects. Subscribe to `heartbeat` for liveness and gap checks."
+            "Channels: names (`ticker`, `heartbeat`, `matches`, `ticker_batch`, `status`, "
+            "`level2_batch`; with `auth`: `level2`, `full`, `user`) or `{name, product_ids}` "
+            "objects. Subscribe to `heartbeat` for liveness and gap checks."
         ),
         min_length=1,
     )
@@ -169,6 +182,13 @@ class CoinbaseSourceConfig(SourceConfig):
             "`initial_backoff_secs` (keeps under Coinbase's connection rate limit)."
         ),
     )
+    book_snapshots: BookSnapshots | None = Field(
+        None,
+        description=(
+            "Order books (`level2`, `level2_batch`): emit each product's top `depth` levels as a "
+            "`book_snapshot` record every `every_secs`. Unset: none."
+        ),
+    )
     simulator: EmbeddedSimulator | None = Field(
         None,
         description=(
@@ -196,16 +216,28 @@ class CoinbaseSourceConfig(SourceConfig):
             raise ValueError("products are listed more than once")
         return value
 
-    @model_validator(mode="after")
-    def _public_channels(self) -> CoinbaseSourceConfig:
-        for name in self.channel_names():
-            if name in AUTH_CHANNELS:
+    @field_validator("channels")
+    @classmethod
+    def _signed_channels(
+        cls, value: list[str | ChannelSpec], info: ValidationInfo
+    ) -> list[str | ChannelSpec]:
+        if "auth" not in info.data:
+            return value  # `auth` was given but is invalid: its own error says why
+        signed = info.data["auth"] is not None
+        for channel in value:
+            name = channel if isinstance(channel, str) else channel.name
+            if name in UNSUPPORTED_CHANNELS:
                 raise ValueError(
-                    f"channel '{name}' requires an authenticated (signed) subscription, "
-                    "which the coinbase source does not make; use ticker, matches, heartbeat, "
-                    "ticker_batch or status"
+                    f"channel '{name}' is not read by the coinbase source; use level2 or full"
                 )
-        return self
+            if name in AUTH_CHANNELS and not signed:
+                raise ValueError(
+                    f"channel '{name}' requires an authenticated (signed) subscription: set "
+                    "`auth` (key, secret, passphrase, each from the environment, e.g. "
+                    "`${COINBASE_KEY}`), or use ticker, matches, heartbeat, ticker_batch, "
+                    "level2_batch or status"
+                )
+        return value
 
     def channel_names(self) -> list[str]:
         return [c if isinstance(c, str) else c.name for c in self.channels]

@@ -26,6 +26,8 @@ from typing import Annotated, Literal
 import msgspec
 import orjson
 
+from sluice.sources.coinbase.book_protocol import BOOK_TYPES, BookMessage
+
 __all__ = [
     "DECIMAL_FIELDS",
     "KNOWN_TYPES",
@@ -134,10 +136,11 @@ class Status(msgspec.Struct, tag="status", tag_field="type"):
     currencies: list[dict[str, object]]
 
 
-Message = Ticker | Heartbeat | Match | LastMatch | Subscriptions | Error | Status
+Message = Ticker | Heartbeat | Match | LastMatch | Subscriptions | Error | Status | BookMessage
 
-KNOWN_TYPES = frozenset(
-    {"ticker", "heartbeat", "match", "last_match", "subscriptions", "error", "status"}
+KNOWN_TYPES = (
+    frozenset({"ticker", "heartbeat", "match", "last_match", "subscriptions", "error", "status"})
+    | BOOK_TYPES
 )
 
 _decoder = msgspec.json.Decoder(Message)

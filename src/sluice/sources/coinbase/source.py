@@ -14,7 +14,10 @@ first is a duplicate when nothing was missed and is discarded, else it reveals t
 
 Records: each accepted frame is one record whose ``raw`` is the frame's exact JSON text, of kind
 ``ticker``, ``heartbeat``, ``match`` (``match`` and ``last_match`` frames; the ``type`` field tells
-them apart), ``status`` or ``gap``, with the frame's ``time`` as event time. Every frame received is
+them apart), ``status``, ``full`` (the ``full`` channel's order messages) or ``gap``, with the
+frame's ``time`` as event time; order books (``level2``, ``level2_batch``) become one ``level2``
+record per level and optional ``book_snapshot`` records (:mod:`.books`: the book checks, the
+``full`` channel's sequence numbers, and the resubscribe that follows a gap). Every frame received is
 exactly one of: a record; a dead letter with its reason (not JSON, not UTF-8, nested too deeply,
 failing its spec, an id out of range, a non-finite decimal, longer than ``max_frame_bytes``); or
 discarded on purpose and counted as such by reason, not as a loss (an unknown ``type``, as Coinbase
@@ -36,6 +39,9 @@ from sluice.config.models import RetryPolicy
 from sluice.errors import SluiceError
 from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
+from sluice.sources.coinbase.auth import signed_request
+from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Update
+from sluice.sources.coinbase.books import BookFeed
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
@@ -74,8 +80,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         "A live feed with no replay: what arrives while the connection is down is not sent again."
     )
     description = (
-        "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status) with reconnects, "
-        "a stale-feed watchdog and trade-id gap records."
+        "Coinbase Exchange websocket feed (ticker, matches, heartbeat, status; signed: level2, "
+        "full, user) with reconnects, a stale-feed watchdog, trade-id and sequence gap records "
+        "and checked order books."
     )
 
     def restart_policy(self) -> RetryPolicy:
@@ -101,6 +108,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         limits = {"rebaseline_after": config.rebaseline_after, "max_jump": config.max_trade_id_jump}
         self._tickers = TradeIds(ticker_gaps, **limits)
         self._matches = TradeIds(match_gaps, **limits)
+        self._books = BookFeed(self._subscription, config.book_snapshots)
         self._url = config.url
         self._conn: Connection | None = None
         self._subscribed = False
@@ -122,6 +130,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     retime=sim.retime,
                     trades_per_sec=sim.trades_per_sec,
                     products=tuple(self.config.products) if sim.mode == "synthetic" else None,
+                    credentials=_simulated_key(self.config),
                 )
             )
             await self._simulator.start("127.0.0.1", 0)
@@ -166,6 +175,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # ids may have moved on another server, or back: each product's first may re-baseline
         self._tickers.reconnected()
         self._matches.reconnected()
+        self._books.reconnected()
         try:
             early = await self._subscribe(conn)
             self._subscribed = True
@@ -196,7 +206,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         """Send the subscribe request and wait for the reply; returns other frames received
         meanwhile. Raises SubscriptionRefused on an ``error`` reply."""
         c = self.config
-        conn.send(self._request)
+        conn.send(self._sign(msgspec.json.decode(self._request)) if c.auth else self._request)
         deadline = time.monotonic() + c.subscribe_timeout_secs
         early: list[bytes] = []
         while True:
@@ -225,12 +235,23 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         self._ctx.metrics.error("coinbase_error")
         self._log.error("coinbase.subscribe_refused", message=error.message, reason=error.reason)
         detail = f"{error.message}: {error.reason}" if error.reason else error.message
+        if self.config.auth is not None and "authenticat" in error.message.lower():
+            # the signature, key or passphrase was refused: reconnecting would be refused again
+            raise SubscriptionRefused(
+                f"Coinbase refused the signed subscription ({detail}); check the `auth` key, "
+                "secret and passphrase and this machine's clock"
+            )
         if "authentication" in (error.reason or error.message).lower():
             raise SubscriptionRefused(
                 f"Coinbase refused the subscription because a channel requires authentication, "
                 f"which the coinbase source does not support ({detail})"
             )
         raise SubscriptionRefused(f"Coinbase refused the subscription ({detail})")
+
+    def _sign(self, request: dict[str, Any]) -> bytes:
+        """``request`` as sent: signed when the source has credentials."""
+        auth = self.config.auth
+        return signed_request(request, auth) if auth is not None else msgspec.json.encode(request)
 
     def _check_reply(self, reply: Subscriptions, conn: Connection) -> None:
         assert self._ctx is not None
@@ -268,6 +289,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         late = [0, 0, 0]  # trade frames by verdict: (accepted), DUPLICATE, OUT_OF_ORDER
         tickers, matches = self._tickers, self._matches
         ticker_ids = tickers.last_ids
+        books = self._books
+        full = books.full_products
         append = records.append
         # what the spec's types let through (protocol.screen) is looked for over the whole batch
         # first: only a frame that may hold it is screened, one by one
@@ -319,6 +342,10 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     append(Record(raw, "ticker", message.time.timestamp()))
                     continue
                 late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
+            elif isinstance(message, L2Update):
+                reason = books.update(message, raw, records)
+                if reason is not None:
+                    rejected.append(Rejected(raw, reason))
             elif isinstance(message, Heartbeat):
                 timestamp = message.time.timestamp()
                 tracker = matches if message.product_id in matches.gap_products else tickers
@@ -327,22 +354,36 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     self._emit_gaps(tracker, _stream_name(tracker, matches), timestamp, records)
                 append(Record(raw, "heartbeat", timestamp))
             elif isinstance(message, Match):  # and LastMatch
+                if full and not books.sequenced(message.product_id, message.sequence):
+                    continue
                 late[self._trade(matches, "matches", "match", message, raw, records)] += 1
             elif isinstance(message, Status):
                 append(Record(raw, "status", None))
             elif isinstance(message, Error):
                 ctx.metrics.error("coinbase_error")
                 self._log.warning("coinbase.error", message=message.message, reason=message.reason)
+            elif isinstance(message, FULL_TYPES):
+                if books.sequenced(message.product_id, message.sequence):
+                    append(Record(raw, "full", message.time.timestamp()))
+            elif isinstance(message, L2Snapshot):
+                reason = books.snapshot(message, raw, records)
+                if reason is not None:
+                    rejected.append(Rejected(raw, reason))
             elif isinstance(message, Subscriptions):
                 self._log.info("coinbase.subscriptions_changed")
+                books.subscriptions({ch.name: ch.product_ids for ch in message.channels})
+        if books.pending or books.snapshots is not None:
+            conn = self._conn
+            books.report(ctx.metrics, self._log, conn.send if conn else None, self._sign, records)
         # the runner counts every frame read and what was discarded, from the batch
         discarded = None
-        if unknown or late[DUPLICATE] or late[OUT_OF_ORDER]:
+        if unknown or late[DUPLICATE] or late[OUT_OF_ORDER] or books.discarded:
             discarded = {
                 "unknown_type": unknown,
                 "duplicate": late[DUPLICATE],
                 "out_of_order": late[OUT_OF_ORDER],
             }
+            books.take_discarded(discarded)
         return SourceBatch(
             records,
             rejected,
@@ -436,6 +477,20 @@ def gap_json(gap: Gap, stream: str, detected_at: str) -> bytes:
 
 def _rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _simulated_key(config: CoinbaseSourceConfig) -> Any:
+    """The embedded simulator accepts the source's own key (offline demos of signed channels)."""
+    if config.auth is None:
+        return None
+    from sluice.simulator.auth import SimulatedKey
+
+    auth = config.auth
+    return SimulatedKey(
+        auth.key.get_secret_value(),
+        auth.secret.get_secret_value(),
+        auth.passphrase.get_secret_value(),
+    )
 
 
 def _stream_name(tracker: TradeIds, matches: TradeIds) -> str:

@@ -111,7 +111,7 @@ def test_malformed_frames_are_rejected_with_a_reason(frame: bytes, words: list[s
 
 
 def test_an_unknown_type_is_told_apart_from_a_malformed_frame() -> None:
-    assert _reason(b'{"type":"l2update","product_id":"BTC-USD","changes":[]}') is None
+    assert _reason(b'{"type":"rfq_match","product_id":"BTC-USD","changes":[]}') is None
     assert _reason(b'{"type":"something_new"}') is None
 
 

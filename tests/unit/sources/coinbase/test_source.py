@@ -77,7 +77,7 @@ def test_records_keep_the_frame_bytes_kind_and_event_time(tmp_path: Path) -> Non
 def test_malformed_frames_are_rejected_and_unknown_types_skipped(tmp_path: Path) -> None:
     source, metrics = _source(tmp_path)
     batch = _parse(
-        source, [b"not json", b'{"type":"ticker"}', b'{"type":"l2update"}', TICKER % (1, 1)]
+        source, [b"not json", b'{"type":"ticker"}', b'{"type":"rfq_match"}', TICKER % (1, 1)]
     )
     assert [r.raw for r in batch.rejected] == [b"not json", b'{"type":"ticker"}']
     assert "not valid JSON" in batch.rejected[0].reason
@@ -296,7 +296,7 @@ def test_an_oversize_frame_counts_its_size_in_the_received_bytes(tmp_path: Path)
 def test_a_batch_of_discards_only_still_reports_every_frame_read(tmp_path: Path) -> None:
     source, metrics = _source(tmp_path)
     _parse(source, [TICKER % (1, 10)])
-    batch = _parse(source, [TICKER % (2, 10), TICKER % (3, 9), b'{"type":"l2update"}'])
+    batch = _parse(source, [TICKER % (2, 10), TICKER % (3, 9), b'{"type":"rfq_match"}'])
     assert (list(batch.records), list(batch.rejected)) == ([], [])
     assert batch.read_events == 3
     assert batch.discarded == {"unknown_type": 1, "duplicate": 1, "out_of_order": 1}
