@@ -19,7 +19,7 @@ import pytest
 from sluice.records import Record
 from sluice.sinks.clickhouse.endpoints import EndpointPool
 from sluice.sinks.clickhouse.sink import ClickHouseSink
-from sluice.testing.clickhouse import LocalCluster, LocalServer
+from sluice.testing.clickhouse import LocalCluster, LocalServer, QueryError
 from sluice.testing.doubles import free_port
 from tests.conftest import SLUICE, Spawn, wait_for, wait_until
 from tests.integration.support import build_pipeline, list_source, run_pipeline, ticker_record
@@ -57,6 +57,14 @@ def count(server: LocalServer, sql: str) -> int:
     return int(value)
 
 
+def stored(server: LocalServer, table: str) -> int:
+    """Rows of ``table`` as ``server`` sees them; -1 while it does not exist yet."""
+    try:
+        return count(server, f"SELECT count() FROM {table}")
+    except QueryError:
+        return -1
+
+
 def pool_of(pipeline: Any) -> EndpointPool:
     worker = pipeline.sink("ch")
     assert worker is not None
@@ -92,7 +100,7 @@ async def test_the_endpoint_written_to_is_killed_every_record_arrives_once_and_t
     pipeline = build_pipeline(yaml, [spread_ticker(n) for n in range(total)])
     run = asyncio.create_task(run_pipeline(pipeline, timeout=240))
     dist = f"{DATABASE}.{table}"
-    await wait_until(lambda: count(second, f"SELECT count() FROM {dist}") >= 3000, timeout=90)
+    await wait_until(lambda: stored(second, dist) >= 3000, timeout=90)
     pool = pool_of(pipeline)
     assert pool.used == [first.url]
     first.kill()
@@ -274,7 +282,7 @@ sinks:
         return None
 
     url: str = wait_for(admin_url, timeout=60, interval=0)
-    wait_for(lambda: count(server, f"SELECT count() FROM {DATABASE}.{table}") >= 100, timeout=60)
+    wait_for(lambda: stored(server, f"{DATABASE}.{table}") >= 100, timeout=60)
     samples = wait_for(lambda: metric_samples(url, "sluice_clickhouse_endpoint_up"), timeout=10)
     assert samples == {dead: 0.0, server.url: 1.0}
     with urllib.request.urlopen(url + "metrics", timeout=5) as answer:

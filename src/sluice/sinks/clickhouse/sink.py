@@ -44,11 +44,18 @@ from sluice.sinks.clickhouse.table import load_table
 __all__ = ["ClickHouseSink"]
 
 
-def _quiet() -> Any:
-    """A logger for a client made outside a run (``sluice sql`` on a stopped pipeline)."""
-    import structlog
+class _Quiet:
+    """The logger of a client made outside a run (``sluice sql``/``monitor`` on a stopped
+    pipeline): their output is the answer, and a query that fails on every endpoint says why."""
 
-    return structlog.get_logger("sluice.clickhouse")
+    def _drop(self, event: str, **fields: Any) -> None:
+        pass
+
+    debug = info = warning = error = _drop
+
+
+def _quiet() -> Any:
+    return _Quiet()
 
 
 _PREPARE_CHUNK = 4096
