@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from sluice.config.loader import load_config_text
 from sluice.records import Record
+from sluice.registry import Registry
+from sluice.runtime.pipeline import Pipeline
+from sluice.simulator import CoinbaseSimulator, SimulatorOptions
 from sluice.sinks.clickhouse.endpoints import EndpointPool
 from sluice.sinks.clickhouse.sink import ClickHouseSink
 from sluice.testing.clickhouse import LocalCluster, LocalServer, QueryError
@@ -292,3 +296,53 @@ sinks:
     detail = body["detail"]["sink/ch"]
     assert f"{dead} down" in detail and f"{server.url} up" in detail
     assert server.password not in json.dumps(body)
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "clickhouse_cluster.yaml"
+
+
+@pytest.mark.clickhouse_server
+async def test_the_cluster_example_writes_tickers_through_the_distributed_table(
+    clickhouse_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/clickhouse_cluster.yaml as shipped, its endpoints one server of each shard, the
+    Coinbase source pointed at the local simulator."""
+    first, _, third = clickhouse_cluster.servers
+    first.query("DROP DATABASE IF EXISTS coinbase_demo ON CLUSTER sluice")
+    monkeypatch.setenv("CLICKHOUSE_URL_1", first.url)
+    monkeypatch.setenv("CLICKHOUSE_URL_2", third.url)
+    for name in ("CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
+    registry = Registry.from_entry_points()
+    text = EXAMPLE.read_text() + f"admin: {{enabled: false}}\ndata_dir: {tmp_path}\n"
+    loaded = load_config_text(text, registry, source=str(EXAMPLE))
+    simulator = CoinbaseSimulator(
+        SimulatorOptions(
+            mode="synthetic", trades_per_sec=400, products=("BTC-USD", "ETH-USD", "SOL-USD")
+        )
+    )
+    await simulator.start("127.0.0.1", 0)
+    try:
+        sources = loaded.model.sources
+        sources["coinbase"] = sources["coinbase"].model_copy(update={"url": simulator.url})
+        pipeline = Pipeline.build(loaded, registry)
+        written = pipeline.sink("ticks")
+        assert written is not None
+        result = await run_pipeline(
+            pipeline, until=lambda: written.metrics.totals()["sent"] >= 600, timeout=90
+        )
+    finally:
+        await simulator.close()
+    assert result.ok, result.error
+    sent = written.metrics.totals()["sent"]
+    try:
+        assert count(first, "SELECT count() FROM coinbase_demo.coinbase_ticker") == sent
+        shards = [
+            count(server, "SELECT count() FROM coinbase_demo.coinbase_ticker_local")
+            for server in (first, third)
+        ]
+        # BTC, ETH and SOL all hash to shard 2 of 2: sharding by product is as even as the
+        # products are many (the two-shard test above uses 16)
+        assert shards == [0, sent]
+    finally:
+        first.query("DROP DATABASE IF EXISTS coinbase_demo ON CLUSTER sluice")
