@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -51,9 +52,11 @@ def single_ddl(work: Path) -> Path:
     """The shipped 18.16 table's statements (database, table), without the candles."""
     from sluice.sinks.clickhouse.ddl import LEGACY_DDL, shipped_sql
 
-    text = shipped_sql(LEGACY_DDL).read_text()
+    lines = shipped_sql(LEGACY_DDL).read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in re.split(r";[ \t]*$", text, flags=re.MULTILINE)]
     path = work / "single.sql"
-    path.write_text(";\n".join(text.split(";\n")[:2]) + ";\n")
+    path.write_text(";\n".join(statements[:2]) + ";\n")
     return path
 
 

@@ -311,7 +311,7 @@ async def test_the_cluster_example_writes_tickers_through_the_distributed_table(
     first.query("DROP DATABASE IF EXISTS coinbase_demo ON CLUSTER sluice")
     monkeypatch.setenv("CLICKHOUSE_URL_1", first.url)
     monkeypatch.setenv("CLICKHOUSE_URL_2", third.url)
-    for name in ("CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_CLUSTER"):
+    for name in ("CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     registry = Registry.from_entry_points()
     text = EXAMPLE.read_text() + f"admin: {{enabled: false}}\ndata_dir: {tmp_path}\n"
