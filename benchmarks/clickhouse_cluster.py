@@ -13,7 +13,8 @@ ways, alternated:
   servers, with ``insert_distributed_sync`` (the sink's default for a Distributed table).
 
 Each run is a subprocess of its own; printed: rows/s, client CPU, both servers' CPU, and the
-ratios to ``single`` of the same round (medians over rounds). Usage::
+ratios to ``single`` of the same round (medians over rounds; the order of the three turns each
+round). Usage::
 
     python benchmarks/clickhouse_cluster.py [--rows 500000] [--rounds 3]
 """
@@ -160,7 +161,8 @@ def main() -> None:
     try:
         print(f"{args.rows:,} ticker records, {args.rounds} round(s)", flush=True)
         for round_ in range(args.rounds):
-            for kind in KINDS:
+            # the order turns each round, so a kind is not always the one after a pause
+            for kind in KINDS[round_ % 3 :] + KINDS[: round_ % 3]:
                 result = run_round(cluster, kind, round_, args.rows)
                 results[kind].append(result)
                 print(

@@ -100,8 +100,6 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
     def make_client(self, *, read_only: bool = False) -> Client:
         """A client for this sink's target (not yet open)."""
         if self.config.urls is not None:
-            from sluice.sinks.clickhouse.endpoints import EndpointPool
-
             return EndpointPool(self.config, self._log if self._log is not None else _quiet())
         if self.config.url is not None:
             from sluice.sinks.clickhouse.http_client import HttpClient
