@@ -76,6 +76,8 @@ def test_cluster_tables_and_the_table_inserts_go_to() -> None:
     assert local.insert_table == "`d`.`t_local`"
     with pytest.raises(ValidationError, match="cluster"):
         config(path="d", cluster="c")
+    with pytest.raises(ValidationError, match="needs `cluster`"):
+        config(url="http://h:8123", insert_into="local")
     with pytest.raises(ValidationError, match="cluster"):
         config(url="http://h:8123", cluster="c; DROP")
 

@@ -226,6 +226,10 @@ class ClickHouseSinkConfig(SinkConfig):
             )
         if self.path is not None and self.cluster is not None:
             raise ValueError("`cluster` is for servers (`url`/`urls`), not for `path` (chDB)")
+        if self.insert_into == "local" and self.cluster is None:
+            raise ValueError(
+                "`insert_into: local` needs `cluster` (the local table is the cluster's)"
+            )
         if self.batch.max_events > MAX_BATCH_ROWS:
             # above max_insert_block_size the server cuts an insert into several parts, and a
             # failure between them leaves half a batch stored
