@@ -136,10 +136,11 @@ async def test_the_endpoint_written_to_is_killed_every_record_arrives_once_and_t
     await wait_until(converged, timeout=60)
     for server in (first, second):
         raw = count(server, f"SELECT count() FROM {dist}")
+        final = count(server, f"SELECT count() FROM {dist} FINAL")
         shard1 = count(server, f"SELECT count() FROM {local} FINAL")
         shard2 = count(third, f"SELECT count() FROM {local} FINAL")
         distinct = count(server, f"SELECT uniqExact(product_id, sequence) FROM {dist}")
-        assert (raw, shard1 + shard2, distinct) == (total, total, total)
+        assert (raw, final, shard1 + shard2, distinct) == (total, total, total, total)
 
 
 @pytest.mark.clickhouse_server
