@@ -112,7 +112,14 @@ def spawn() -> Iterator[Spawn]:
 
 pytest_plugins = ["pytester"]
 
-SERVER_FIXTURES = frozenset({"clickhouse_server", "clickhouse_server_session"})
+SERVER_FIXTURES = frozenset(
+    {
+        "clickhouse_server",
+        "clickhouse_server_session",
+        "clickhouse_cluster",
+        "clickhouse_cluster_session",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

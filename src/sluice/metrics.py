@@ -13,7 +13,7 @@ run without them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ class _GaugeSource:
     documentation: str
     labels: tuple[str, ...]
     read: Callable[[], float]
+    label_names: tuple[str, ...] = LABELS
 
 
 class _StateCollector(Collector):
@@ -57,7 +58,9 @@ class _StateCollector(Collector):
         for source in self.sources:
             family = families.get(source.name)
             if family is None:
-                family = GaugeMetricFamily(source.name, source.documentation, labels=LABELS)
+                family = GaugeMetricFamily(
+                    source.name, source.documentation, labels=source.label_names
+                )
                 families[source.name] = family
             family.add_metric(source.labels, source.read())
         return families.values()
@@ -242,11 +245,17 @@ class Metrics:
         return ComponentMetrics(self, (component_id, kind, type_))
 
     def gauge(
-        self, name: str, documentation: str, labels: tuple[str, ...], read: Callable[[], float]
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        read: Callable[[], float],
+        label_names: tuple[str, ...] = LABELS,
     ) -> None:
-        """Expose ``read()`` as a gauge, sampled at scrape time."""
+        """Expose ``read()`` as a gauge, sampled at scrape time (``labels`` are the values of
+        ``label_names``; one family has one set of names)."""
         if self.enabled:
-            self._state.sources.append(_GaugeSource(name, documentation, labels, read))
+            self._state.sources.append(_GaugeSource(name, documentation, labels, read, label_names))
 
     def values(self, metric: Counter | Gauge) -> dict[tuple[str, ...], float]:
         """Current value of each labelled series of a counter or gauge, by label values.
@@ -374,9 +383,23 @@ class ComponentMetrics:
         """Count records of ``kind`` that no sink takes (not a loss: nothing asked for them)."""
         self._count(self._unrouted, self.metrics.unrouted, kind, count)
 
-    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Expose ``read()`` for this component as a gauge sampled at scrape time."""
-        self.metrics.gauge(name, documentation, self.labels, read)
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        read: Callable[[], float],
+        extra_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Expose ``read()`` for this component as a gauge sampled at scrape time;
+        ``extra_labels`` add to the component's (e.g. ``endpoint``)."""
+        extra = dict(extra_labels or {})
+        self.metrics.gauge(
+            name,
+            documentation,
+            (*self.labels, *extra.values()),
+            read,
+            (*LABELS, *extra.keys()),
+        )
 
 
 _HANDLES = (

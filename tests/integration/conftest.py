@@ -14,6 +14,7 @@ import pytest
 
 from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import SERVER_BINARY, ClickHouseStore, LocalChdb, LocalServer
+from sluice.testing.clickhouse import LocalCluster
 from tests.integration.support import Listener, grafana_users_d, reader_users_d
 
 
@@ -46,6 +47,34 @@ def clickhouse_server(
     if clickhouse_server_session.process is None:
         clickhouse_server_session.start()
     return clickhouse_server_session
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalCluster]:
+    """Three ``clickhouse-server`` processes and a ZooKeeper (Debian's packages), all on loopback
+    and free ports: cluster ``sluice`` with shard 1 = servers 0 and 1 (replicas) and shard 2 =
+    server 2, ``{shard}``/``{replica}`` macros set on each."""
+    if shutil.which(SERVER_BINARY) is None or shutil.which("java") is None:
+        pytest.fail("clickhouse-server and java (zookeeper) are needed: see scripts/system-deps.sh")
+    cluster = LocalCluster(tmp_path_factory.mktemp("clickhouse-cluster"), shards=[2, 1])
+    cluster.start()
+    yield cluster
+    cluster.kill()
+
+
+@pytest.fixture
+def clickhouse_cluster(clickhouse_cluster_session: LocalCluster) -> Iterator[LocalCluster]:
+    """The session's cluster with every server running (a test that killed one and failed is
+    made good here)."""
+    for server in clickhouse_cluster_session.servers:
+        if server.process is None:
+            server.start()
+    yield clickhouse_cluster_session
+    for server in clickhouse_cluster_session.servers:
+        if server.process is None:
+            server.start()
 
 
 @pytest.fixture

@@ -23,7 +23,12 @@ def test_wheel_contains_the_shipped_ddl(tmp_path: Path) -> None:
     )
     [wheel] = tmp_path.glob("sluice-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("coinbase_ticker.sql", "coinbase_ticker.legacy.sql"):
+    for name in (
+        "coinbase_ticker.sql",
+        "coinbase_ticker.legacy.sql",
+        "coinbase_ticker.cluster.sql",
+        "coinbase_ticker.cluster.legacy.sql",
+    ):
         packaged = zipfile.ZipFile(wheel).read(f"sluice/sql/{name}")
         assert packaged == (ROOT / "sql" / name).read_bytes()
     assert "sluice/sinks/clickhouse/sink.py" in names

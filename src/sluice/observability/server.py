@@ -155,11 +155,14 @@ class AdminServer:
     async def readyz(self, request: web.Request) -> web.Response:
         states = await self.pipeline.readiness()
         not_ready = {name: r.reason for name, r in states.items() if not r.ready}
+        # a ready component may still say something (a ClickHouse endpoint of several is down)
+        detail = {name: r.reason for name, r in states.items() if r.ready and r.reason}
+        extra = {"detail": detail} if detail else {}
         if self.pipeline.stopping:
             not_ready["pipeline"] = "stopping"
         if not_ready:
-            return _json({"status": "not ready", "not_ready": not_ready}, 503)
-        return _json({"status": "ready"})
+            return _json({"status": "not ready", "not_ready": not_ready, **extra}, 503)
+        return _json({"status": "ready", **extra})
 
     async def dashboard(self, request: web.Request) -> web.Response:
         return self._file("index.html")

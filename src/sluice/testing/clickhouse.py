@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -35,7 +36,9 @@ from sluice.testing.doubles import free_port
 __all__ = [
     "ClickHouseStore",
     "LocalChdb",
+    "LocalCluster",
     "LocalServer",
+    "LocalZooKeeper",
     "QueryError",
     "server_binary",
     "ticker",
@@ -152,6 +155,9 @@ class LocalServer(ClickHouseStore):
     http_port: int = field(default_factory=free_port)
     tcp_port: int = field(default_factory=free_port)
     interserver_port: int = field(default_factory=free_port)
+    cluster_xml: str = ""
+    """``<remote_servers>``, ``<macros>`` and ``<zookeeper>`` sections for a cluster member
+    (:class:`LocalCluster` writes them)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -204,6 +210,8 @@ class LocalServer(ClickHouseStore):
   <mark_cache_size>536870912</mark_cache_size>
   <uncompressed_cache_size>536870912</uncompressed_cache_size>
   <mlock_executable>false</mlock_executable>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+{self.cluster_xml}
 </yandex>
 """
         )
@@ -298,3 +306,141 @@ class LocalChdb(ClickHouseStore):
             self._connection.close()
             self._connection = None
             embedded.release_engine()
+
+
+@dataclass(eq=False)
+class LocalZooKeeper:
+    """A ZooKeeper of its own (Debian's ``zookeeper`` package and Java): standalone, on a free
+    port, with its data in ``root``. What replicated ClickHouse tables and ``ON CLUSTER`` DDL
+    need."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    classpath: str = "/etc/zookeeper/conf:/usr/share/java/*"
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("no java on PATH: install Debian's zookeeper package")
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        config = self.root / "zoo.cfg"
+        config.write_text(
+            f"tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={self.root}/data\n"
+            f"clientPort={self.port}\nclientPortAddress=127.0.0.1\n"
+            "admin.enableServer=false\n4lw.commands.whitelist=srvr\n"
+        )
+        with (self.root / "zookeeper.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    java,
+                    "-Xmx256m",
+                    f"-Dzookeeper.log.dir={self.root}",
+                    "-cp",
+                    self.classpath,
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    str(config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.root / "zookeeper.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"zookeeper exited ({self.process.returncode}): {log}")
+            if self._serving():
+                return
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"zookeeper did not answer on 127.0.0.1:{self.port} in {timeout}s")
+
+    def _serving(self) -> bool:
+        """ZooKeeper serves sessions (``srvr`` answers with its version; a server that runs but
+        does not serve yet says so instead, and a session opened then fails its handshake)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"srvr")
+                return sock.recv(64).startswith(b"Zookeeper version")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@dataclass(eq=False)
+class LocalCluster:
+    """Several :class:`LocalServer` processes forming one ClickHouse cluster named ``name``:
+    ``shards`` lists how many replicas each shard has (``[2]``: one shard of two replicas,
+    ``[1, 1]``: two shards), with ``{shard}``/``{replica}`` macros, a ``remote_servers`` entry
+    (``internal_replication``: the replicated tables copy the data) and ZooKeeper for
+    replication and ``ON CLUSTER`` DDL."""
+
+    root: Path
+    shards: list[int]
+    name: str = "sluice"
+    binary: str | None = field(default_factory=server_binary)
+    zookeeper: LocalZooKeeper | None = None
+    servers: list[LocalServer] = field(default_factory=list)
+    layout: list[tuple[int, int]] = field(default_factory=list)
+    """(shard, replica), numbered from 1, of each server."""
+
+    def __post_init__(self) -> None:
+        self.zookeeper = LocalZooKeeper(self.root / "zookeeper")
+        for shard, replicas in enumerate(self.shards, 1):
+            for replica in range(1, replicas + 1):
+                self.layout.append((shard, replica))
+                self.servers.append(
+                    LocalServer(self.root / f"s{shard}r{replica}", binary=self.binary)
+                )
+        shard_xml = []
+        index = 0
+        for replicas in self.shards:
+            nodes = []
+            for _ in range(replicas):
+                server = self.servers[index]
+                nodes.append(
+                    f"<replica><host>127.0.0.1</host><port>{server.tcp_port}</port>"
+                    "<user>default</user></replica>"
+                )
+                index += 1
+            shard_xml.append(
+                "<shard><internal_replication>true</internal_replication>"
+                + "".join(nodes)
+                + "</shard>"
+            )
+        assert self.zookeeper is not None
+        for server, (shard, replica) in zip(self.servers, self.layout, strict=True):
+            server.cluster_xml = f"""\
+  <remote_servers><{self.name}>{"".join(shard_xml)}</{self.name}></remote_servers>
+  <macros><shard>{shard}</shard><replica>r{replica}</replica></macros>
+  <zookeeper><node><host>127.0.0.1</host><port>{self.zookeeper.port}</port></node>
+    <session_timeout_ms>6000</session_timeout_ms></zookeeper>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"""
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def start(self, timeout: float = 60.0) -> None:
+        assert self.zookeeper is not None
+        try:
+            self.zookeeper.start(timeout)
+            for server in self.servers:
+                server.start(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """Stop every server, then ZooKeeper (each by its PID)."""
+        for server in self.servers:
+            server.kill()
+        if self.zookeeper is not None:
+            self.zookeeper.kill()

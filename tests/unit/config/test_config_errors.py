@@ -22,6 +22,14 @@ sources:
     type: generator
 """
 
+CH_SINK = """\
+sinks:
+  ch:
+    type: clickhouse
+    inputs: [gen]
+    table: t
+"""
+
 CASES = [
     pytest.param("sources: [\n  gen\n", 3, ["invalid YAML"], id="bad-yaml"),
     pytest.param(
@@ -132,6 +140,18 @@ CASES = [
         10,
         ["admin.listen", "host:port"],
         id="bad-listen-address",
+    ),
+    pytest.param(
+        GEN + CH_SINK + "    url: http://a:8123\n    urls: [http://b:8123]\n",
+        10,
+        ["sinks.ch.urls", "either `url` (one server) or `urls` (several), not both"],
+        id="clickhouse-url-and-urls",
+    ),
+    pytest.param(
+        GEN + CH_SINK + "    urls:\n      - http://a:8123\n      - ftp://b\n",
+        11,
+        ["sinks.ch.urls[1]", "expected http://host:port"],
+        id="clickhouse-bad-url-in-urls",
     ),
 ]
 

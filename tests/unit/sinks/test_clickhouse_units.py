@@ -39,6 +39,61 @@ def test_exactly_one_of_url_and_path() -> None:
     assert config(path="d").target == "chdb:d"
 
 
+def test_urls_beside_url_exactly_one_of_them_each_url_checked() -> None:
+    pool = config(urls=["http://a:8123/", "https://b:8443"])
+    assert pool.endpoints == ["http://a:8123", "https://b:8443"]
+    assert pool.target == "http://a:8123,https://b:8443"
+    with pytest.raises(ValidationError, match=r"either `url`.*or `urls`"):
+        config(url="http://a:8123", urls=["http://b:8123"])
+    with pytest.raises(ValidationError, match="exactly one of"):
+        config(urls=["http://b:8123"], path="d")
+    with pytest.raises(ValidationError, match="at least one"):
+        config(urls=[])
+    with pytest.raises(ValidationError, match="listed twice"):
+        config(urls=["http://a:8123", "http://a:8123/"])
+    with pytest.raises(ValidationError, match="expected http"):
+        config(urls=["http://a:8123", "ftp://b"])
+
+
+def test_credentials_in_urls_move_to_user_and_password_once() -> None:
+    moved = config(urls=["http://h1:8123", "http://alice:s3cr%40t@h2:8123"])
+    assert moved.urls == ["http://h1:8123", "http://h2:8123"]
+    assert moved.user == "alice"
+    assert moved.password is not None
+    assert moved.password.get_secret_value() == "s3cr@t"
+    with pytest.raises(ValidationError, match="different credentials") as raised:
+        config(urls=["http://a:one@h1:8123", "http://a:two@h2:8123"])
+    assert "one" not in str(raised.value.errors()[0]["msg"])
+
+
+def test_cluster_tables_and_the_table_inserts_go_to() -> None:
+    plain = config(url="http://h:8123", database="d")
+    assert plain.insert_table == "`d`.`t`"
+    clustered = config(urls=["http://h:8123"], database="d", cluster="c")
+    assert clustered.local_table_name == "t_local"
+    assert clustered.insert_table == "`d`.`t`"  # the Distributed table
+    local = config(url="http://h:8123", database="d", cluster="c", insert_into="local")
+    assert local.insert_table == "`d`.`t_local`"
+    with pytest.raises(ValidationError, match="cluster"):
+        config(path="d", cluster="c")
+    with pytest.raises(ValidationError, match="needs `cluster`"):
+        config(url="http://h:8123", insert_into="local")
+    with pytest.raises(ValidationError, match="cluster"):
+        config(url="http://h:8123", cluster="c; DROP")
+
+
+def test_cluster_ddl_quotes_identifiers_and_fills_the_zookeeper_path() -> None:
+    text = shipped_sql("coinbase_ticker.cluster.legacy.sql").read_text()
+    statements = render_statements(text, "db", "ticks", cluster="c1", local_table="ticks_local")
+    assert statements[0] == "CREATE DATABASE IF NOT EXISTS `db` ON CLUSTER `c1`"
+    assert "CREATE TABLE IF NOT EXISTS `db`.`ticks_local` ON CLUSTER `c1`" in statements[1]
+    assert "'/clickhouse/tables/{shard}/db.ticks_local', '{replica}'" in statements[1]
+    assert "Distributed(`c1`, `db`, `ticks_local`, cityHash64(product_id))" in statements[2]
+    assert "{" not in statements[2]
+    with pytest.raises(ValueError, match="identifier"):
+        render_statements(text, "db", "ticks", cluster="c'1", local_table="x")
+
+
 def test_credentials_in_the_url_move_to_user_and_password() -> None:
     moved = config(url="https://alice:s3cr%40t@ch.example:8443/")
     assert moved.url == "https://ch.example:8443"

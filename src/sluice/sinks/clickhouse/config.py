@@ -1,4 +1,5 @@
-"""Config of the ``clickhouse`` sink: a server (``url``) or the embedded engine (``path``)."""
+"""Config of the ``clickhouse`` sink: a server (``url``), several endpoints of one cluster
+(``urls``) or the embedded engine (``path``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sluice.config.models import BatchPolicy, BufferPolicy, MiB, SinkConfig
 
@@ -20,6 +29,19 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0
 """A database or table name: letters, digits and underscores, not starting with a digit."""
 
 
+def _checked_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http://host:port or https://host:port")
+    if parts.query or parts.fragment:
+        raise ValueError("the URL takes no query string; settings are chosen by the sink")
+    return value.rstrip("/")
+
+
+ServerUrl = Annotated[str, AfterValidator(_checked_url)]
+"""A server's HTTP(S) URL without query string, trailing ``/`` removed."""
+
+
 class ClickHouseSinkConfig(SinkConfig):
     """Insert records into a ClickHouse table: a server over HTTP(S), or ClickHouse embedded in
     the process (chDB) with its data in a directory."""
@@ -29,10 +51,21 @@ class ClickHouseSinkConfig(SinkConfig):
         None,
         description=(
             "A ClickHouse server's HTTP interface, `http://host:8123` or `https://host:8443`. "
-            "Give either `url` or `path`. Credentials go in `user`/`password` (a `user:password@` "
+            "Give one of `url`, `urls` or `path`. Credentials go in `user`/`password` (a `user:password@` "
             "in the URL is moved there)."
         ),
         examples=["${CLICKHOUSE_URL:-http://localhost:8123}"],
+    )
+    urls: list[ServerUrl] | None = Field(
+        None,
+        description=(
+            "Several HTTP endpoints of one ClickHouse cluster (or the replicas of one shard), "
+            "instead of `url`: each batch goes to the first healthy one in this order; on a "
+            "connection error or a 5xx the same batch (same deduplication token) goes to the "
+            "next, and an endpoint that failed is tried again after a backoff (`retry`) and "
+            "used again once it answers. See docs/clickhouse.md."
+        ),
+        examples=[["http://ch1:8123", "http://ch2:8123"]],
     )
     path: Path | None = Field(
         None,
@@ -73,6 +106,28 @@ class ClickHouseSinkConfig(SinkConfig):
             "`{database}` and `{table}` replaced by the values above)."
         ),
     )
+    cluster: Identifier | None = Field(
+        None,
+        description=(
+            "Name of the cluster (the server's `remote_servers`) the table lives on. With "
+            "`create`, the shipped DDL makes the replicated local table on every node "
+            "(`ON CLUSTER`, the `{shard}`/`{replica}` macros, ZooKeeper) and `table` as a "
+            "`Distributed` table over it, sharded by a hash of `product_id`."
+        ),
+        examples=["sluice"],
+    )
+    local_table: Identifier | None = Field(
+        None,
+        description="With `cluster`: the local replicated table's name (default `<table>_local`).",
+    )
+    insert_into: Literal["distributed", "local"] = Field(
+        "distributed",
+        description=(
+            "With `cluster`: insert into the `Distributed` table `table` (it shards the rows), "
+            "or into the local table of the endpoint written to (`urls` then lists the "
+            "replicas of one shard; sharding is yours). See docs/clickhouse.md."
+        ),
+    )
     ddl: Path | None = Field(
         None,
         description=(
@@ -111,60 +166,95 @@ class ClickHouseSinkConfig(SinkConfig):
     @model_validator(mode="before")
     @classmethod
     def _credentials_out_of_url(cls, data: Any) -> Any:
-        """Move ``user:password@`` out of the URL, so the URL can be logged."""
-        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+        """Move ``user:password@`` out of ``url`` (or ``urls``), so URLs can be logged."""
+        if not isinstance(data, dict):
             return data
-        raw = data["url"]
-        if "@" not in raw:
+        urls = data.get("urls")
+        found: list[tuple[str | None, str | None]] = []
+        if isinstance(data.get("url"), str) and "@" in data["url"]:
+            data = dict(data)
+            data["url"], user, password = _split_credentials(data["url"], "url")
+            found.append((user, password))
+        if isinstance(urls, list) and any(isinstance(u, str) and "@" in u for u in urls):
+            data = dict(data)
+            cleaned = []
+            for url in urls:
+                if isinstance(url, str) and "@" in url:
+                    url, user, password = _split_credentials(url, "urls")
+                    found.append((user, password))
+                cleaned.append(url)
+            data["urls"] = cleaned
+        if not found:
             return data
-        parts = urlsplit(raw)
-        if (parts.username is None and parts.password is None) or "@" in (
-            parts.path + parts.query + parts.fragment
-        ):
-            # e.g. a password with '/', '?' or '#' that split the URL in the wrong place; the URL
-            # is not echoed, as it holds the password
+        if len(set(found)) > 1:
+            raise ValueError("the URLs carry different credentials; set `user` and `password`")
+        user, password = found[0]
+        if data.get("password") or ("user" in data and user):
             raise ValueError(
-                "cannot read the credentials in `url`: percent-encode special characters in them, "
-                "or better, set `user` and `password` (from the environment) and leave them out "
-                "of the URL"
+                "credentials are given twice: in the URL and in `user`/`password`; keep one"
             )
-        if data.get("password") or ("user" in data and parts.username):
-            raise ValueError(
-                "credentials are given twice: in `url` and in `user`/`password`; keep one"
-            )
-        data = dict(data)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{parts.port}" if parts.port else "")
-        data["url"] = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        if parts.username:
-            data["user"] = unquote(parts.username)
-        if parts.password is not None:
-            data["password"] = unquote(parts.password)
+        if user:
+            data["user"] = user
+        if password is not None:
+            data["password"] = password
         return data
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected http://host:port or https://host:port")
-        if parts.query or parts.fragment:
-            raise ValueError("the URL takes no query string; settings are chosen by the sink")
-        return value.rstrip("/")
+        if info.data.get("url") is not None:
+            raise ValueError("give either `url` (one server) or `urls` (several), not both")
+        if not value:
+            raise ValueError("list at least one server URL")
+        if len(set(value)) != len(value):
+            raise ValueError("a URL is listed twice")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> ClickHouseSinkConfig:
-        if (self.url is None) == (self.path is None):
-            raise ValueError("give exactly one of `url` (a server) or `path` (embedded, chDB)")
+        if (self.url is None and self.urls is None) == (self.path is None):
+            raise ValueError(
+                "give exactly one of `url` (a server), `urls` (several servers of one cluster) "
+                "or `path` (embedded, chDB)"
+            )
+        if self.path is not None and self.cluster is not None:
+            raise ValueError("`cluster` is for servers (`url`/`urls`), not for `path` (chDB)")
+        if self.insert_into == "local" and self.cluster is None:
+            raise ValueError(
+                "`insert_into: local` needs `cluster` (the local table is the cluster's)"
+            )
         if self.batch.max_events > MAX_BATCH_ROWS:
             # above max_insert_block_size the server cuts an insert into several parts, and a
             # failure between them leaves half a batch stored
             raise ValueError(f"batch.max_events must be at most {MAX_BATCH_ROWS:,} for clickhouse")
         return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The server URLs (``url`` or ``urls``), without credentials; empty for ``path``."""
+        if self.urls is not None:
+            return list(self.urls)
+        return [self.url] if self.url is not None else []
+
+    @property
+    def local_table_name(self) -> str:
+        """The cluster's local (replicated) table: ``local_table`` or ``<table>_local``."""
+        return self.local_table or f"{self.table}_local"
+
+    @property
+    def insert_table(self) -> str:
+        """The quoted table inserts go to: the Distributed ``table``, or with ``cluster`` and
+        ``insert_into: local`` the local table of the endpoint written to."""
+        if self.cluster is not None and self.insert_into == "local":
+            return f"`{self.database}`.`{self.local_table_name}`"
+        return self.qualified_table
 
     @property
     def qualified_table(self) -> str:
@@ -173,17 +263,44 @@ class ClickHouseSinkConfig(SinkConfig):
     @property
     def target(self) -> str:
         """Where the data goes, safe to log."""
+        if self.urls is not None:
+            return ",".join(self.urls)
         return self.url if self.url is not None else f"chdb:{self.path}"
 
-    def use_gzip(self) -> bool:
-        if self.url is None or self.compression == "none":
+    def use_gzip(self, url: str | None = None) -> bool:
+        """Whether to gzip request bodies to ``url`` (default: ``url`` of the config)."""
+        url = url if url is not None else self.url
+        if url is None or self.compression == "none":
             return False
         if self.compression == "gzip":
             return True
-        host = urlsplit(self.url).hostname or ""
+        host = urlsplit(url).hostname or ""
         if host == "localhost":
             return False
         try:
             return not ipaddress.ip_address(host).is_loopback
         except ValueError:
             return True
+
+
+def _split_credentials(raw: str, key: str) -> tuple[str, str | None, str | None]:
+    """``raw`` without ``user:password@``, the user and the password (both unquoted)."""
+    parts = urlsplit(raw)
+    if (parts.username is None and parts.password is None) or "@" in (
+        parts.path + parts.query + parts.fragment
+    ):
+        # e.g. a password with '/', '?' or '#' that split the URL in the wrong place; the URL
+        # is not echoed, as it holds the password
+        raise ValueError(
+            f"cannot read the credentials in `{key}`: percent-encode special characters in them, "
+            "or better, set `user` and `password` (from the environment) and leave them out "
+            "of the URL"
+        )
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return url, user, password

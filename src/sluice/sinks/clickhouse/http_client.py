@@ -33,11 +33,14 @@ _CODE_HEADER = "X-ClickHouse-Exception-Code"
 class HttpClient(Client):
     """One aiohttp session to one server."""
 
-    def __init__(self, config: ClickHouseSinkConfig) -> None:
-        assert config.url is not None
+    def __init__(self, config: ClickHouseSinkConfig, url: str | None = None) -> None:
+        """``url``: one of ``config.urls`` (default: ``config.url``)."""
+        target = url if url is not None else config.url
+        assert target is not None
         self._config = config
-        self._url = config.url + "/"
-        self._gzip = config.use_gzip()
+        self._target = target
+        self._url = target + "/"
+        self._gzip = config.use_gzip(target)
         self._headers = {"Authorization": _basic(config.user, config.password)}
         reader = config.query_user
         self._reader_headers = (
@@ -85,10 +88,10 @@ class HttpClient(Client):
         except ClickHouseError:
             raise
         except (aiohttp.ClientError, OSError) as exc:
-            raise ClickHouseError(f"{self._config.url}: {type(exc).__name__}: {exc}") from exc
+            raise ClickHouseError(f"{self._target}: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise ClickHouseError(
-                f"{self._config.url}: no answer within {self._config.timeout_secs}s"
+                f"{self._target}: no answer within {self._config.timeout_secs}s"
             ) from exc
 
     async def open(self) -> ServerInfo:

@@ -17,7 +17,11 @@ insert. A row that the server refuses (a data error code) is found by splitting 
 it goes to the dead letters with the server's reason, and every other row is stored.
 
 On a lost connection or a server down, inserts are retried by the runner with backoff; a start
-against a server that is down is retried the same way. If the table or a column disappears, the
+against a server that is down is retried the same way. With ``urls`` (several endpoints of one
+cluster) a batch that fails on one endpoint with a connection error or a 5xx goes at once to the
+next, with the same body and token (:mod:`.endpoints`), and the failed one is tried again after a
+backoff. With ``cluster`` and a ``Distributed`` table, inserts wait for every shard
+(``insert_distributed_sync``). If the table or a column disappears, the
 sink reads the table again (recreating it with ``create``; :mod:`.table`) before the next attempt.
 """
 
@@ -32,11 +36,27 @@ from sluice.plugin import BatchInfo, ComponentContext, QueryResult, Readiness, S
 from sluice.records import Record
 from sluice.sinks.clickhouse.client import Client
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
+from sluice.sinks.clickhouse.endpoints import EndpointPool
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.schema import Converter, Prepared, ServerInfo
 from sluice.sinks.clickhouse.table import load_table
 
 __all__ = ["ClickHouseSink"]
+
+
+class _Quiet:
+    """The logger of a client made outside a run (``sluice sql``/``monitor`` on a stopped
+    pipeline): their output is the answer, and a query that fails on every endpoint says why."""
+
+    def _drop(self, event: str, **fields: Any) -> None:
+        pass
+
+    debug = info = warning = error = _drop
+
+
+def _quiet() -> Any:
+    return _Quiet()
+
 
 _PREPARE_CHUNK = 4096
 """Records checked per chunk of a streamed insert (about 1.7 MB of tickers)."""
@@ -70,6 +90,8 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         self._stored: set[tuple[int, int]] = set()
         """Row ranges of the current batch already stored (while isolating bad rows)."""
         self._schema_stale = False
+        self._distributed = False
+        self._gauges = False
         self.dedup = "none"
         """How retries are kept from storing twice: ``token`` or ``none`` (for logs and tests)."""
 
@@ -77,6 +99,8 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
 
     def make_client(self, *, read_only: bool = False) -> Client:
         """A client for this sink's target (not yet open)."""
+        if self.config.urls is not None:
+            return EndpointPool(self.config, self._log if self._log is not None else _quiet())
         if self.config.url is not None:
             from sluice.sinks.clickhouse.http_client import HttpClient
 
@@ -88,6 +112,7 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
 
     async def start(self, ctx: ComponentContext) -> None:
         self._log = ctx.log
+        self._register_endpoint_gauges(ctx)
         self._token_prefix = f"{self.component_id}-{uuid.uuid4().hex[:16]}"
         client = self.make_client()
         try:
@@ -115,12 +140,35 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
             dedup=self.dedup,
         )
 
+    def _register_endpoint_gauges(self, ctx: ComponentContext) -> None:
+        """``sluice_clickhouse_endpoint_up{endpoint}`` per URL of ``urls``, read at scrape time
+        (once per sink: a start retried registers nothing again)."""
+        if self.config.urls is None or self._gauges:
+            return
+        self._gauges = True
+        for url in self.config.urls:
+
+            def read(url: str = url) -> float:
+                pool = self._client
+                if not isinstance(pool, EndpointPool):
+                    return 0.0
+                return 1.0 if pool.state().get(url) else 0.0
+
+            ctx.metrics.gauge(
+                "sluice_clickhouse_endpoint_up",
+                "1 while the ClickHouse endpoint answers (the sink may send to it), 0 while it "
+                "is marked down.",
+                read,
+                extra_labels={"endpoint": url},
+            )
+
     async def _load_table(self) -> None:
         """Create the table if asked and read it (see :func:`.table.load_table`)."""
         assert self._client is not None
         assert self._server is not None
         table = await load_table(self._client, self._server, self.config, self._log)
         self._converter, self.dedup = table.converter, table.dedup
+        self._distributed = table.distributed
         self._schema_stale = False
 
     async def close(self) -> None:
@@ -129,12 +177,17 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
             await client.close()
 
     async def readiness(self) -> Readiness:
-        if self._client is None:
+        client = self._client
+        if client is None:
             return Readiness(False, "not connected")
         try:
-            await self._client.select("SELECT 1")
+            await client.select("SELECT 1")
         except ClickHouseError as exc:
-            return Readiness(False, f"SELECT 1 failed: {exc}")
+            detail = f" ({client.describe()})" if isinstance(client, EndpointPool) else ""
+            return Readiness(False, f"SELECT 1 failed: {exc}{detail}")
+        if isinstance(client, EndpointPool):
+            # ready while one endpoint answers; the others' state is the detail
+            return Readiness(True, "" if all(client.state().values()) else client.describe())
         return Readiness(True)
 
     # -- writing -----------------------------------------------------------------------------------
@@ -194,7 +247,7 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         if first is not None:
             try:
                 await self._client.insert_stream(
-                    self.config.qualified_table, chunks(first), self._settings(token)
+                    self.config.insert_table, chunks(first), self._settings(token)
                 )
             except ClickHouseError as exc:
                 if exc.is_schema_changed:
@@ -221,6 +274,11 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         }
         if self._server.has_dedup_token:
             settings["insert_deduplication_token"] = token
+        if self._distributed:
+            # the insert returns once every shard stored its rows: an acknowledged batch is on
+            # the shards, not in one node's send queue, and a failure is retried as a whole
+            # (identical blocks are dropped by the replicated tables)
+            settings["insert_distributed_sync"] = "1"
         return settings
 
     async def _insert(self, rows: list[bytes], low: int, high: int, token: str) -> dict[int, str]:
@@ -237,7 +295,7 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
         settings = self._settings(token if whole else f"{token}:{low}-{high}")
         body = b"\n".join(rows[low:high]) + b"\n"
         try:
-            await client.insert(self.config.qualified_table, body, settings)
+            await client.insert(self.config.insert_table, body, settings)
         except ClickHouseError as exc:
             if exc.is_schema_changed:
                 self._schema_stale = True

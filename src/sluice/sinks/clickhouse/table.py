@@ -17,6 +17,8 @@ from typing import Any, Literal
 from sluice.sinks.clickhouse.client import Client
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
 from sluice.sinks.clickhouse.ddl import (
+    CLUSTER_DDL,
+    CLUSTER_LEGACY_DDL,
     DEFAULT_DDL,
     LEGACY_DDL,
     ddl_path,
@@ -39,6 +41,8 @@ class LoadedTable:
     """Records to the table's rows."""
     dedup: Dedup
     """How retries are kept from storing twice: ``token`` or ``none``."""
+    distributed: bool = False
+    """The table inserts go to is a ``Distributed`` table."""
 
 
 async def load_table(
@@ -47,12 +51,12 @@ async def load_table(
     """Create the table if ``config.create`` (the DDL's statements, each idempotent), read its
     columns and its ``CREATE`` statement, and build the converter."""
     try:
-        if config.create:
+        if config.create and not await _cluster_tables_exist(client, config):
             for statement in await ddl_statements(config, server):
                 await client.execute(statement)
-        columns = await client.columns(config.qualified_table)
+        columns = await client.columns(config.insert_table)
         create_query = await client.select(
-            f"SHOW CREATE TABLE {config.qualified_table}", read_only=False
+            f"SHOW CREATE TABLE {config.insert_table}", read_only=False
         )
     except ClickHouseError as exc:
         if exc.is_transient:
@@ -63,21 +67,46 @@ async def load_table(
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
     statement = str(create_query.rows[0][0]) if create_query.rows else ""
-    return LoadedTable(converter, dedup_mode(server, statement, log))
+    engine = statement.split("ENGINE", 1)[-1].strip().lstrip("=").strip()
+    return LoadedTable(
+        converter, dedup_mode(server, statement, log), engine.startswith("Distributed")
+    )
+
+
+async def _cluster_tables_exist(client: Client, config: ClickHouseSinkConfig) -> bool:
+    """With ``cluster``: both tables are there already on the node asked. ``ON CLUSTER`` DDL
+    waits for every node, so it is run only when something is missing: a start with one node
+    down then does not wait for it."""
+    if config.cluster is None:
+        return False
+    for name in (config.table, config.local_table_name):
+        result = await client.select(f"EXISTS TABLE `{config.database}`.`{name}`", read_only=False)
+        if not result.rows or str(result.rows[0][0]) != "1":
+            return False
+    return True
 
 
 async def ddl_statements(config: ClickHouseSinkConfig, server: ServerInfo) -> list[str]:
     """The statements of the sink's DDL file (default: the shipped one for this server)."""
     path = config.ddl
     try:
-        if path is None:
+        if path is None and config.cluster is not None:
+            path = shipped_sql(CLUSTER_DDL if server.has_datetime64 else CLUSTER_LEGACY_DDL)
+        elif path is None:
             path = shipped_sql(DEFAULT_DDL if server.has_datetime64 else LEGACY_DDL)
         else:
             path = ddl_path(path)
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     except OSError as exc:
         raise RuntimeError(f"cannot read the DDL file: {exc}") from exc
-    statements = render_statements(text, config.database, config.table)
+    cluster = config.cluster
+    statements = render_statements(
+        text,
+        config.database,
+        config.table,
+        cluster=cluster,
+        local_table=config.local_table_name if cluster is not None else None,
+    )
     if not statements:
         raise RuntimeError(f"{path}: no SQL statement in the DDL file")
     return statements
