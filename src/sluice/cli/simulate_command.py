@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import structlog
@@ -37,6 +38,29 @@ def coinbase(
             "synthetic: an endless generated feed."
         ),
     ] = "replay",
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay a tape recorded by a coinbase source's `record:` (a segment file or "
+            "its directory) instead of the shipped recording.",
+        ),
+    ] = None,
+    rest: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the REST trades endpoint (GET /products/ID/trades) on --rest-port.",
+        ),
+    ] = False,
+    rest_port: Annotated[int, typer.Option(help="Port of the REST API (0: any free port).")] = 0,
+    rest_requests_per_sec: Annotated[
+        float | None, typer.Option(help="REST fault: answer 429 beyond this request rate.")
+    ] = None,
+    rest_fail_first: Annotated[
+        Count, typer.Option(help="REST fault: answer the first N requests with 500.")
+    ] = None,
+    rest_down: Annotated[
+        bool, typer.Option(help="REST fault: answer every request with 503.")
+    ] = False,
     speed: Annotated[
         float, typer.Option(help="Replay speed: 1 is the recorded timing, 10 ten times faster.")
     ] = 1.0,
@@ -108,7 +132,8 @@ def coinbase(
     products with an `error` frame, sends heartbeats once a second per product, and injects the
     faults asked for. Point a `coinbase` source at it with `url: ws://127.0.0.1:8765`.
     """
-    from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+    from sluice.simulator import CoinbaseSimulator, Faults, RestOptions, SimulatorOptions
+    from sluice.tape import TapeError
 
     if mode not in ("replay", "synthetic"):
         typer.echo("error: --mode must be replay or synthetic", err=True)
@@ -127,11 +152,18 @@ def coinbase(
         "--reorder-every": reorder_every,
         "--slow-consumer-bytes": slow_consumer_bytes,
         "--fault-connections": fault_connections,
+        "--rest-fail-first": rest_fail_first,
     }
     for name, value in counts.items():
         if value is not None and value <= 0:
             typer.echo(f"error: {name} must be a positive number", err=True)
             raise typer.Exit(EXIT_USAGE)
+    if replay is not None and mode != "replay":
+        typer.echo("error: --replay serves a tape: it needs --mode replay", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if rest_requests_per_sec is not None and rest_requests_per_sec <= 0:
+        typer.echo("error: --rest-requests-per-sec must be positive", err=True)
+        raise typer.Exit(EXIT_USAGE)
     if speed <= 0 or trades_per_sec <= 0:
         typer.echo("error: --speed and --trades-per-sec must be positive", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -157,17 +189,28 @@ def coinbase(
             slow_consumer_bytes=slow_consumer_bytes,
             connections=fault_connections,
         ),
+        rest=RestOptions(
+            requests_per_sec=rest_requests_per_sec, fail_first=rest_fail_first or 0, down=rest_down
+        )
+        if rest
+        else None,
+        tape=replay,
     )
-    raise typer.Exit(asyncio.run(_serve(CoinbaseSimulator(options), host, port)))
+    try:
+        simulator = CoinbaseSimulator(options)
+    except TapeError as exc:
+        typer.echo(f"error: cannot replay the tape: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from None
+    raise typer.Exit(asyncio.run(_serve(simulator, host, port, rest_port)))
 
 
-async def _serve(simulator: object, host: str, port: int) -> int:
+async def _serve(simulator: object, host: str, port: int, rest_port: int = 0) -> int:
     from sluice.simulator import CoinbaseSimulator
 
     assert isinstance(simulator, CoinbaseSimulator)
     log = structlog.get_logger("sluice.simulator")
     try:
-        await simulator.start(host, port)
+        await simulator.start(host, port, rest_port=rest_port)
     except OSError as exc:
         log.error("simulator.listen_failed", host=host, port=port, error=str(exc))
         return EXIT_FAILURE
@@ -176,6 +219,8 @@ async def _serve(simulator: object, host: str, port: int) -> int:
         "simulator.serving",
         url=simulator.url,
         mode=options.mode,
+        tape=str(options.tape) if options.tape is not None else None,
+        rest_url=simulator.rest_url or None,
         fast=options.fast,
         products=list(simulator.market.products),
         faults={k: v for k, v in vars(options.faults).items() if v is not None},

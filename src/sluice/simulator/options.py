@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+from sluice.simulator.rest import RestOptions
 
 __all__ = ["DEFAULT_SYNTHETIC_PRODUCTS", "Faults", "SimulatorOptions"]
 
@@ -76,3 +79,7 @@ class SimulatorOptions:
     faults: Faults = field(default_factory=Faults)
     record_sent: bool = False
     """Keep every frame sent per connection (tests)."""
+    rest: RestOptions | None = None
+    """Serve the REST trades endpoint (:mod:`.rest`) on a port of its own (``rest_url``)."""
+    tape: Path | None = None
+    """Replay: serve this tape (:mod:`.tape`) instead of the shipped recording."""

@@ -33,7 +33,9 @@ from picows import (
 from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
+from sluice.simulator.rest import RestTrades
 from sluice.simulator.session import Session
+from sluice.simulator.tape import load_tape
 
 __all__ = ["CoinbaseSimulator"]
 
@@ -45,7 +47,8 @@ class CoinbaseSimulator:
         self.options = options = options or SimulatorOptions()
         self.market: Market
         if options.mode == "replay":
-            self.market = ReplayMarket(options.speed, options.loop, options.retime)
+            recording = load_tape(options.tape) if options.tape is not None else None
+            self.market = ReplayMarket(options.speed, options.loop, options.retime, recording)
         else:
             products = options.products or DEFAULT_SYNTHETIC_PRODUCTS
             self.market = SyntheticMarket(tuple(products), options.trades_per_sec)
@@ -59,13 +62,24 @@ class CoinbaseSimulator:
         self._server: asyncio.Server | None = None
         self._market_task: asyncio.Task[None] | None = None
         self.fast_streams = SharedStreams(self.market, options)
+        self.rest: RestTrades | None = None
+        """The REST trades endpoint, when ``options.rest`` asks for it (:attr:`rest_url`)."""
+        if options.rest is not None:
+            self.rest = RestTrades(options.rest, self.market.products, self.log)
+            self.rest.add_frames(self.market.last_match.items())
+
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL (empty when not served)."""
+        return self.rest.url if self.rest is not None else ""
 
     @property
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.transport is not None and not s.disconnected]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0: a free port; see :attr:`url`)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, rest_port: int = 0) -> None:
+        """Listen on ``host:port`` (0: a free port; see :attr:`url`), and on ``rest_port`` for the
+        REST API when it is served (:attr:`rest_url`)."""
         self._server = await ws_create_server(
             self._accept,
             host,
@@ -76,6 +90,8 @@ class CoinbaseSimulator:
         self.port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://{host}:{self.port}"
         self._market_task = asyncio.create_task(self._run_market(), name="simulator-market")
+        if self.rest is not None:
+            await self.rest.start(host, rest_port)
 
     async def _run_market(self) -> None:
         try:
@@ -103,6 +119,8 @@ class CoinbaseSimulator:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         for session in self.sessions:
             session.stop_tasks()
+        if self.rest is not None:
+            await self.rest.close()
 
     def _accept(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         number = len(self.sessions) + 1
@@ -121,6 +139,8 @@ class CoinbaseSimulator:
         )
 
     def _publish(self, events: list[Event]) -> None:
+        if self.rest is not None:
+            self.rest.add(events)
         for session in self.sessions:
             if session.live:
                 session.on_events(events)

@@ -75,9 +75,16 @@ class ClickHouseSinkConfig(SinkConfig):
     )
     ddl: Path | None = Field(
         None,
+        description=("DDL file for `create`; default: the shipped DDL that `shipped_ddl` names."),
+    )
+    shipped_ddl: Literal["coinbase_ticker", "coinbase_trades"] = Field(
+        "coinbase_ticker",
         description=(
-            "DDL file for `create`; default: the shipped `sql/coinbase_ticker.sql` (Coinbase "
-            "ticker table; `coinbase_ticker.legacy.sql` on servers older than 20.1)."
+            "Which shipped table `create` makes when `ddl` is unset: `coinbase_ticker` "
+            "(`sql/coinbase_ticker.sql`, tickers with 1-minute candles) or `coinbase_trades` "
+            "(`sql/coinbase_trades.sql`, one row per trade of the `matches` channel, "
+            "deduplicated on `(product_id, trade_id)`, with a `backfilled` flag); servers older "
+            "than 20.1 get the `.legacy.sql` file of the same name."
         ),
     )
     compression: Literal["auto", "gzip", "none"] = Field(

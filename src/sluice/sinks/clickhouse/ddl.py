@@ -16,13 +16,19 @@ import re
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_DDL", "LEGACY_DDL", "render_statements", "shipped_sql"]
+__all__ = ["DEFAULT_DDL", "LEGACY_DDL", "render_statements", "shipped_ddl_file", "shipped_sql"]
 
 DEFAULT_DDL = "coinbase_ticker.sql"
 LEGACY_DDL = "coinbase_ticker.legacy.sql"
 
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 _DERIVED_TABLE = re.compile(r"\{table\}(_[A-Za-z0-9_]+)")
+
+
+def shipped_ddl_file(name: str, has_datetime64: bool) -> str:
+    """The file of the shipped table ``name`` (``coinbase_ticker``, ``coinbase_trades``) for a
+    server with or without DateTime64 (its ``.legacy.sql`` fallback)."""
+    return f"{name}.sql" if has_datetime64 else f"{name}.legacy.sql"
 
 
 def shipped_sql(name: str) -> Path:

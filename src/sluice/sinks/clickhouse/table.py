@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from sluice.sinks.clickhouse.client import Client
 from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
-from sluice.sinks.clickhouse.ddl import DEFAULT_DDL, LEGACY_DDL, render_statements, shipped_sql
+from sluice.sinks.clickhouse.ddl import render_statements, shipped_ddl_file, shipped_sql
 from sluice.sinks.clickhouse.errors import ClickHouseError
 from sluice.sinks.clickhouse.schema import Converter, ServerInfo
 
@@ -65,7 +65,7 @@ async def ddl_statements(config: ClickHouseSinkConfig, server: ServerInfo) -> li
     path = config.ddl
     try:
         if path is None:
-            path = shipped_sql(DEFAULT_DDL if server.has_datetime64 else LEGACY_DDL)
+            path = shipped_sql(shipped_ddl_file(config.shipped_ddl, server.has_datetime64))
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     except OSError as exc:
         raise RuntimeError(f"cannot read the DDL file: {exc}") from exc

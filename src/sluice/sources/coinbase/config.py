@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from sluice.config.models import RetryPolicy, SourceConfig, StrictModel
+from sluice.sources.coinbase.backfill import BackfillConfig
+from sluice.tape import RecordConfig
 
 __all__ = [
     "AUTH_CHANNELS",
@@ -169,6 +171,20 @@ class CoinbaseSourceConfig(SourceConfig):
             "`initial_backoff_secs` (keeps under Coinbase's connection rate limit)."
         ),
     )
+    backfill: BackfillConfig = Field(
+        default_factory=BackfillConfig,
+        description=(
+            "Heal gaps of the `matches` channel: fetch the missing trades over Coinbase's REST "
+            "API and emit them as `match` records with `backfilled: true` (see docs/coinbase.md)."
+        ),
+    )
+    record: RecordConfig | None = Field(
+        None,
+        description=(
+            "Record every frame received (exact bytes, arrival time) to compressed tape files, "
+            "for `sluice simulate coinbase --replay`."
+        ),
+    )
     simulator: EmbeddedSimulator | None = Field(
         None,
         description=(
@@ -204,6 +220,21 @@ class CoinbaseSourceConfig(SourceConfig):
                     f"channel '{name}' requires an authenticated (signed) subscription, "
                     "which the coinbase source does not make; use ticker, matches, heartbeat, "
                     "ticker_batch or status"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _backfill_needs_matches(self) -> CoinbaseSourceConfig:
+        if self.backfill.enabled:
+            if "matches" not in self.channel_names():
+                raise ValueError(
+                    "backfill heals gaps of the `matches` channel (REST gives trades, not "
+                    "tickers): add `matches` to `channels`"
+                )
+            if self.gap_detection not in ("auto", "matches"):
+                raise ValueError(
+                    "backfill needs the gaps of the `matches` channel: set gap_detection to "
+                    "`matches` or `auto`"
                 )
         return self
 
