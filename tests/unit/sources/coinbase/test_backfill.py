@@ -1,0 +1,134 @@
+"""The backfiller against the simulator's REST trades endpoint on loopback: pagination by the
+CB-AFTER cursor, exactly the missing trades, merge with late websocket trades, trades REST no longer
+has, bad REST entries; and the endpoint's own pagination rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+import structlog
+
+from sluice.metrics import Metrics
+from sluice.records import SourceBatch
+from sluice.simulator.rest import RestOptions, RestTrades
+from sluice.sources.coinbase.backfill import BackfillConfig, Backfiller
+from sluice.sources.coinbase.gaps import Gap
+from tests.conftest import wait_until
+
+LOG = structlog.get_logger("test")
+PRODUCT = "BTC-USD"
+
+
+def match(trade_id: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "match",
+            "trade_id": trade_id,
+            "side": "sell",
+            "size": "0.5",
+            "price": f"{100 + trade_id % 7}.25",
+            "product_id": PRODUCT,
+            "sequence": trade_id * 3,
+            "time": f"2024-01-01T00:{trade_id // 60 % 60:02d}:{trade_id % 60:02d}.123456Z",
+        }
+    )
+
+
+@pytest.fixture
+async def rest(request: pytest.FixtureRequest) -> AsyncIterator[RestTrades]:
+    options = getattr(request, "param", RestOptions())
+    server = RestTrades(options, (PRODUCT,), LOG)
+    server.add_frames((PRODUCT, match(i)) for i in range(1, 3001))
+    await server.start("127.0.0.1")
+    yield server
+    await server.close()
+
+
+async def backfilled(rest: RestTrades, *gaps: Gap, claim: list[int] | None = None) -> SourceBatch:
+    backfiller = Backfiller(
+        BackfillConfig(enabled=True, rest_url=rest.url, delay_secs=0.05, requests_per_sec=10),
+        LOG,
+        Metrics().component("cb", "source", "coinbase"),
+        "sluice/test",
+    )
+    backfiller.start()
+    try:
+        for gap in gaps:
+            backfiller.gap(gap, "2024-01-01T00:00:00Z")
+        for trade_id in claim or []:
+            assert backfiller.claim(PRODUCT, trade_id)
+        assert not backfiller.claim(PRODUCT, 99_999)
+        await wait_until(lambda: backfiller.in_flight == 0 or backfiller.ready)
+        batch = SourceBatch([], [])
+        while backfiller.in_flight:
+            await wait_until(lambda: backfiller.ready)
+            taken = backfiller.take()
+            batch.records.extend(taken.records)
+            batch.rejected.extend(taken.rejected)
+        return batch
+    finally:
+        await backfiller.close()
+
+
+async def test_a_gap_of_2500_trades_is_fetched_in_three_pages_exactly(rest: RestTrades) -> None:
+    batch = await backfilled(rest, Gap(PRODUCT, 300, 2799))
+    trades = [r for r in batch.records if r.kind == "match"]
+    assert [orjson.loads(r.raw)["trade_id"] for r in trades] == list(range(2799, 299, -1))
+    assert rest.requests == 3
+    first = orjson.loads(trades[0].raw)
+    assert first == {
+        "type": "match",
+        "backfilled": True,
+        "product_id": PRODUCT,
+        "trade_id": 2799,
+        "side": "sell",
+        "size": "0.5",
+        "price": orjson.loads(match(2799))["price"],
+        "time": orjson.loads(match(2799))["time"],
+    }
+    [healed] = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_healed"]
+    assert healed["backfilled"] == 2500 and healed["still_missing"] == 0
+
+
+async def test_trades_that_arrived_late_on_the_websocket_are_not_emitted_again(
+    rest: RestTrades,
+) -> None:
+    batch = await backfilled(rest, Gap(PRODUCT, 10, 19), claim=[12, 15])
+    ids = [orjson.loads(r.raw)["trade_id"] for r in batch.records if r.kind == "match"]
+    assert sorted(ids) == [10, 11, 13, 14, 16, 17, 18, 19]
+    [healed] = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_healed"]
+    assert (healed["backfilled"], healed["websocket"]) == (8, 2)
+
+
+@pytest.mark.parametrize("rest", [RestOptions(history_trades=1000)], indirect=True)
+async def test_trades_older_than_the_rest_history_make_the_gap_unhealable(
+    rest: RestTrades,
+) -> None:
+    batch = await backfilled(rest, Gap(PRODUCT, 1990, 2010))
+    ids = [orjson.loads(r.raw)["trade_id"] for r in batch.records if r.kind == "match"]
+    assert sorted(ids) == list(range(2001, 2011))  # what REST still has is kept
+    [unhealable] = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_unhealable"]
+    assert unhealable["still_missing"] == 11
+    assert "REST returned no trade below id 2001" in unhealable["reason"]
+
+
+async def test_the_endpoint_pages_newest_first_with_coinbase_cursors(rest: RestTrades) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = f"{rest.url}/products/{PRODUCT}/trades"
+        async with session.get(url, params={"after": "101", "limit": "3"}) as response:
+            page = await response.json()
+            assert [t["trade_id"] for t in page] == [100, 99, 98]
+            assert (response.headers["CB-BEFORE"], response.headers["CB-AFTER"]) == ("100", "98")
+        async with session.get(url, params={"before": "100", "limit": "2"}) as response:
+            assert [t["trade_id"] for t in await response.json()] == [102, 101]
+        async with session.get(url) as response:
+            page = await response.json()
+            assert len(page) == 1000 and page[0]["trade_id"] == 3000
+        async with session.get(url, params={"limit": "1001"}) as response:
+            assert response.status == 400
+        async with session.get(f"{rest.url}/products/NOPE-USD/trades") as response:
+            assert response.status == 404
+            assert await response.json() == {"message": "NotFound"}
