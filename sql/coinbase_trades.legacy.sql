@@ -2,8 +2,10 @@
 --
 -- Same columns and key as coinbase_trades.sql, with what these servers lack replaced:
 -- - no DateTime64: `time` is DateTime('UTC'), to the second;
--- - no LowCardinality by default and no Bool: String and UInt8 (`backfilled` is 1 for a trade
---   fetched over REST);
+-- - no LowCardinality by default: String;
+-- - no Bool, and JSON `true` cannot go into a UInt8 here: `backfilled` is 1 for a row without a
+--   `sequence` (a trade fetched over REST has none, a `match` message always has one), computed by
+--   the server (MATERIALIZED: read it by name, `SELECT *` leaves it out);
 -- - no insert deduplication on non-replicated tables: a batch retried after the server stored it
 --   but before it answered is stored twice; ReplacingMergeTree collapses such copies at the next
 --   merge, and `SELECT ... FINAL` gives exact answers before that.
@@ -20,7 +22,7 @@ CREATE TABLE IF NOT EXISTS {database}.{table}
     sequence       Nullable(UInt64),
     maker_order_id String DEFAULT '',
     taker_order_id String DEFAULT '',
-    backfilled     UInt8 DEFAULT 0
+    backfilled     UInt8 MATERIALIZED isNull(sequence)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)

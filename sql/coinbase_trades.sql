@@ -4,7 +4,7 @@
 -- Used by the `clickhouse` sink when `create: true`, `shipped_ddl: coinbase_trades` and no `ddl`
 -- is given. `{database}` and `{table}` are replaced by the sink's (validated) `database` and
 -- `table`; statements end with `;` at the end of a line. For ClickHouse 21.12 and later and for
--- chDB; on servers older than 20.1 the sink uses coinbase_trades.legacy.sql instead.
+-- chDB (the `Bool` type); on servers older than 20.1 the sink uses coinbase_trades.legacy.sql.
 --
 -- - One row per trade: ReplacingMergeTree keyed by (product_id, trade_id), so a trade stored twice
 --   (a retried insert on a server without insert deduplication, two ingesters carrying the same

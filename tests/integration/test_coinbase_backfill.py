@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from sluice.config import load_config_text
+from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 from sluice.simulator import CoinbaseSimulator, Faults, RestOptions, SimulatorOptions
 from sluice.sinks.clickhouse.testing import LocalChdb
+from tests.conftest import REPO
 from tests.integration.support import build_pipeline, read_jsonl, run_pipeline
 
 PRODUCTS = ("BTC-USD", "ETH-USD")
@@ -231,3 +234,38 @@ async def test_a_gap_beyond_max_trades_per_gap_is_reported_unhealable(
     assert "max_trades_per_gap (2)" in unhealable["reason"]
     assert metric(pipeline, "sluice_source_gaps_unhealable_total") >= 1
     assert simulator.rest is not None and simulator.rest.requests == 0
+
+
+async def test_the_trades_example_loads_and_fills_its_table_from_its_own_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the example's paths are relative
+    registry = Registry.from_entry_points()
+    example = (REPO / "examples/coinbase_trades.yaml").read_text()
+    assert "trades_per_sec: 8}" in example
+    loaded = load_config_text(
+        example.replace("trades_per_sec: 8}", "trades_per_sec: 100}"), registry
+    )
+    source = loaded.model.sources["coinbase"]
+    assert source.backfill.enabled and "matches" in source.channel_names()
+    pipeline = Pipeline.build(loaded, registry)
+    sink = {"component_id": "trades", "component_kind": "sink", "component_type": "clickhouse"}
+
+    def written() -> float:
+        value = pipeline.metrics.registry.get_sample_value(
+            "sluice_component_sent_events_total", sink
+        )
+        return value or 0.0
+
+    result = await run_pipeline(pipeline, until=lambda: written() >= 30, timeout=30)
+    assert result.ok
+    store = LocalChdb(tmp_path / "sluice-data/clickhouse")
+    try:
+        [[rows, distinct, flagged]] = store.rows(
+            "SELECT count(), uniqExact(product_id, trade_id), countIf(backfilled) "
+            "FROM coinbase_demo.coinbase_trades"
+        )
+    finally:
+        store.close()
+    assert rows == distinct >= 30
+    assert flagged == 0  # no fault, nothing to heal
