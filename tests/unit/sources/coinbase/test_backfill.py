@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from sluice.metrics import Metrics
-from sluice.records import SourceBatch
+from sluice.records import Record, Rejected, SourceBatch
 from sluice.simulator.rest import RestOptions, RestTrades
 from sluice.sources.coinbase.backfill import BackfillConfig, Backfiller
 from sluice.sources.coinbase.gaps import Gap
@@ -62,13 +62,14 @@ async def backfilled(rest: RestTrades, *gaps: Gap, claim: list[int] | None = Non
             assert backfiller.claim(PRODUCT, trade_id)
         assert not backfiller.claim(PRODUCT, 99_999)
         await wait_until(lambda: backfiller.in_flight == 0 or backfiller.ready)
-        batch = SourceBatch([], [])
+        records: list[Record] = []
+        rejected: list[Rejected] = []
         while backfiller.in_flight:
             await wait_until(lambda: backfiller.ready)
             taken = backfiller.take()
-            batch.records.extend(taken.records)
-            batch.rejected.extend(taken.rejected)
-        return batch
+            records += taken.records
+            rejected += taken.rejected
+        return SourceBatch(records, rejected)
     finally:
         await backfiller.close()
 
