@@ -133,3 +133,18 @@ async def test_the_endpoint_pages_newest_first_with_coinbase_cursors(rest: RestT
         async with session.get(f"{rest.url}/products/NOPE-USD/trades") as response:
             assert response.status == 404
             assert await response.json() == {"message": "NotFound"}
+
+
+async def test_a_rest_trade_that_fails_its_checks_is_a_dead_letter_and_the_gap_stays_open(
+    rest: RestTrades,
+) -> None:
+    bad = orjson.loads(match(3500))
+    bad["price"] = "NaN"
+    rest.add_frames([(PRODUCT, orjson.dumps(bad)), (PRODUCT, match(3501))])
+    batch = await backfilled(rest, Gap(PRODUCT, 3500, 3501))
+    assert [orjson.loads(r.raw)["trade_id"] for r in batch.records if r.kind == "match"] == [3501]
+    [rejected] = batch.rejected
+    assert rejected.reason == "REST trade: price is not a finite number: 'NaN'"
+    assert orjson.loads(rejected.raw)["trade_id"] == 3500
+    [unhealable] = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_unhealable"]
+    assert unhealable["still_missing"] == 1 and unhealable["backfilled"] == 1
