@@ -4,12 +4,14 @@ the simulator's REST endpoint, and the trades table (chDB) holds every trade id 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sluice.config import load_config_text
+from sluice.observability.status import build_status
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 from sluice.simulator import CoinbaseSimulator, Faults, RestOptions, SimulatorOptions
@@ -136,6 +138,11 @@ async def test_skipped_and_disconnected_trades_are_backfilled_into_the_trades_ta
     assert metric(pipeline, "sluice_source_gaps_healed_total") == len(healed)
     assert metric(pipeline, "sluice_source_trades_backfilled_total") == backfilled
     assert simulator.rest is not None and simulator.rest.requests >= len(gaps)
+    status = await build_status(
+        pipeline, history=None, alerts=None, monitor=None, started_at=time.time()
+    )
+    [cb] = status["sources"]
+    assert cb["gaps_healed"] == len(healed) and cb["gaps"] == len(gaps)
 
     made = market_trades(simulator)
     store = LocalChdb(chdb_dir)

@@ -283,7 +283,7 @@ window.apiQuery = apiQuery;
         ago(s.freshness_secs)),
       el("td", { class: "num", "data-event-lag": s.event_lag_secs === null ? "" : s.event_lag_secs },
         s.event_lag_secs === null ? "–" : duration(s.event_lag_secs)),
-      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed)),
+      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed) + (s.gaps_healed ? " (" + fmt(s.gaps_healed) + " healed)" : "")),
       el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
       el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
       el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),
