@@ -5,6 +5,7 @@ tell open gaps from healed ones."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ import orjson
 from sluice.records import Record
 from sluice.sinks.clickhouse.monitoring_sql import render
 from sluice.sinks.clickhouse.testing import ClickHouseStore, LocalChdb
+from tests.conftest import SLUICE
 from tests.integration.support import run_pipeline
 from tests.integration.test_clickhouse_sink import sink_yaml
 
@@ -71,6 +73,45 @@ async def test_trades_and_backfilled_trades_land_once_each_with_their_flag(
 
     open_gaps = store.rows(render("trade_id_gaps", qualified, hours=100_000))
     assert open_gaps == [["BTC-USD", 14, 20, 5]]
-    if isinstance(store, LocalChdb):  # not portable to 18.16 (arraySplit)
+    chdb = isinstance(store, LocalChdb)
+    if chdb:  # not portable to 18.16 (arraySplit)
         healed = store.rows(render("healed_gaps", qualified, hours=100_000))
         assert healed == [["BTC-USD", 11, 14, 4]]
+        store.close()  # as after the pipeline stopped: the monitor opens the directory itself
+
+    # `sluice monitor` on the trades table: open versus healed gaps
+    [(key, value)] = store.target.items()
+    config = tmp_path / "trades.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+admin: {{enabled: false}}
+sources:
+  cb: {{type: coinbase, products: [BTC-USD], channels: [matches]}}
+sinks:
+  ch:
+    type: clickhouse
+    inputs: [cb.match]
+    {key}: {value}
+    database: sluice_test
+    table: {table}
+    shipped_ddl: coinbase_trades
+"""
+    )
+    done = subprocess.run(
+        [*SLUICE, "monitor", str(config), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert report["gaps"] == [["BTC-USD", 14, 20, 5]]
+    assert report["healed"] == ([["BTC-USD", 11, 14, 4]] if chdb else [])
+    done = subprocess.run(
+        [*SLUICE, "monitor", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 open gap(s), 5 missed" in done.stdout
+    if chdb:
+        assert "1 healed" in done.stdout and "Healed gaps" in done.stdout
