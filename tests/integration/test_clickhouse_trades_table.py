@@ -74,7 +74,7 @@ async def test_trades_and_backfilled_trades_land_once_each_with_their_flag(
     open_gaps = store.rows(render("trade_id_gaps", qualified, hours=100_000))
     assert open_gaps == [["BTC-USD", 14, 20, 5]]
     chdb = isinstance(store, LocalChdb)
-    if chdb:  # not portable to 18.16 (arraySplit)
+    if isinstance(store, LocalChdb):  # not portable to 18.16 (arraySplit)
         healed = store.rows(render("healed_gaps", qualified, hours=100_000))
         assert healed == [["BTC-USD", 11, 14, 4]]
         store.close()  # as after the pipeline stopped: the monitor opens the directory itself
