@@ -20,6 +20,11 @@ failing its spec, an id out of range, a non-finite decimal, longer than ``max_fr
 skipped and counted as dropped (an unknown ``type``, as Coinbase asks of clients; a duplicate or
 out-of-order trade); ``subscriptions`` and ``error`` frames are control messages, logged. No frame can
 stop the source.
+
+Options beside the feed (their own modules): ``backfill:`` heals gaps of the ``matches`` stream over
+REST (:mod:`.backfill`: a task of its own, whose records are yielded between websocket batches:
+``match`` records marked ``backfilled``, ``gap_healed``, ``gap_unhealable``,
+``gap_backfill_failed``); ``record:`` writes every frame received to a tape (:mod:`sluice.tape`).
 """
 
 from __future__ import annotations
