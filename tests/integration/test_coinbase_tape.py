@@ -5,17 +5,35 @@ error naming the file and offset."""
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
+import structlog
 
 from sluice.simulator import CoinbaseSimulator, SimulatorOptions
-from sluice.tape import KIND_CONNECTION, KIND_FRAME, read_tape, tape_segments
+from sluice.tape import (
+    KIND_CONNECTION,
+    KIND_FRAME,
+    RecordConfig,
+    TapeWriter,
+    read_tape,
+    tape_segments,
+)
+from tests.conftest import SLUICE
 from tests.integration.support import build_pipeline, run_pipeline, synthetic
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
+MATCH = (
+    b'{"type":"match","trade_id":%d,"maker_order_id":"a","taker_order_id":"b","side":"buy",'
+    b'"size":"0.1","price":"100.5","product_id":"BTC-USD","sequence":%d,'
+    b'"time":"2024-01-01T00:00:07.000000Z"}'
+)
 
 
 def config(tmp_path: Path, url: str, out: Path, record: str = "") -> str:
@@ -102,3 +120,53 @@ def test_simulate_replay_of_a_damaged_tape_names_the_file_and_offset(tmp_path: P
     )
     assert done.returncode == 1
     assert f"{tape}: damaged entry at offset 18" in done.stderr
+
+
+async def test_simulate_serves_a_tape_and_the_rest_trades_endpoint_until_interrupted(
+    tmp_path: Path,
+) -> None:
+    tape = tmp_path / "tape"
+    writer = TapeWriter(RecordConfig(path=tape), {"source": "coinbase"}, structlog.get_logger())
+    last_match = MATCH.replace(b'"match"', b'"last_match"')
+    writer.frames_received([last_match % (7, 7), MATCH % (8, 8)])
+    writer.close()
+    process = subprocess.Popen(
+        [
+            *SLUICE,
+            "simulate",
+            "coinbase",
+            "--port",
+            "0",
+            "--replay",
+            str(tape),
+            "--rest",
+            "--no-retime",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            found = re.search(r"rest_url=(http://\S+)", line)
+            if found:
+                rest_url = found.group(1)
+                break
+        async with aiohttp.ClientSession() as session:
+            url = f"{rest_url}/products/BTC-USD/trades"
+            async with session.get(url, params={"limit": "5"}) as response:
+                assert response.status == 200
+                page = await response.json()
+        # the tape's last_match is a trade of the exchange from the start (the others once a
+        # client subscribes and the market replays them)
+        assert [t["trade_id"] for t in page] == [7]
+        assert page[0]["time"] == "2024-01-01T00:00:07.000000Z"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
