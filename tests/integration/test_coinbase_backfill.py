@@ -276,3 +276,22 @@ async def test_the_trades_example_loads_and_fills_its_table_from_its_own_simulat
         store.close()
     assert rows == distinct >= 30
     assert flagged == 0  # no fault, nothing to heal
+
+
+@pytest.mark.parametrize("simulator", [market(RestOptions(), reorder_every=20)], indirect=True)
+async def test_a_gap_the_websocket_closes_on_its_own_is_not_fetched(
+    simulator: CoinbaseSimulator, tmp_path: Path
+) -> None:
+    pipeline = build_pipeline(config(tmp_path, simulator))
+    result = await run_pipeline(
+        pipeline, until=lambda: len(outcomes(tmp_path).get("gap_healed", [])) >= 3, timeout=60
+    )
+    assert result.ok
+    healed = outcomes(tmp_path)["gap_healed"]
+    assert all(h["websocket"] == h["missed"] and h["backfilled"] == 0 for h in healed)
+    assert simulator.rest is not None and simulator.rest.requests == 0
+    trades = read_jsonl(tmp_path / "trades.jsonl")
+    keys = [(t["product_id"], t["trade_id"]) for t in trades]
+    assert len(keys) == len(set(keys)), "a trade was emitted twice"
+    late = {(h["product_id"], h["first_missing_trade_id"]) for h in healed}
+    assert late <= set(keys), "the late trades are recorded"
