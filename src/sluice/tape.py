@@ -20,17 +20,20 @@ A reader of version N reads every version up to N (the header says which); a tap
 version is refused with a clear message. Reading is strict: a wrong marker, kind, length or CRC,
 or a gzip stream that is damaged, raises :class:`TapeError` naming the file and the offset (in the
 uncompressed stream). A segment cut short (the recorder was killed before it closed the file) ends
-at its last whole entry; that is logged, not an error. Frames are flushed to the file about once a
-second, so a crash loses at most that much of the tape.
+at its last whole entry; that is logged, not an error. Frames are compressed and written on a
+thread of the writer's own and flushed to the file about once a second, so a crash loses at most
+that much of the tape; a failed write never stops the source (logged and counted).
 """
 
 from __future__ import annotations
 
 import gzip
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -65,6 +68,8 @@ _ENTRY = struct.Struct("<BBdII")
 MAX_ENTRY_BYTES = 1 << 30
 """An entry longer than this is a damaged length, not a frame."""
 _FLUSH_SECS = 1.0
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""Frames waiting for the writer thread at most; beyond, they are left out of the tape, counted."""
 SUFFIX = ".tape.gz"
 
 
@@ -100,8 +105,13 @@ class TapeEntry:
 
 
 class TapeWriter:
-    """Appends the frames a source receives to a tape (synchronously, on the caller's loop:
-    compressing a batch of frames costs about as much as reading it)."""
+    """Appends the frames a source receives to a tape.
+
+    The caller (the source, on its loop) only frames the entries (about 1 us a frame); compressing
+    and writing happen on one thread of their own, in order. A failed write (a full disk) never
+    reaches the source: it is logged (``tape.write_failed``, then at most every 30 s) and the
+    frames it held are counted in :attr:`lost`; so are frames beyond ``MAX_PENDING_BYTES``
+    waiting for a slow disk."""
 
     def __init__(self, config: RecordConfig, header: dict[str, Any], log: Any) -> None:
         self.config = config
@@ -113,6 +123,14 @@ class TapeWriter:
         self._flushed_at = 0.0
         self.segment = 0
         self.frames = 0
+        """Entries handed to the writer."""
+        self.lost = 0
+        """Entries that did not reach the tape (write failures, a backlog past the bound)."""
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._failed_logged_at: float | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sluice-tape")
+        self._closed = False
 
     def _open(self) -> gzip.GzipFile:
         directory = self.config.path
@@ -121,7 +139,7 @@ class TapeWriter:
         numbers = [_segment_number(p) for p in existing]
         self.segment = max([n for n in numbers if n is not None] or [0]) + 1
         path = directory / f"{self.config.prefix}-{self.segment:06d}{SUFFIX}"
-        self._raw = open(path, "xb")  # noqa: SIM115 - closed in _close
+        self._raw = open(path, "xb")  # noqa: SIM115 - closed in _close_segment
         out = self._file = gzip.GzipFile(
             filename="", mode="wb", fileobj=self._raw, compresslevel=self.config.compress_level
         )
@@ -136,7 +154,7 @@ class TapeWriter:
         )
         out.write(MAGIC + _HEAD.pack(FORMAT_VERSION, len(header)) + header)
         self._written = 0
-        self.log.info("coinbase.tape_segment_opened", path=str(path))
+        self.log.info("tape.segment_opened", path=str(path))
         self._prune()
         return out
 
@@ -147,7 +165,7 @@ class TapeWriter:
         segments = tape_segments(self.config.path, self.config.prefix, missing_ok=True)
         for old in segments[: max(0, len(segments) - keep)]:
             old.unlink(missing_ok=True)
-            self.log.info("coinbase.tape_segment_deleted", path=str(old))
+            self.log.info("tape.segment_deleted", path=str(old))
 
     def connection(self, url: str) -> None:
         self._write([(KIND_CONNECTION, url.encode())], time.time())
@@ -160,7 +178,6 @@ class TapeWriter:
         self._write(entries, time.time())
 
     def _write(self, entries: list[tuple[int, bytes]], when: float) -> None:
-        out = self._file or self._open()
         pack, crc = _ENTRY.pack, zlib.crc32
         parts: list[bytes] = []
         size = 0
@@ -168,23 +185,67 @@ class TapeWriter:
             parts.append(pack(ENTRY_MARK, kind, when, len(payload), crc(payload)))
             parts.append(payload)
             size += len(payload)
-        out.write(b"".join(parts))
-        self._written += size
         self.frames += len(entries)
+        with self._lock:
+            if self._closed:
+                self.lost += len(entries)
+                return
+            if self._pending + size > MAX_PENDING_BYTES:
+                self.lost += len(entries)
+                self._failed(OSError("the disk is slower than the feed"), len(entries))
+                return
+            self._pending += size
+        self._executor.submit(self._append, b"".join(parts), size, len(entries))
+
+    def _append(self, blob: bytes, size: int, count: int) -> None:
+        """On the writer thread: one batch of entries into the current segment."""
+        try:
+            out = self._file or self._open()
+            out.write(blob)
+            self._written += size
+            now = time.monotonic()
+            if self._written >= self.config.segment_bytes:
+                self._close_segment()
+            elif now - self._flushed_at >= _FLUSH_SECS:
+                out.flush()
+                self._flushed_at = now
+        except OSError as exc:
+            with self._lock:
+                self.lost += count
+            self._failed(exc, count)
+            self._close_segment(quiet=True)  # the next batch starts a new segment
+        finally:
+            with self._lock:
+                self._pending -= size
+
+    def _failed(self, exc: BaseException, count: int) -> None:
         now = time.monotonic()
-        if self._written >= self.config.segment_bytes:
-            self.close()
-        elif now - self._flushed_at >= _FLUSH_SECS:
-            out.flush()
-            self._flushed_at = now
+        if self._failed_logged_at is None or now - self._failed_logged_at >= 30:
+            self._failed_logged_at = now
+            self.log.warning(
+                "tape.write_failed", error=str(exc), frames_lost=count, lost_so_far=self.lost
+            )
+
+    def _close_segment(self, quiet: bool = False) -> None:
+        try:
+            if self._file is not None:
+                self._file.close()
+            if self._raw is not None:
+                self._raw.close()
+        except OSError:
+            if not quiet:
+                raise
+        finally:
+            self._file = self._raw = None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
+        """Write what is pending and close the segment (waits for the writer thread)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.submit(self._close_segment, True)
+        self._executor.shutdown(wait=True)
 
 
 def _segment_number(path: Path) -> int | None:

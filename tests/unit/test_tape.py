@@ -128,3 +128,17 @@ def test_a_tape_without_trades_cannot_be_replayed(tmp_path: Path) -> None:
         load_tape(directory)
     with pytest.raises(TapeError, match="no such tape"):
         load_tape(tmp_path / "missing")
+
+
+def test_a_tape_that_cannot_be_written_loses_its_frames_counted_never_raising(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the tape directory should be")
+    writer = TapeWriter(RecordConfig(path=blocked), {"source": "coinbase"}, LOG)
+    writer.frames_received([MATCH % (1, 1, 1), MATCH % (2, 2, 2)])
+    writer.frames_received([MATCH % (3, 3, 3)])
+    writer.close()
+    writer.frames_received([MATCH % (4, 4, 4)])  # after close: counted, not written
+    assert (writer.frames, writer.lost) == (4, 4)
+    assert blocked.read_text().startswith("a file")
