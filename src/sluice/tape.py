@@ -107,7 +107,7 @@ class TapeEntry:
 class TapeWriter:
     """Appends the frames a source receives to a tape.
 
-    The caller (the source, on its loop) only frames the entries (about 1 us a frame); compressing
+    The caller (the source, on its loop) only frames the entries (about 2.5 us a frame); compressing
     and writing happen on one thread of their own, in order. A failed write (a full disk) never
     reaches the source: it is logged (``tape.write_failed``, then at most every 30 s) and the
     frames it held are counted in :attr:`lost`; so are frames beyond ``MAX_PENDING_BYTES``
