@@ -11,7 +11,8 @@ Merging by trade id: each open gap keeps the set of ids still missing. A match t
 on the websocket (out of order, inside an open gap) takes its id out of the set and is recorded
 as usual; a fetched trade is emitted only if its id is still missing when its batch is built, so
 no trade is ever emitted twice, and a gap the websocket closed on its own is not fetched at all
-(the fetch waits ``delay_secs`` first, and skips a gap with nothing missing any more).
+(the fetch waits ``delay_secs`` first, and skips a gap with nothing missing any more). Gaps of one
+product due together are fetched in one go (their span within ``max_trades_per_gap``).
 
 What the source emits (:meth:`Backfiller.take`), on the loop, between websocket batches:
 
@@ -256,6 +257,8 @@ class _OpenGap:
     missing: set[int]
     websocket: int = 0
     """Ids filled by matches that arrived late on the feed."""
+    found: float = field(default_factory=time.monotonic)
+    """When the gap was reported (monotonic), for ``delay_secs``."""
 
 
 @dataclass
@@ -427,27 +430,52 @@ class Backfiller:
 
     async def _run(self) -> None:
         while True:
-            open_gap = await self._queue.get()
-            found_at = time.monotonic()
-            wait = found_at + self.config.delay_secs - time.monotonic()
+            first = await self._queue.get()
+            wait = first.found + self.config.delay_secs - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            outcome = _Outcome(open_gap)
+            group = [first, *self._due_with(first)]
+            shared = _Outcome(first)
             try:
-                await self._fetch(outcome)
+                await self._fetch(shared, group)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a fetch never stops the task (nor the source)
-                self.log.exception("coinbase.backfill_error", product_id=open_gap.gap.product_id)
-                outcome.failed = f"{type(exc).__name__}: {exc}"
-            self._ready.append(outcome)
+                self.log.exception("coinbase.backfill_error", product_id=first.gap.product_id)
+                shared.failed = f"{type(exc).__name__}: {exc}"
+            self._ready.extend(_split(shared, group))
 
-    async def _fetch(self, outcome: _Outcome) -> None:
-        open_gap = outcome.open_gap
-        if not open_gap.missing:
-            return  # the websocket closed it meanwhile
-        product = open_gap.gap.product_id
-        low, high = min(open_gap.missing), max(open_gap.missing)
+    def _due_with(self, first: _OpenGap) -> list[_OpenGap]:
+        """The queued gaps of ``first``'s product, due now, that one fetch can take with it
+        (their span and first's within ``max_trades_per_gap``): many small gaps cost one
+        request, not one each. The others stay queued, in order."""
+        taken: list[_OpenGap] = []
+        rest: list[_OpenGap] = []
+        now = time.monotonic()
+        low, high = first.gap.first, first.gap.last
+        while not self._queue.empty():
+            other = self._queue.get_nowait()
+            span = max(high, other.gap.last) - min(low, other.gap.first) + 1
+            if (
+                other.gap.product_id == first.gap.product_id
+                and other.found + self.config.delay_secs <= now
+                and span <= self.config.max_trades_per_gap
+            ):
+                taken.append(other)
+                low, high = min(low, other.gap.first), max(high, other.gap.last)
+            else:
+                rest.append(other)
+        for other in rest:
+            self._queue.put_nowait(other)
+        return taken
+
+    async def _fetch(self, outcome: _Outcome, group: list[_OpenGap]) -> None:
+        """Fetch the ids still missing in ``group`` (gaps of one product) into ``outcome``."""
+        missing = set().union(*(g.missing for g in group))
+        if not missing:
+            return  # the websocket closed them meanwhile
+        product = group[0].gap.product_id
+        low, high = min(missing), max(missing)
         cursor = high + 1
         while cursor > low:
             page = await self._page(product, cursor, min(MAX_PAGE, cursor - low), outcome)
@@ -461,7 +489,7 @@ class Backfiller:
                 )
                 return
             for trade in trades:
-                if low <= trade.trade_id <= high:
+                if trade.trade_id in missing:
                     raw = backfilled_json(product, trade)
                     outcome.trades.append((trade.trade_id, raw, _timestamp(trade.time) or 0.0))
             lowest = min(t.trade_id for t in trades)
@@ -470,13 +498,6 @@ class Backfiller:
                 outcome.unhealable = f"REST's CB-AFTER cursor did not move below {cursor}"
                 return
             cursor = following
-        got = {t[0] for t in outcome.trades}
-        lacking = open_gap.missing - got
-        if lacking:
-            outcome.unhealable = (
-                f"REST did not return {len(lacking)} of the missing trade ids (first "
-                f"{min(lacking)}): trades it does not have"
-            )
 
     async def _page(
         self, product: str, after: int, limit: int, outcome: _Outcome
@@ -551,6 +572,30 @@ class Backfiller:
             trades.append(trade)
         cursor = int(cursor_text) if cursor_text and cursor_text.isdigit() else None
         return trades, cursor
+
+
+def _split(shared: _Outcome, group: list[_OpenGap]) -> list[_Outcome]:
+    """One outcome per gap of a fetch: its trades (oldest first), the fetch's stop reason, and
+    why it is short when REST simply did not return some of its ids."""
+    outcomes: list[_Outcome] = []
+    for index, open_gap in enumerate(group):
+        gap = open_gap.gap
+        trades = sorted(t for t in shared.trades if gap.first <= t[0] <= gap.last)
+        outcome = _Outcome(
+            open_gap,
+            trades,
+            shared.rejected if index == 0 else [],
+            shared.unhealable,
+            shared.failed,
+        )
+        lacking = open_gap.missing - {t[0] for t in trades}
+        if lacking and outcome.unhealable is None and outcome.failed is None:
+            outcome.unhealable = (
+                f"REST did not return {len(lacking)} of the missing trade ids (first "
+                f"{min(lacking)}): trades it does not have"
+            )
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _rfc3339(timestamp: float) -> str:

@@ -77,9 +77,9 @@ async def backfilled(rest: RestTrades, *gaps: Gap, claim: list[int] | None = Non
 async def test_a_gap_of_2500_trades_is_fetched_in_three_pages_exactly(rest: RestTrades) -> None:
     batch = await backfilled(rest, Gap(PRODUCT, 300, 2799))
     trades = [r for r in batch.records if r.kind == "match"]
-    assert [orjson.loads(r.raw)["trade_id"] for r in trades] == list(range(2799, 299, -1))
+    assert [orjson.loads(r.raw)["trade_id"] for r in trades] == list(range(300, 2800))
     assert rest.requests == 3
-    first = orjson.loads(trades[0].raw)
+    first = orjson.loads(trades[-1].raw)
     assert first == {
         "type": "match",
         "backfilled": True,
@@ -148,3 +148,18 @@ async def test_a_rest_trade_that_fails_its_checks_is_a_dead_letter_and_the_gap_s
     assert orjson.loads(rejected.raw)["trade_id"] == 3500
     [unhealable] = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_unhealable"]
     assert unhealable["still_missing"] == 1 and unhealable["backfilled"] == 1
+
+
+async def test_small_gaps_of_one_product_found_together_cost_one_request(
+    rest: RestTrades,
+) -> None:
+    batch = await backfilled(rest, Gap(PRODUCT, 10, 12), Gap(PRODUCT, 20, 22), Gap(PRODUCT, 40, 40))
+    ids = [orjson.loads(r.raw)["trade_id"] for r in batch.records if r.kind == "match"]
+    assert sorted(ids) == [10, 11, 12, 20, 21, 22, 40]
+    healed = [orjson.loads(r.raw) for r in batch.records if r.kind == "gap_healed"]
+    assert [(h["first_missing_trade_id"], h["backfilled"]) for h in healed] == [
+        (10, 3),
+        (20, 3),
+        (40, 1),
+    ]
+    assert rest.requests == 1
