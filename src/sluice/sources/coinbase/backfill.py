@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,14 +43,14 @@ from typing import Any, Literal
 
 import aiohttp
 import msgspec
-from prometheus_client import Counter
 from pydantic import Field, field_validator
 
 from sluice.config.models import RetryPolicy, StrictModel
 from sluice.errors import RetriableError
-from sluice.metrics import LABELS, ComponentMetrics
+from sluice.metrics import ComponentMetrics
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.runtime.retry import retrying
+from sluice.sources.coinbase.backfill_metrics import BackfillMetrics
 from sluice.sources.coinbase.gaps import Gap
 from sluice.sources.coinbase.protocol import Id
 
@@ -178,73 +177,6 @@ def _problem(trade: RestTrade) -> str | None:
         if not number.is_finite():
             return f"{name} is not a finite number: {value[:40]!r}"
     return None
-
-
-# -- metrics -----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Counters:
-    healed: Counter
-    backfilled: Counter
-    unhealable: Counter
-    rest_errors: Counter
-
-
-_COUNTERS: weakref.WeakKeyDictionary[Any, _Counters] = weakref.WeakKeyDictionary()
-
-
-class _Noop:
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-
-class BackfillMetrics:
-    """The backfill counters of one source (registered once per pipeline registry)."""
-
-    def __init__(self, component: ComponentMetrics) -> None:
-        metrics = component.metrics
-        self.healed: Any
-        self.backfilled: Any
-        self.unhealable: Any
-        self.rest_errors: Any
-        if not metrics.enabled:
-            self.healed = self.backfilled = self.unhealable = self.rest_errors = _Noop()
-            return
-        counters = _COUNTERS.get(metrics)
-        if counters is None:
-            r = metrics.registry
-            counters = _COUNTERS[metrics] = _Counters(
-                Counter(
-                    "sluice_source_gaps_healed",
-                    "Gaps whose every missing trade was filled (over REST or late on the feed).",
-                    LABELS,
-                    registry=r,
-                ),
-                Counter(
-                    "sluice_source_trades_backfilled",
-                    "Trades fetched over REST to heal gaps and emitted.",
-                    LABELS,
-                    registry=r,
-                ),
-                Counter(
-                    "sluice_source_gaps_unhealable",
-                    "Gaps reported unhealable: too large, or trades REST does not return.",
-                    LABELS,
-                    registry=r,
-                ),
-                Counter(
-                    "sluice_source_backfill_rest_errors",
-                    "Failed REST requests of gap backfilling (429, 5xx, network), retried or not.",
-                    LABELS,
-                    registry=r,
-                ),
-            )
-        labels = component.labels
-        self.healed = counters.healed.labels(*labels)
-        self.backfilled = counters.backfilled.labels(*labels)
-        self.unhealable = counters.unhealable.labels(*labels)
-        self.rest_errors = counters.rest_errors.labels(*labels)
 
 
 # -- the backfiller ------------------------------------------------------------------------------
