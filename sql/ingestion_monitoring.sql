@@ -28,7 +28,7 @@ ORDER BY minute;
 
 -- name: rows_per_minute_with_fill
 -- The same with WITH FILL, the idiom on current servers and chDB.
--- Not for ClickHouse 18.16 (no WITH FILL there).
+-- Not for ClickHouse 18.16.
 SELECT toDateTime(toStartOfMinute(time)) AS minute, count() AS rows
 FROM coinbase_demo.coinbase_ticker
 WHERE time >= toStartOfMinute(now()) - 3540
@@ -71,6 +71,26 @@ FROM
 ARRAY JOIN arrayPopBack(ids) AS after_trade_id, arrayPopFront(ids) AS before_trade_id
 WHERE before_trade_id - after_trade_id > 1
 ORDER BY product_id, after_trade_id;
+
+-- name: healed_gaps
+-- Trades table (coinbase_trades) only: the gaps healed over REST in the last 24
+-- hours, as runs of consecutive backfilled trade ids per product (first, last, trades).
+-- Gaps still open are the holes trade_id_gaps finds in the same table.
+-- Not for ClickHouse 18.16.
+SELECT
+    product_id,
+    run[1] AS first_trade_id,
+    run[length(run)] AS last_trade_id,
+    length(run) AS trades
+FROM
+(
+    SELECT product_id, arraySort(groupUniqArray(trade_id)) AS ids
+    FROM coinbase_demo.coinbase_ticker
+    WHERE time >= now() - 24 * 3600 AND backfilled != 0
+    GROUP BY product_id
+)
+ARRAY JOIN arraySplit((x, i) -> i > 1 AND x != ids[i - 1] + 1, ids, arrayEnumerate(ids)) AS run
+ORDER BY product_id, first_trade_id;
 
 -- name: prices
 -- Per product over the last hour: the last price, the first (for the change), the low,

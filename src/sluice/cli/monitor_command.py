@@ -58,7 +58,10 @@ class MonitorReport:
     freshness: list[tuple[str, int, int, int]] = field(default_factory=list)
     """``(product_id, last row unix time, age in seconds, rows in the last hours)``."""
     gaps: list[tuple[str, int, int, int]] = field(default_factory=list)
-    """``(product_id, after_trade_id, before_trade_id, missed)``."""
+    """``(product_id, after_trade_id, before_trade_id, missed)``: gaps still open."""
+    healed: list[tuple[str, int, int, int]] = field(default_factory=list)
+    """``(product_id, first_trade_id, last_trade_id, trades)``: gaps healed over REST (a trades
+    table's runs of backfilled trades; none for other tables)."""
     prices: list[tuple[str, float, float, float, float, float]] = field(default_factory=list)
     """``(product_id, last, first, low, high, spread)`` over the last hour (none when the table
     has no ``price`` columns)."""
@@ -142,6 +145,11 @@ async def collect(
     result = await query(render("trade_id_gaps", table, hours=hours, until=until))
     report.gaps = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
     try:
+        result = await query(render("healed_gaps", table, hours=hours, until=until))
+        report.healed = [(str(r[0]), *_ints(r, 1, 2, 3)[1:]) for r in result.rows]
+    except QueryFailed:
+        pass  # not a trades table (no `backfilled` column)
+    try:
         result = await query(render("prices", table, until=until))
     except QueryFailed:
         return report  # a table of other records: no prices to show
@@ -171,7 +179,9 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
     missed = sum(g[3] for g in report.gaps)
     recorded = report.event_times == "recorded"
     newest = min((age for _, _, age, _ in report.freshness), default=None)
-    gaps = f"{len(report.gaps)} gap(s), {missed:,} missed" if report.gaps else "no gaps"
+    gaps = f"{len(report.gaps)} open gap(s), {missed:,} missed" if report.gaps else "no gaps"
+    if report.healed:
+        gaps += f", {len(report.healed)} healed"
     fresh = f"newest row {newest}s ago" if newest is not None else "no rows yet"
     if recorded:
         # the rows keep times recorded long ago: an age from now would be nonsense
@@ -229,10 +239,14 @@ def render_report(report: MonitorReport, console: Console, stale_after_secs: int
         line.append(f"  {rows:,} rows")
         console.print(line)
 
+    if report.healed:
+        console.print("[bold]Healed gaps[/] (product, first trade, last trade, trades backfilled)")
+        for product, first, last, count in report.healed:
+            console.print(Text(f"  {product:<9} {first} {last} ") + Text(str(count), "green"))
     if not report.gaps:
-        console.print("Trade-id gaps: none")
+        console.print("Trade-id gaps: none open")
         return
-    console.print("[bold]Trade-id gaps[/] (product, after trade, before trade, missed)")
+    console.print("[bold]Open trade-id gaps[/] (product, after trade, before trade, missed)")
     for product, after, before, count in report.gaps:
         line = Text(f"  {product:<9} {after} {before} ")
         line.append(str(count), style="yellow")

@@ -42,6 +42,29 @@ def coinbase(
             "synthetic: an endless generated feed."
         ),
     ] = "replay",
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay a tape recorded by a coinbase source's `record:` (a segment file or "
+            "its directory) instead of the shipped recording.",
+        ),
+    ] = None,
+    rest: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the REST trades endpoint (GET /products/ID/trades) on --rest-port.",
+        ),
+    ] = False,
+    rest_port: Annotated[int, typer.Option(help="Port of the REST API (0: any free port).")] = 0,
+    rest_requests_per_sec: Annotated[
+        float | None, typer.Option(help="REST fault: answer 429 beyond this request rate.")
+    ] = None,
+    rest_fail_first: Annotated[
+        Count, typer.Option(help="REST fault: answer the first N requests with 500.")
+    ] = None,
+    rest_down: Annotated[
+        bool, typer.Option(help="REST fault: answer every request with 503.")
+    ] = False,
     speed: Annotated[
         float, typer.Option(help="Replay speed: 1 is the recorded timing, 10 ten times faster.")
     ] = 1.0,
@@ -148,7 +171,8 @@ def coinbase(
     channel, sequence_num, heartbeat counters, optional JWT check) for a `coinbase_advanced`
     source.
     """
-    from sluice.simulator import CoinbaseSimulator, Faults, SimulatorOptions
+    from sluice.simulator import CoinbaseSimulator, Faults, RestOptions, SimulatorOptions
+    from sluice.tape import TapeError
 
     if mode not in ("replay", "synthetic"):
         typer.echo("error: --mode must be replay or synthetic", err=True)
@@ -176,11 +200,18 @@ def coinbase(
         "--skip-sequence-every": skip_sequence_every,
         "--skip-heartbeat-every": skip_heartbeat_every,
         "--cross-book-every": cross_book_every,
+        "--rest-fail-first": rest_fail_first,
     }
     for name, value in counts.items():
         if value is not None and value <= 0:
             typer.echo(f"error: {name} must be a positive number", err=True)
             raise typer.Exit(EXIT_USAGE)
+    if replay is not None and mode != "replay":
+        typer.echo("error: --replay serves a tape: it needs --mode replay", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if rest_requests_per_sec is not None and rest_requests_per_sec <= 0:
+        typer.echo("error: --rest-requests-per-sec must be positive", err=True)
+        raise typer.Exit(EXIT_USAGE)
     if speed <= 0 or trades_per_sec <= 0:
         typer.echo("error: --speed and --trades-per-sec must be positive", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -211,8 +242,19 @@ def coinbase(
             connections=fault_connections,
         ),
         advanced=advanced,
+        rest=RestOptions(
+            requests_per_sec=rest_requests_per_sec, fail_first=rest_fail_first or 0, down=rest_down
+        )
+        if rest
+        else None,
+        tape=replay,
     )
-    raise typer.Exit(asyncio.run(_serve(CoinbaseSimulator(options), host, port)))
+    try:
+        simulator = CoinbaseSimulator(options)
+    except TapeError as exc:
+        typer.echo(f"error: cannot replay the tape: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILURE) from None
+    raise typer.Exit(asyncio.run(_serve(simulator, host, port, rest_port)))
 
 
 def _advanced_options(
@@ -267,13 +309,13 @@ def _simulated_key() -> SimulatedKey | None:
     return SimulatedKey(key, secret, passphrase)
 
 
-async def _serve(simulator: object, host: str, port: int) -> int:
+async def _serve(simulator: object, host: str, port: int, rest_port: int = 0) -> int:
     from sluice.simulator import CoinbaseSimulator
 
     assert isinstance(simulator, CoinbaseSimulator)
     log = structlog.get_logger("sluice.simulator")
     try:
-        await simulator.start(host, port)
+        await simulator.start(host, port, rest_port=rest_port)
     except OSError as exc:
         log.error("simulator.listen_failed", host=host, port=port, error=str(exc))
         return EXIT_FAILURE
@@ -283,6 +325,8 @@ async def _serve(simulator: object, host: str, port: int) -> int:
         url=simulator.url,
         mode=options.mode,
         api="exchange" if options.advanced is None else "advanced_trade",
+        tape=str(options.tape) if options.tape is not None else None,
+        rest_url=simulator.rest_url or None,
         fast=options.fast,
         products=list(simulator.market.products),
         faults={k: v for k, v in vars(options.faults).items() if v is not None},

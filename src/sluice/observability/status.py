@@ -49,6 +49,16 @@ def _by_component_and(metrics: Metrics, metric: Any) -> dict[str, dict[str, floa
     return out
 
 
+def _sample(metrics: Metrics, name: str, component_id: str, component_type: str) -> float:
+    """One source's value of a counter a plugin registered itself (e.g. the Coinbase source's
+    ``sluice_source_gaps_healed_total``); 0 when it has none or metrics are off."""
+    if not metrics.enabled:
+        return 0.0
+    labels = {"component_id": component_id, "component_kind": "source"}
+    value = metrics.registry.get_sample_value(name, {**labels, "component_type": component_type})
+    return value or 0.0
+
+
 async def build_status(
     pipeline: Pipeline,
     *,
@@ -130,6 +140,9 @@ async def build_status(
                 "reconnects": reconnects.get(cid, 0.0),
                 "gaps": gaps.get(cid, 0.0),
                 "missed": missed.get(cid, 0.0),
+                "gaps_healed": _sample(
+                    m, "sluice_source_gaps_healed_total", cid, worker.ctx.component_type
+                ),
                 "unrouted": sum(unrouted.get(cid, {}).values()),
                 "unrouted_by_kind": unrouted.get(cid, {}),
                 "discarded": sum(discarded.get(cid, {}).values()),

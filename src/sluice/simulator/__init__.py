@@ -6,6 +6,13 @@ in ``data/`` with the licence notice that must stay beside them.
 """
 
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
+from sluice.simulator.rest import RestOptions
 from sluice.simulator.server import CoinbaseSimulator
 
-__all__ = ["DEFAULT_SYNTHETIC_PRODUCTS", "CoinbaseSimulator", "Faults", "SimulatorOptions"]
+__all__ = [
+    "DEFAULT_SYNTHETIC_PRODUCTS",
+    "CoinbaseSimulator",
+    "Faults",
+    "RestOptions",
+    "SimulatorOptions",
+]

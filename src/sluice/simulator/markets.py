@@ -22,7 +22,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -33,8 +33,10 @@ __all__ = [
     "RECORDING",
     "Event",
     "Market",
+    "Recording",
     "ReplayMarket",
     "SyntheticMarket",
+    "build_recording",
     "fast_template",
     "load_recording",
     "rfc3339",
@@ -155,40 +157,51 @@ def load_recording() -> Recording:
     """Read the recording shipped with the package: the tickers and matches (the recorded
     ``level2`` frames belong to a channel that now requires authentication)."""
     text = resources.files("sluice.simulator").joinpath("data", RECORDING).read_bytes()
+    lines = (line.partition(b"\t") for line in text.splitlines())
+    return build_recording((float(received), frame) for received, _, frame in lines)
+
+
+def build_recording(frames: Iterable[tuple[float, bytes]]) -> Recording:
+    """A recording from ``(receive time, frame)`` pairs in order: the tickers and matches
+    (``last_match`` and each product's first ticker are what a subscriber is sent first); other
+    frames only move the clock. A frame that is not a trade as the feed sends it (not JSON, no
+    ``product_id``, ``trade_id`` or ``sequence``) is skipped."""
     started_at: float | None = None
     initial_tickers: dict[str, bytes] = {}
     initial_matches: dict[str, bytes] = {}
     products: list[str] = []
     events: list[_Recorded] = []
     last_offset = 0.0
-    for line in text.splitlines():
-        received, _, frame = line.partition(b"\t")
+    for received, frame in frames:
         if started_at is None:
-            started_at = float(received)
-        offset = float(received) - started_at
+            started_at = received
+        offset = received - started_at
         last_offset = offset
         if b'"type":"ticker"' not in frame and b'match"' not in frame:
             continue
-        data = orjson.loads(frame)
-        type_, product = data["type"], data["product_id"]
+        try:
+            data = orjson.loads(frame)
+            type_, product = data["type"], data["product_id"]
+            trade_id, sequence = int(data["trade_id"]), int(data["sequence"])
+            _parse_time(frame)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if not isinstance(product, str):
+            continue
         if product not in products:
             products.append(product)
         if type_ == "last_match":
+            if product in initial_matches:
+                continue  # sent again on a reconnect: a trade already replayed
             initial_matches[product] = frame.replace(b'"type":"last_match"', b'"type":"match"', 1)
         elif type_ == "ticker" and product not in initial_tickers:
             initial_tickers[product] = frame  # what Coinbase sends first on subscribe
         elif type_ in _CHANNEL_OF_TYPE:
             events.append(
-                _Recorded(
-                    offset,
-                    product,
-                    _CHANNEL_OF_TYPE[type_],
-                    frame,
-                    int(data["trade_id"]),
-                    int(data["sequence"]),
-                )
+                _Recorded(offset, product, _CHANNEL_OF_TYPE[type_], frame, trade_id, sequence)
             )
-    assert started_at is not None, "empty recording"
+    if started_at is None:
+        raise ValueError("empty recording")
     return Recording(
         started_at,
         last_offset + 1.0,
@@ -203,8 +216,15 @@ class ReplayMarket(Market):
     """The recorded feed, in its timing (``speed`` times faster), looping when asked, re-timed to
     the present unless ``retime`` is false."""
 
-    def __init__(self, speed: float = 1.0, loop: bool = True, retime: bool = True) -> None:
-        recording = load_recording()
+    def __init__(
+        self,
+        speed: float = 1.0,
+        loop: bool = True,
+        retime: bool = True,
+        recording: Recording | None = None,
+    ) -> None:
+        """``recording``: what to replay (a tape, :mod:`.tape`); default the shipped one."""
+        recording = recording if recording is not None else load_recording()
         super().__init__(recording.products)
         self.recording = recording
         self.speed = speed

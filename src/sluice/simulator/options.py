@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from sluice.simulator.advanced.options import AdvancedOptions
 from sluice.simulator.auth import SimulatedKey
+from sluice.simulator.rest import RestOptions
 
 __all__ = ["DEFAULT_SYNTHETIC_PRODUCTS", "Faults", "SimulatorOptions"]
 
@@ -90,3 +92,7 @@ class SimulatorOptions:
     """Keep every frame sent per connection (tests)."""
     advanced: AdvancedOptions | None = None
     """Speak Coinbase Advanced Trade instead of the Exchange feed (``--api advanced_trade``)."""
+    rest: RestOptions | None = None
+    """Serve the REST trades endpoint (:mod:`.rest`) on a port of its own (``rest_url``)."""
+    tape: Path | None = None
+    """Replay: serve this tape (:mod:`.tape`) instead of the shipped recording."""

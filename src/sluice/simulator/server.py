@@ -35,7 +35,9 @@ from sluice.simulator.books import BookEvent, BookMarket
 from sluice.simulator.fast import SharedStreams
 from sluice.simulator.markets import Event, Market, ReplayMarket, SyntheticMarket
 from sluice.simulator.options import DEFAULT_SYNTHETIC_PRODUCTS, Faults, SimulatorOptions
+from sluice.simulator.rest import RestTrades
 from sluice.simulator.session import Session
+from sluice.simulator.tape import load_tape
 
 __all__ = ["CoinbaseSimulator"]
 
@@ -47,7 +49,8 @@ class CoinbaseSimulator:
         self.options = options = options or SimulatorOptions()
         self.market: Market
         if options.mode == "replay":
-            self.market = ReplayMarket(options.speed, options.loop, options.retime)
+            recording = load_tape(options.tape) if options.tape is not None else None
+            self.market = ReplayMarket(options.speed, options.loop, options.retime, recording)
         else:
             products = options.products or DEFAULT_SYNTHETIC_PRODUCTS
             self.market = SyntheticMarket(tuple(products), options.trades_per_sec)
@@ -63,13 +66,24 @@ class CoinbaseSimulator:
         self.fast_streams = SharedStreams(self.market, options)
         self.book_market = BookMarket(self.market.products, options.book_updates_per_sec)
         self._book_task: asyncio.Task[None] | None = None
+        self.rest: RestTrades | None = None
+        """The REST trades endpoint, when ``options.rest`` asks for it (:attr:`rest_url`)."""
+        if options.rest is not None:
+            self.rest = RestTrades(options.rest, self.market.products, self.log)
+            self.rest.add_frames(self.market.last_match.items())
+
+    @property
+    def rest_url(self) -> str:
+        """The REST API's base URL (empty when not served)."""
+        return self.rest.url if self.rest is not None else ""
 
     @property
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.transport is not None and not s.disconnected]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0: a free port; see :attr:`url`)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, rest_port: int = 0) -> None:
+        """Listen on ``host:port`` (0: a free port; see :attr:`url`), and on ``rest_port`` for the
+        REST API when it is served (:attr:`rest_url`)."""
         self._server = await ws_create_server(
             self._accept,
             host,
@@ -81,6 +95,8 @@ class CoinbaseSimulator:
         self.url = f"ws://{host}:{self.port}"
         self._market_task = asyncio.create_task(self._run_market(), name="simulator-market")
         self._book_task = asyncio.create_task(self._run_books(), name="simulator-books")
+        if self.rest is not None:
+            await self.rest.start(host, rest_port)
 
     async def _run_books(self) -> None:
         await self.market.started.wait()
@@ -118,6 +134,8 @@ class CoinbaseSimulator:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         for session in self.sessions:
             session.stop_tasks()
+        if self.rest is not None:
+            await self.rest.close()
 
     def _accept(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         number = len(self.sessions) + 1
@@ -144,6 +162,8 @@ class CoinbaseSimulator:
         )
 
     def _publish(self, events: list[Event]) -> None:
+        if self.rest is not None:
+            self.rest.add(events)
         for session in self.sessions:
             if session.live:
                 session.on_events(events)

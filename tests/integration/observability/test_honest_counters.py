@@ -163,7 +163,9 @@ async def test_the_dashboard_shows_discards_neutrally_and_no_lag_for_recorded_ti
             seen["blocked"], seen["errors"] = opened.blocked, opened.errors
             return seen
 
-        seen = await asyncio.to_thread(look, running.url)
+        # the link scripts/demo.sh prints: the market panel (a chDB sink) queries with the token
+        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        seen = await asyncio.to_thread(look, f"{running.url}#token={token}")
 
     assert [h.lower() for h in seen["headers"]].count("discarded") == 1
     classes = set((seen["discarded_class"] or "").split())

@@ -291,7 +291,7 @@ window.apiQuery = apiQuery;
       el("td", { class: "num " + freshnessClass(s.freshness_secs, status.alerts, s.id), "data-freshness": s.freshness_secs },
         ago(s.freshness_secs)),
       lagCell(s),
-      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed)),
+      el("td", { class: "num" + (s.gaps ? " warn" : ""), "data-gaps": s.gaps }, fmt(s.gaps) + " / " + fmt(s.missed) + (s.gaps_healed ? " (" + fmt(s.gaps_healed) + " healed)" : "")),
       el("td", { class: "num" + (s.reconnects ? " warn" : "") }, fmt(s.reconnects)),
       el("td", { class: "num" + (s.errors ? " bad" : ""), title: JSON.stringify(s.errors_by_type) }, fmt(s.errors)),
       el("td", { class: "num" + (s.dead_letters ? " bad" : "") }, fmt(s.dead_letters)),

@@ -130,9 +130,16 @@ class ClickHouseSinkConfig(SinkConfig):
     )
     ddl: Path | None = Field(
         None,
+        description=("DDL file for `create`; default: the shipped DDL that `shipped_ddl` names."),
+    )
+    shipped_ddl: Literal["coinbase_ticker", "coinbase_trades"] = Field(
+        "coinbase_ticker",
         description=(
-            "DDL file for `create`; default: the shipped `sql/coinbase_ticker.sql` (Coinbase "
-            "ticker table; `coinbase_ticker.legacy.sql` on servers older than 20.1)."
+            "Which shipped table `create` makes when `ddl` is unset: `coinbase_ticker` "
+            "(`sql/coinbase_ticker.sql`, tickers with 1-minute candles) or `coinbase_trades` "
+            "(`sql/coinbase_trades.sql`, one row per trade of the `matches` channel, "
+            "deduplicated on `(product_id, trade_id)`, with a `backfilled` flag); servers older "
+            "than 20.1 get the `.legacy.sql` file of the same name."
         ),
     )
     compression: Literal["auto", "gzip", "none"] = Field(
@@ -229,6 +236,11 @@ class ClickHouseSinkConfig(SinkConfig):
         if self.insert_into == "local" and self.cluster is None:
             raise ValueError(
                 "`insert_into: local` needs `cluster` (the local table is the cluster's)"
+            )
+        if self.cluster is not None and self.ddl is None and self.shipped_ddl != "coinbase_ticker":
+            raise ValueError(
+                f"`cluster` ships the cluster DDL of coinbase_ticker only: for "
+                f"`shipped_ddl: {self.shipped_ddl}` on a cluster give your own `ddl`"
             )
         if self.batch.max_events > MAX_BATCH_ROWS:
             # above max_insert_block_size the server cuts an insert into several parts, and a

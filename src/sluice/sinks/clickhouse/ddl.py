@@ -25,6 +25,7 @@ __all__ = [
     "LEGACY_DDL",
     "ddl_path",
     "render_statements",
+    "shipped_ddl_file",
     "shipped_sql",
 ]
 
@@ -36,6 +37,12 @@ CLUSTER_LEGACY_DDL = "coinbase_ticker.cluster.legacy.sql"
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 _DERIVED_TABLE = re.compile(r"\{table\}(_[A-Za-z0-9_]+)")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def shipped_ddl_file(name: str, has_datetime64: bool) -> str:
+    """The file of the shipped table ``name`` (``coinbase_ticker``, ``coinbase_trades``) for a
+    server with or without DateTime64 (its ``.legacy.sql`` fallback)."""
+    return f"{name}.sql" if has_datetime64 else f"{name}.legacy.sql"
 
 
 def shipped_sql(name: str) -> Path:

@@ -106,6 +106,28 @@ WHERE before_trade_id - after_trade_id > 1
 ORDER BY product_id, after_trade_id""",
     ),
     Query(
+        "healed_gaps",
+        "Trades table (coinbase_trades) only: the gaps healed over REST in the last {hours}\n"
+        "hours, as runs of consecutive backfilled trade ids per product (first, last, trades).\n"
+        "Gaps still open are the holes trade_id_gaps finds in the same table.",
+        """\
+SELECT
+    product_id,
+    run[1] AS first_trade_id,
+    run[length(run)] AS last_trade_id,
+    length(run) AS trades
+FROM
+(
+    SELECT product_id, arraySort(groupUniqArray(trade_id)) AS ids
+    FROM {table}
+    WHERE time >= now() - {hours} * 3600 AND backfilled != 0
+    GROUP BY product_id
+)
+ARRAY JOIN arraySplit((x, i) -> i > 1 AND x != ids[i - 1] + 1, ids, arrayEnumerate(ids)) AS run
+ORDER BY product_id, first_trade_id""",
+        portable=False,
+    ),
+    Query(
         "prices",
         "Per product over the last hour: the last price, the first (for the change), the low,\n"
         "the high and the last quote's spread (best_ask - best_bid).",
@@ -177,7 +199,7 @@ def render_file() -> str:
         parts += ["", f"-- name: {query.name}"]
         parts += [f"-- {line}" if line else "--" for line in description.splitlines()]
         if not query.portable:
-            parts.append("-- Not for ClickHouse 18.16 (no WITH FILL there).")
+            parts.append("-- Not for ClickHouse 18.16.")
         parts.append(render(query.name) + ";")
     return "\n".join(parts) + "\n"
 

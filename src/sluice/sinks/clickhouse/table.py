@@ -19,10 +19,9 @@ from sluice.sinks.clickhouse.config import ClickHouseSinkConfig
 from sluice.sinks.clickhouse.ddl import (
     CLUSTER_DDL,
     CLUSTER_LEGACY_DDL,
-    DEFAULT_DDL,
-    LEGACY_DDL,
     ddl_path,
     render_statements,
+    shipped_ddl_file,
     shipped_sql,
 )
 from sluice.sinks.clickhouse.errors import ClickHouseError
@@ -93,7 +92,7 @@ async def ddl_statements(config: ClickHouseSinkConfig, server: ServerInfo) -> li
         if path is None and config.cluster is not None:
             path = shipped_sql(CLUSTER_DDL if server.has_datetime64 else CLUSTER_LEGACY_DDL)
         elif path is None:
-            path = shipped_sql(DEFAULT_DDL if server.has_datetime64 else LEGACY_DDL)
+            path = shipped_sql(shipped_ddl_file(config.shipped_ddl, server.has_datetime64))
         else:
             path = ddl_path(path)
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")

@@ -25,6 +25,7 @@ import asyncio
 import socket
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -338,6 +339,8 @@ class Connection:
         self.compressed = listener.deflate is not None
         self.received_at = time.monotonic()
         """When frames were last taken (for the stale-feed watchdog and readiness)."""
+        self.tap: Callable[[list[bytes]], None] | None = None
+        """Called with every list of frames :meth:`take` hands over (recording, ``record:``)."""
         # picows keeps the error that made it close the connection (an oversize frame) in a
         # future nobody else awaits; awaiting it here keeps asyncio from logging it as lost
         self._ended = asyncio.ensure_future(transport.wait_disconnected())
@@ -376,6 +379,8 @@ class Connection:
             listener.paused = False
             self.transport.underlying_transport.resume_reading()
         self.received_at = time.monotonic()
+        if self.tap is not None:
+            self.tap(frames)
         return frames
 
     @property

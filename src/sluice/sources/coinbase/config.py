@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from sluice.config.models import RetryPolicy, SourceConfig, StrictModel
 from sluice.sources.coinbase.auth import ExchangeCredentials
+from sluice.sources.coinbase.backfill import BackfillConfig
 from sluice.sources.coinbase.books import BookSnapshots
+from sluice.tape import RecordConfig
 
 __all__ = [
     "AUTH_CHANNELS",
@@ -189,6 +191,20 @@ class CoinbaseSourceConfig(SourceConfig):
             "`book_snapshot` record every `every_secs`. Unset: none."
         ),
     )
+    backfill: BackfillConfig = Field(
+        default_factory=BackfillConfig,
+        description=(
+            "Heal gaps of the `matches` channel: fetch the missing trades over Coinbase's REST "
+            "API and emit them as `match` records with `backfilled: true` (see docs/coinbase.md)."
+        ),
+    )
+    record: RecordConfig | None = Field(
+        None,
+        description=(
+            "Record every frame received (exact bytes, arrival time) to compressed tape files, "
+            "for `sluice simulate coinbase --replay`."
+        ),
+    )
     simulator: EmbeddedSimulator | None = Field(
         None,
         description=(
@@ -238,6 +254,21 @@ class CoinbaseSourceConfig(SourceConfig):
                     "level2_batch or status"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _backfill_needs_matches(self) -> CoinbaseSourceConfig:
+        if self.backfill.enabled:
+            if "matches" not in self.channel_names():
+                raise ValueError(
+                    "backfill heals gaps of the `matches` channel (REST gives trades, not "
+                    "tickers): add `matches` to `channels`"
+                )
+            if self.gap_detection not in ("auto", "matches"):
+                raise ValueError(
+                    "backfill needs the gaps of the `matches` channel: set gap_detection to "
+                    "`matches` or `auto`"
+                )
+        return self
 
     def channel_names(self) -> list[str]:
         return [c if isinstance(c, str) else c.name for c in self.channels]

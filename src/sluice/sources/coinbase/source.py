@@ -24,6 +24,11 @@ discarded on purpose and counted as such by reason, not as a loss (an unknown ``
 asks of clients; a duplicate or out-of-order trade); ``subscriptions`` and ``error`` frames are
 control messages, logged. Each batch reports every frame read (``read_events``) and what it
 discarded; the runner counts them. No frame can stop the source.
+
+Options beside the feed (their own modules): ``backfill:`` heals gaps of the ``matches`` stream over
+REST (:mod:`.backfill`: a task of its own, whose records are yielded between websocket batches:
+``match`` records marked ``backfilled``, ``gap_healed``, ``gap_unhealable``,
+``gap_backfill_failed``); ``record:`` writes every frame received to a tape (:mod:`sluice.tape`).
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from typing import Any
 
 import msgspec
 
+from sluice import __version__
 from sluice.config.models import RetryPolicy
 from sluice.errors import SluiceError
 from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.auth import signed_request
+from sluice.sources.coinbase.backfill import DEFAULT_REST_URL, Backfiller
 from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Update
 from sluice.sources.coinbase.books import BookFeed
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
@@ -62,6 +69,7 @@ from sluice.sources.coinbase.protocol import (
     screen,
     subscribe_request,
 )
+from sluice.tape import TapeWriter
 
 __all__ = ["CoinbaseSource", "SubscriptionRefused"]
 
@@ -115,12 +123,14 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         self._simulator: Any = None
         self._ctx: ComponentContext | None = None
         self._log: Any = None
+        self._backfill: Backfiller | None = None
+        self._tape: TapeWriter | None = None
 
     async def start(self, ctx: ComponentContext) -> None:
         self._ctx = ctx
         self._log = ctx.log
         if self.config.simulator is not None:
-            from sluice.simulator import CoinbaseSimulator, SimulatorOptions
+            from sluice.simulator import CoinbaseSimulator, RestOptions, SimulatorOptions
 
             sim = self.config.simulator
             self._simulator = CoinbaseSimulator(
@@ -131,11 +141,32 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     trades_per_sec=sim.trades_per_sec,
                     products=tuple(self.config.products) if sim.mode == "synthetic" else None,
                     credentials=_simulated_key(self.config),
+                    rest=RestOptions() if self.config.backfill.enabled else None,
                 )
             )
             await self._simulator.start("127.0.0.1", 0)
             self._url = self._simulator.url
             self._log.info("coinbase.simulator_started", url=self._url, mode=sim.mode)
+        self._start_extras(ctx)
+
+    def _start_extras(self, ctx: ComponentContext) -> None:
+        """The backfill task and the tape, when configured."""
+        c = self.config
+        if c.backfill.enabled:
+            backfill = c.backfill
+            if self._simulator is not None and backfill.rest_url == DEFAULT_REST_URL:
+                backfill = backfill.model_copy(update={"rest_url": self._simulator.rest_url})
+            self._backfill = Backfiller(backfill, self._log, ctx.metrics, f"sluice/{__version__}")
+            self._backfill.start()
+        if c.record is not None:
+            header = {
+                "source": "coinbase",
+                "component_id": self.component_id,
+                "url": self._url,
+                "subscribe": self._request.decode(),
+                "sluice": __version__,
+            }
+            self._tape = TapeWriter(c.record, header, self._log)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -144,6 +175,12 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         if self._simulator is not None:
             await self._simulator.close()
             self._simulator = None
+        if self._backfill is not None:
+            await self._backfill.close()
+            self._backfill = None
+        if self._tape is not None:
+            self._tape.close()
+            self._tape = None
 
     async def readiness(self) -> Readiness:
         conn = self._conn
@@ -172,6 +209,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             max_frame_bytes=c.max_frame_bytes,
         )
         self._conn = conn
+        if self._tape is not None:
+            self._tape.connection(self._url)
+            conn.tap = self._tape.frames_received
         # ids may have moved on another server, or back: each product's first may re-baseline
         self._tickers.reconnected()
         self._matches.reconnected()
@@ -184,15 +224,22 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             stale = c.stale_after_secs
             max_events = c.max_batch_events
             parse = self._parse
+            backfill = self._backfill
             while True:
                 frames = await self._take(conn, max_events, stale)
                 yield parse(frames)  # also one of discards only: the runner counts what was read
+                if backfill is not None and backfill.ready:
+                    yield backfill.take()
         finally:
             self._subscribed = False
             conn.close()
             self._conn = None
 
     async def _take(self, conn: Connection, max_events: int, stale: float | None) -> list[bytes]:
+        backfill = self._backfill
+        if backfill is not None and backfill.in_flight:
+            # a fetch is under way: look for its results at least every BACKFILL_POLL_SECS
+            return await self._take_or_poll(conn, max_events, stale)
         if stale is None:
             return await conn.take(max_events, None)
         try:
@@ -201,6 +248,21 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             raise FeedUnavailable(
                 f"{conn.host}: no frame for {stale:g} s (stale feed), reconnecting"
             ) from None
+
+    async def _take_or_poll(
+        self, conn: Connection, max_events: int, stale: float | None
+    ) -> list[bytes]:
+        """Frames, or none after BACKFILL_POLL_SECS; raises FeedUnavailable on a stale feed."""
+        stale_in = None if stale is None else conn.received_at + stale - time.monotonic()
+        wait = BACKFILL_POLL_SECS if stale_in is None else min(BACKFILL_POLL_SECS, stale_in)
+        try:
+            return await conn.take(max_events, wait)
+        except TimeoutError:
+            if stale_in is not None and stale_in <= BACKFILL_POLL_SECS:
+                raise FeedUnavailable(
+                    f"{conn.host}: no frame for {stale:g} s (stale feed), reconnecting"
+                ) from None
+            return []
 
     async def _subscribe(self, conn: Connection) -> list[bytes]:
         """Send the subscribe request and wait for the reply; returns other frames received
@@ -406,6 +468,15 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         verdict = tracker.observe(message.product_id, message.trade_id)
         if tracker.rebaselines:
             self._emit_rebaselines(tracker, stream)
+        if (
+            verdict == OUT_OF_ORDER
+            and self._backfill is not None
+            and tracker is self._matches
+            and self._backfill.claim(message.product_id, message.trade_id)
+        ):
+            # a late match inside a gap being healed: recorded, and not fetched over REST
+            records.append(Record(raw, kind, message.time.timestamp()))
+            return ACCEPT
         if verdict == ACCEPT:
             timestamp = message.time.timestamp()
             if tracker.gaps:
@@ -431,6 +502,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 missed=gap.missed,
             )
             records.append(Record(gap_json(gap, stream, detected_at), "gap", timestamp))
+            if self._backfill is not None and stream == "matches":
+                self._backfill.gap(gap, detected_at)
 
     def _emit_rebaselines(self, tracker: TradeIds, stream: str) -> None:
         assert self._ctx is not None
@@ -447,6 +520,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             )
 
 
+BACKFILL_POLL_SECS = 0.2
+"""While gaps are being fetched, the longest a backfill result waits for a quiet feed."""
 _LONG = 2 * MAX_DEPTH
 """Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
 _BLOB_BYTES = 16 * 1024 * 1024
