@@ -31,9 +31,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
+# run as a script, this file's directory comes first on sys.path, and this file is named like the
+# nats-py package it benchmarks: take the directory off so `import nats` finds the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from sluice.testing.nats import LocalNatsCluster
+import yaml  # noqa: E402
+
+from sluice.testing.nats import LocalNatsCluster  # noqa: E402
 
 BATCH = 2000
 

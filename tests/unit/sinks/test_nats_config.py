@@ -21,20 +21,20 @@ sinks:
 """
 
 SOURCE = """\
+sinks:
+  out: {type: stdout, inputs: [log]}
 sources:
   log:
     type: nats
     servers: [nats://127.0.0.1:4222]
     stream: S
-sinks:
-  out: {type: stdout, inputs: [log]}
 """
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (SINK + "    subject: a.{product_id\n", "line 8: sinks.log.subject:"),
+        (SINK + "    subject: a.{product_id\n", "line 9: sinks.log.subject: 'a.{product_id': expected '}'"),
         (SINK + "    subject: a..b\n", "is not a subject to publish to"),
         (SINK + "    subject: a.*\n", "is not a subject to publish to"),
         (SINK + "    subject: a.{x.y}\n", "is not a record field name"),
@@ -53,7 +53,7 @@ sinks:
             "use one of user/password, token and credentials_file",
         ),
         (SINK + "    subject: a\n    create_stream: {replicas: 7}\n", "replicas"),
-        (SOURCE, "line 3: sources.log.durable: missing"),
+        (SOURCE, "line 4: sources.log.durable: missing required key"),
         (SOURCE + "    durable: a.b\n", "a durable name"),
         (
             SOURCE + "    durable: d\n    ack_wait_secs: 2\n    progress_interval_secs: 3\n",
