@@ -25,11 +25,12 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sluice.config.loader import load_config
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
+from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import LocalChdb, LocalServer
 from sluice.testing import free_port
 from sluice.testing.nats import LocalNatsCluster
 from tests.conftest import SLUICE, Spawn, sent_events, wait_for, wait_until
-from tests.integration.support import build_pipeline, read_jsonl, run_pipeline
+from tests.integration.support import build_pipeline, read_jsonl, run_pipeline, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,8 +79,8 @@ def source_config(cluster: LocalNatsCluster, stream: str, **extra: Any) -> dict[
     }
 
 
-def sent(pipeline: Pipeline, component_id: str) -> int:
-    labels = {"component_id": component_id, "component_kind": "sink", "component_type": "nats"}
+def sent(pipeline: Pipeline, component_id: str, type_: str = "nats") -> int:
+    labels = {"component_id": component_id, "component_kind": "sink", "component_type": type_}
     value = pipeline.metrics.registry.get_sample_value("sluice_component_sent_events_total", labels)
     return int(value or 0)
 
@@ -263,6 +264,89 @@ async def test_two_loaders_share_the_consumer_and_a_loader_killed_mid_run_loses_
     rows = clickhouse_server.rows(f"SELECT product_id, trade_id FROM default.{table} FINAL")
     assert len(rows) == len(published), "a trade stored twice survives FINAL"
     assert {(p, int(t)) for p, t in rows} == published
+
+
+@pytest.mark.parametrize(
+    "simulator", [synthetic(("BTC-USD", "ETH-USD"), trades_per_sec=300)], indirect=True
+)
+async def test_redundant_ingesters_one_killed_mid_run_leave_every_trade_once_in_clickhouse(
+    cluster: LocalNatsCluster,
+    stream: str,
+    client: Any,
+    tmp_path: Path,
+    spawn: Spawn,
+    simulator: CoinbaseSimulator,
+) -> None:
+    ports = {name: free_port() for name in ("a", "b")}
+    configs = {}
+    for name, port in ports.items():
+        config = {
+            "data_dir": str(tmp_path / name),
+            "admin": {"listen": f"127.0.0.1:{port}"},
+            "sources": {
+                "coinbase": {
+                    "type": "coinbase",
+                    "url": simulator.url,
+                    "products": ["BTC-USD", "ETH-USD"],
+                    "channels": ["ticker", "heartbeat"],
+                }
+            },
+            "sinks": {
+                "log": {
+                    **sink_config(cluster, stream),
+                    "inputs": ["coinbase.ticker"],
+                    "buffer": {"type": "disk"},
+                }
+            },
+        }
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(yaml.safe_dump(config))
+    ingesters = {name: spawn([*SLUICE, "run", str(path)]) for name, path in configs.items()}
+
+    def published(name: str) -> int:
+        try:
+            return sent_events(f"http://127.0.0.1:{ports[name]}/").get("log", 0)
+        except OSError:
+            return 0
+
+    await wait_until(lambda: published("a") > 100 and published("b") > 100, timeout=60)
+    ingesters["a"].kill()  # A dies; B carries the same trades on
+    ingesters["a"].wait(10)
+    after_kill = published("b")
+    await wait_until(lambda: published("b") > after_kill + 300, timeout=60)
+    assert stop(ingesters["b"]) == 0
+
+    stored = await read_stream(client, stream)
+    keys = trade_keys(stored)
+    assert len(keys) == len(stored), "the stream kept a trade twice"
+    for product in ("BTC-USD", "ETH-USD"):
+        ids = sorted(t for p, t in keys if p == product)
+        assert ids == list(range(ids[0], ids[0] + len(ids))), f"{product}: a trade is missing"
+    chdb = tmp_path / "chdb"
+    loader = {
+        "data_dir": str(tmp_path / "loader"),
+        "admin": {"enabled": False},
+        "sources": {"log": source_config(cluster, stream)},
+        "sinks": {
+            "ch": {
+                "type": "clickhouse",
+                "inputs": ["log.ticker"],
+                "path": str(chdb),
+                "database": "d",
+                "table": "t",
+                "batch": {"max_age_secs": 0.1},
+            }
+        },
+    }
+    pipeline = build_pipeline(loader)
+    await run_pipeline(pipeline, until=lambda: sent(pipeline, "ch", "clickhouse") >= len(stored))
+    store = LocalChdb(chdb)
+    try:
+        rows = store.rows("SELECT product_id, trade_id FROM d.t FINAL")
+    finally:
+        store.close()
+    assert len(rows) == len(keys)
+    assert {(p, int(t)) for p, t in rows} == keys
 
 
 async def test_killing_the_stream_leader_mid_run_loses_nothing(
