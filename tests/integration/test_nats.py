@@ -79,6 +79,9 @@ def source_config(cluster: LocalNatsCluster, stream: str, **extra: Any) -> dict[
     }
 
 
+SINK_LABELS = {"component_id": "log", "component_kind": "sink", "component_type": "nats"}
+
+
 def sent(pipeline: Pipeline, component_id: str, type_: str = "nats") -> int:
     labels = {"component_id": component_id, "component_kind": "sink", "component_type": type_}
     value = pipeline.metrics.registry.get_sample_value("sluice_component_sent_events_total", labels)
@@ -169,7 +172,15 @@ async def test_the_sink_stores_each_record_once_in_a_replicated_stream_even_when
             "sources": {"file": {"type": "file", "path": str(tmp_path / "in.jsonl")}},
             "sinks": {"log": {**sink_config(cluster, stream), "inputs": ["file"]}},
         }
-        assert (await run_pipeline(config)).ok
+        pipeline = build_pipeline(config)
+        assert (await run_pipeline(pipeline)).ok
+        registry = pipeline.metrics.registry
+        acks = registry.get_sample_value("sluice_nats_publish_ack_seconds_count", SINK_LABELS)
+        assert acks is not None and acks >= 1
+        repeats = registry.get_sample_value(
+            "sluice_component_dropped_events_total", {**SINK_LABELS, "reason": "duplicate"}
+        )
+        assert (repeats or 0) == (1500 if attempt else 0)
     info = await client.jetstream().stream_info(stream)
     assert info.config.num_replicas == 3
     assert info.state.messages == 1500
@@ -425,6 +436,48 @@ async def test_a_message_that_is_not_json_goes_to_the_dead_letters_with_its_sequ
     assert f"stream {stream}, sequence 3" in reasons[1]
     assert "not a JSON object" in reasons[1]
     await wait_until(lambda: consumer_settled(client, stream), timeout=20)
+
+
+async def test_the_consumers_pending_messages_are_in_the_metrics(
+    cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
+) -> None:
+    js = client.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+    for n in range(300):
+        await js.publish(f"{stream}.x", orjson.dumps({"n": n}))
+    out = tmp_path / "out.jsonl"
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {
+            "log": source_config(
+                cluster,
+                stream,
+                batch_size=20,
+                stats_interval_secs=0.1,
+                rate_limit={"events_per_sec": 100},
+            )
+        },
+        "sinks": {"out": {"type": "file", "path": str(out), "inputs": ["log"]}},
+    }
+    labels = {"component_id": "log", "component_kind": "source", "component_type": "nats"}
+    pipeline = build_pipeline(config)
+    seen: list[float] = []
+
+    def pending() -> float | None:
+        value = pipeline.metrics.registry.get_sample_value(
+            "sluice_nats_consumer_pending_messages", labels
+        )
+        if value is not None:
+            seen.append(value)
+        return value
+
+    def done() -> bool:
+        return pending() == 0 and len(read_jsonl(out)) == 300
+
+    assert (await run_pipeline(pipeline, until=done)).ok
+    assert max(seen) > 0, "the pending count never showed the backlog"
+    assert read_jsonl(out) == [{"n": n} for n in range(300)]
 
 
 def test_unreachable_servers_make_readyz_503_naming_the_source(
