@@ -157,7 +157,11 @@ async def connect(config: NatsConnectionConfig, log: Any, name: str) -> Any:
     async def error_cb(exc: Exception) -> None:
         log.warning("nats.client_error", error=str(exc), error_type=type(exc).__name__)
 
+    client: list[Any] = []
+
     async def disconnected_cb() -> None:
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # closed by us
         log.warning("nats.disconnected")
 
     async def reconnected_cb() -> None:
@@ -185,11 +189,13 @@ async def connect(config: NatsConnectionConfig, log: Any, name: str) -> Any:
         if config.tls.server_name is not None:
             options["tls_hostname"] = config.tls.server_name
     try:
-        return await nats.connect(**options)
+        nc = await nats.connect(**options)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise RetriableError(
             f"cannot connect to the NATS servers {', '.join(config.servers)}: {_describe(exc)}"
         ) from exc
+    client.append(nc)
+    return nc
 
 
 def _describe(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from sluice.errors import PermanentError, RetriableError
+from sluice.errors import PermanentError
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sinks.nats.connection import connect, import_nats, is_transient_nats_error, retriable
@@ -137,7 +137,7 @@ class NatsSource(Source[NatsSourceConfig]):
             raise retriable(exc, f"cannot use consumer {c.durable} of stream {c.stream}") from exc
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
-        nats = import_nats()
+        import_nats()
         c = self.config
         js = await self._connection()
         subscription = await self._subscribe(js)
@@ -145,12 +145,12 @@ class NatsSource(Source[NatsSourceConfig]):
             while True:
                 try:
                     messages = await subscription.fetch(c.batch_size, timeout=c.fetch_timeout_secs)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's own and asyncio's
                     continue  # nothing new within the fetch's wait
                 except Exception as exc:
                     if is_transient_nats_error(exc):
-                        raise RetriableError(
-                            f"fetch from consumer {c.durable} of stream {c.stream} failed: {exc}"
+                        raise retriable(
+                            exc, f"fetch from consumer {c.durable} of stream {c.stream} failed"
                         ) from exc
                     raise
                 if messages:
