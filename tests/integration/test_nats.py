@@ -524,6 +524,26 @@ def test_unreachable_servers_make_readyz_503_naming_the_source(
     assert stop(process) == 0
 
 
+def test_a_stream_that_does_not_exist_fails_the_run_naming_it(
+    cluster: LocalNatsCluster, tmp_path: Path, spawn: Spawn
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "admin": {"enabled": False},
+                "sources": {"log": source_config(cluster, "NOSUCHSTREAM")},
+                "sinks": {"out": {"type": "file", "path": str(tmp_path / "o"), "inputs": ["log"]}},
+            }
+        )
+    )
+    process = spawn([*SLUICE, "run", str(config)])
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "stream NOSUCHSTREAM does not exist" in stderr
+
+
 @pytest.mark.parametrize(
     "name", ["examples/ingest_to_nats.yaml", "examples/nats_to_clickhouse.yaml"]
 )
