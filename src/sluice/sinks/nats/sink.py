@@ -188,11 +188,9 @@ class NatsSink(Sink[NatsSinkConfig]):
         return subject, ":".join(values)
 
     async def write_batch(self, records: Sequence[Record], batch: BatchInfo | None = None) -> None:
-        nats = import_nats()
         if self._js is None or self._nc is None or self._nc.is_closed:
             await self._disconnect()
             await self._connect()
-        js = self._js
         c = self.config
         if batch is not None:
             prefix = f"{self._nonce}-{batch.batch_id}"
@@ -203,29 +201,17 @@ class NatsSink(Sink[NatsSinkConfig]):
         pending: list[tuple[int, asyncio.Future[Any]]] = []
         started = time.perf_counter()
         try:
-            for index, record in enumerate(records):
-                try:
-                    subject, msg_id = self._address(record, index, prefix)
-                except _Unaddressable as exc:
-                    rejected[index] = str(exc)
-                    continue
-                headers = {MSG_ID: msg_id, KIND: record.kind}
-                if record.time is not None:
-                    headers[TIME] = repr(record.time)
-                try:
-                    future = await js.publish_async(
-                        subject,
-                        record.raw,
-                        wait_stall=c.ack_timeout_secs,
-                        stream=c.stream,
-                        headers=headers,
-                    )
-                except nats.errors.MaxPayloadError:
-                    rejected[index] = (
-                        f"{len(record.raw)} bytes: larger than the server's max_payload"
-                    )
-                    continue
-                pending.append((index, future))
+            # one deadline for the loop (publish_async blocks while max_pending are unanswered);
+            # its own per-message wait_stall would cost a task per message
+            async with asyncio.timeout(c.ack_timeout_secs):
+                await self._publish(records, prefix, rejected, pending)
+        except TimeoutError as exc:
+            _cancel(pending)
+            self._count_error("publish_stalled")
+            raise RetriableError(
+                f"publish to {c.stream} stalled: {c.max_pending} messages unacknowledged for "
+                f"{c.ack_timeout_secs:g}s"
+            ) from exc
         except Exception as exc:
             _cancel(pending)
             self._failed(exc)
@@ -233,6 +219,33 @@ class NatsSink(Sink[NatsSinkConfig]):
         await self._await_acks(pending, rejected, started)
         if rejected:
             raise RejectedRecords(rejected)
+
+    async def _publish(
+        self,
+        records: Sequence[Record],
+        prefix: str,
+        rejected: dict[int, str],
+        pending: list[tuple[int, asyncio.Future[Any]]],
+    ) -> None:
+        nats = import_nats()
+        js = self._js
+        stream = self.config.stream
+        address = self._address
+        for index, record in enumerate(records):
+            try:
+                subject, msg_id = address(record, index, prefix)
+            except _Unaddressable as exc:
+                rejected[index] = str(exc)
+                continue
+            headers = {MSG_ID: msg_id, KIND: record.kind}
+            if record.time is not None:
+                headers[TIME] = repr(record.time)
+            try:
+                future = await js.publish_async(subject, record.raw, stream=stream, headers=headers)
+            except nats.errors.MaxPayloadError:
+                rejected[index] = f"{len(record.raw)} bytes: larger than the server's max_payload"
+                continue
+            pending.append((index, future))
 
     async def _await_acks(
         self,
