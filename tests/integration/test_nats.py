@@ -480,6 +480,40 @@ async def test_the_consumers_pending_messages_are_in_the_metrics(
     assert read_jsonl(out) == [{"n": n} for n in range(300)]
 
 
+async def test_a_sink_slower_than_ack_wait_causes_no_redelivery(
+    cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
+) -> None:
+    js = client.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+    for n in range(60):
+        await js.publish(f"{stream}.x", orjson.dumps({"n": n}))
+    out = tmp_path / "out.jsonl"
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {
+            "log": source_config(
+                cluster, stream, batch_size=20, ack_wait_secs=1, progress_interval_secs=0.25
+            )
+        },
+        "sinks": {
+            "out": {
+                "type": "flaky",
+                "path": str(out),
+                "inputs": ["log"],
+                "delay_secs": 2.5,  # each write outlasts ack_wait: only +WIP keeps the messages
+                "batch": {"max_events": 20, "max_age_secs": 0.05},
+            }
+        },
+    }
+    pipeline = build_pipeline(config)
+    assert (await run_pipeline(pipeline, until=lambda: len(read_jsonl(out)) == 60)).ok
+    await wait_until(lambda: consumer_settled(client, stream), timeout=20)
+    info = await js.consumer_info(stream, "loaders")
+    assert info.num_redelivered == 0
+    assert read_jsonl(out) == [{"n": n} for n in range(60)]
+
+
 def test_unreachable_servers_make_readyz_503_naming_the_source(
     tmp_path: Path, spawn: Spawn
 ) -> None:
