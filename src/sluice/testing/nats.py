@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sluice.testing.doubles import free_port
 
@@ -58,6 +59,8 @@ class LocalNatsCluster:
     directory: Path
     nodes: int = 3
     name: str = "sluice-test"
+    token: str | None = None
+    """When set, clients must authenticate with this token (``--auth``)."""
     members: list[NatsNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -100,15 +103,20 @@ class LocalNatsCluster:
             "-js",
             "--store_dir",
             str(node.store),
-            "--cluster_name",
-            self.name,
-            "--cluster",
-            f"nats://127.0.0.1:{node.cluster_port}",
-            "--routes",
-            routes,
             "--log",
             str(node.log),
         ]
+        if self.nodes > 1:
+            args += [
+                "--cluster_name",
+                self.name,
+                "--cluster",
+                f"nats://127.0.0.1:{node.cluster_port}",
+                "--routes",
+                routes,
+            ]
+        if self.token is not None:
+            args += ["--auth", self.token]
         node.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)  # noqa: S603
 
     def kill_node(self, node: NatsNode) -> None:
@@ -124,7 +132,6 @@ class LocalNatsCluster:
 
     async def wait_ready(self, within_secs: float = 30.0) -> None:
         """Wait until the cluster takes a stream with a replica on every node."""
-        import nats
         from nats.js.api import StreamConfig
 
         deadline = time.monotonic() + within_secs
@@ -134,9 +141,7 @@ class LocalNatsCluster:
                 if node.process is not None and node.process.poll() is not None:
                     raise RuntimeError(f"nats-server {node.name} exited: see {node.log}")
             try:
-                nc = await nats.connect(
-                    self.urls, connect_timeout=1, allow_reconnect=False, error_cb=_quiet
-                )
+                nc = await self.connect(connect_timeout=1, allow_reconnect=False)
                 try:
                     js = nc.jetstream(timeout=2)
                     await js.add_stream(
@@ -154,11 +159,18 @@ class LocalNatsCluster:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"the NATS cluster was not ready within {within_secs}s: {last!r}")
 
-    async def stream_leader(self, stream: str) -> NatsNode:
-        """The node that leads ``stream`` now."""
+    async def connect(self, **options: Any) -> Any:
+        """A nats-py client of the cluster (with its token, if it has one)."""
         import nats
 
-        nc = await nats.connect(self.urls, connect_timeout=2, error_cb=_quiet)
+        if self.token is not None:
+            options["token"] = self.token
+        return await nats.connect(self.urls, error_cb=_quiet, **options)
+
+    async def stream_leader(self, stream: str) -> NatsNode:
+        """The node that leads ``stream`` now."""
+
+        nc = await self.connect(connect_timeout=2)
         try:
             info = await nc.jetstream(timeout=5).stream_info(stream)
         finally:
