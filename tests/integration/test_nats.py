@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import nats
 import orjson
@@ -28,6 +28,7 @@ from sluice.runtime.pipeline import Pipeline
 from sluice.simulator import CoinbaseSimulator
 from sluice.sinks.clickhouse.testing import LocalChdb, LocalServer
 from sluice.testing import free_port
+from sluice.testing.conformance import SinkConformance
 from sluice.testing.nats import LocalNatsCluster
 from tests.conftest import SLUICE, Spawn, sent_events, wait_for, wait_until
 from tests.integration.support import build_pipeline, read_jsonl, run_pipeline, synthetic
@@ -632,3 +633,38 @@ def test_the_nats_example_configs_load(name: str) -> None:
     assert {c.type for c in [*loaded.model.sources.values(), *loaded.model.sinks.values()]} & {
         "nats"
     }
+
+
+class TestNatsSinkConformance(SinkConformance):
+    """The shipped sink suite against the ``nats`` sink (the stream read back in order)."""
+
+    bad_record: ClassVar[dict[str, Any] | None] = {"n": None, "text": "no subject"}
+
+    @property
+    def stream_name(self) -> str:
+        return "C" + self.workdir.name.replace("-", "_")[-30:]
+
+    def sink_config(self) -> dict[str, Any]:
+        cluster: LocalNatsCluster = self.request.getfixturevalue("cluster")
+        return {
+            "type": "nats",
+            "servers": cluster.urls,
+            "stream": self.stream_name,
+            "subject": f"{self.stream_name}.{{n}}",
+            "create_stream": {"replicas": 3, "subjects": [f"{self.stream_name}.>"]},
+        }
+
+    def stored(self) -> list[dict[str, Any]]:
+        cluster: LocalNatsCluster = self.request.getfixturevalue("cluster")
+
+        async def read() -> list[dict[str, Any]]:
+            nc = await cluster.connect()
+            try:
+                try:
+                    return await read_stream(nc, self.stream_name)
+                except nats.js.errors.NotFoundError:
+                    return []
+            finally:
+                await nc.close()
+
+        return asyncio.run(read())
