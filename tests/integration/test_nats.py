@@ -402,9 +402,9 @@ async def test_killing_the_stream_leader_mid_run_loses_nothing(
         for node in cluster.members:
             if node.process is None:
                 cluster.start_node(node)
+        await cluster.wait_ready()  # whole again for the next test
     assert result.ok
     assert sent(pipeline, "log") == total
-    await cluster.wait_ready()
     stored = await read_stream(client, stream)
     assert sorted(row["seq"] for row in stored) == list(range(total))
 
