@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -559,68 +560,125 @@ def test_unreachable_servers_make_readyz_503_naming_the_source(
     assert stop(process) == 0
 
 
-def test_a_stream_that_does_not_exist_fails_the_run_naming_it(
-    cluster: LocalNatsCluster, tmp_path: Path, spawn: Spawn
+async def test_a_stream_that_does_not_exist_is_waited_for_and_named_by_readiness(
+    cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
 ) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "data_dir": str(tmp_path / "data"),
-                "admin": {"enabled": False},
-                "sources": {"log": source_config(cluster, "NOSUCHSTREAM")},
-                "sinks": {"out": {"type": "file", "path": str(tmp_path / "o"), "inputs": ["log"]}},
-            }
+    out = tmp_path / "out.jsonl"
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {"log": source_config(cluster, stream)},
+        "sinks": {"out": {"type": "file", "path": str(out), "inputs": ["log"]}},
+    }
+    pipeline = build_pipeline(config)
+    task = asyncio.create_task(pipeline.run())
+    try:
+
+        async def waiting() -> bool:
+            reason = (await pipeline.readiness())["source/log"]
+            return not reason.ready and f"stream {stream} does not exist" in reason.reason
+
+        await wait_until(waiting, timeout=30)
+        js = client.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+        await js.publish(f"{stream}.x", b'{"n": 1}')
+        await wait_until(lambda: read_jsonl(out) == [{"n": 1}], timeout=30)
+    finally:
+        pipeline.stop("test over")
+        result = await asyncio.wait_for(task, 60)
+    assert result.ok
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate it signed for 127.0.0.1: (ca, cert, key) files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("sluice test CA"))
+        .issuer_name(name("sluice test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
-    process = spawn([*SLUICE, "run", str(config)])
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1
-    assert "stream NOSUCHSTREAM does not exist" in stderr
+    return paths
 
 
-def test_a_token_from_the_environment_authenticates_and_is_never_logged(
-    tmp_path: Path, spawn: Spawn
-) -> None:
-    secret = "s3cret-" + uuid.uuid4().hex
-    server = LocalNatsCluster(tmp_path / "nats", nodes=1, token=secret)
-    server.start()
+async def test_the_sink_and_source_speak_tls_verified_by_a_given_ca(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    server = LocalNatsCluster(
+        tmp_path / "nats",
+        nodes=1,
+        server_args=["--tls", "--tlscert", str(cert), "--tlskey", str(key)],
+        client_options={"tls": ssl.create_default_context(cafile=str(ca))},
+    )
+    await asyncio.to_thread(server.start)
     try:
-        config = tmp_path / "c.yaml"
-        sink = {
-            "type": "nats",
-            "inputs": ["gen"],
-            "servers": server.urls,
-            "stream": "AUTH",
-            "subject": "auth.records",
-            "token": "${NATS_TOKEN}",
-            "create_stream": {"replicas": 1},
+        out = tmp_path / "out.jsonl"  # the source waits for the stream the sink creates
+        tls = {"ca_file": str(ca)}
+        source = {"type": "nats", "servers": server.urls, "stream": "TLS", "durable": "tls"}
+        config = {
+            "data_dir": str(tmp_path / "data"),
+            "admin": {"enabled": False},
+            "sources": {
+                "gen": {"type": "generator", "count": 50, "record_bytes": 60},
+                "log": {**source, "tls": tls},
+            },
+            "sinks": {
+                "pub": {
+                    "type": "nats",
+                    "inputs": ["gen"],
+                    "servers": server.urls,
+                    "stream": "TLS",
+                    "subject": "tls.records",
+                    "create_stream": {"replicas": 1},
+                    "tls": tls,
+                },
+                "out": {"type": "file", "path": str(out), "inputs": ["log"]},
+            },
         }
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "data_dir": str(tmp_path / "data"),
-                    "admin": {"enabled": False},
-                    "log": {"level": "debug"},
-                    "sources": {"gen": {"type": "generator", "count": 100}},
-                    "sinks": {"log": sink},
-                }
-            )
-        )
-        process = spawn([*SLUICE, "run", str(config)], NATS_TOKEN=secret)
-        stdout, stderr = process.communicate(timeout=60)
-        assert process.returncode == 0, stderr
-        assert secret not in stdout + stderr
-
-        async def stored() -> int:
-            nc = await server.connect()
-            try:
-                info = await nc.jetstream().stream_info("AUTH")
-            finally:
-                await nc.close()
-            return int(info.state.messages)
-
-        assert asyncio.run(stored()) == 100
+        assert (await run_pipeline(config, until=lambda: len(read_jsonl(out)) == 50)).ok
+        assert sorted(row["seq"] for row in read_jsonl(out)) == list(range(50))
     finally:
         server.stop()
 

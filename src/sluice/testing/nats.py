@@ -61,6 +61,10 @@ class LocalNatsCluster:
     name: str = "sluice-test"
     token: str | None = None
     """When set, clients must authenticate with this token (``--auth``)."""
+    server_args: list[str] = field(default_factory=list)
+    """More ``nats-server`` arguments for every node (e.g. ``--tls`` and its files)."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """More ``nats.connect`` options for :meth:`connect` (e.g. ``tls``: an SSL context)."""
     members: list[NatsNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -117,6 +121,7 @@ class LocalNatsCluster:
             ]
         if self.token is not None:
             args += ["--auth", self.token]
+        args += self.server_args
         node.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)  # noqa: S603
 
     def kill_node(self, node: NatsNode) -> None:
@@ -165,7 +170,7 @@ class LocalNatsCluster:
 
         if self.token is not None:
             options["token"] = self.token
-        return await nats.connect(self.urls, error_cb=_quiet, **options)
+        return await nats.connect(self.urls, error_cb=_quiet, **self.client_options, **options)
 
     async def stream_leader(self, stream: str) -> NatsNode:
         """The node that leads ``stream`` now."""

@@ -34,7 +34,10 @@ sources:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (SINK + "    subject: a.{product_id\n", "line 9: sinks.log.subject: 'a.{product_id': expected '}'"),
+        (
+            SINK + "    subject: a.{product_id\n",
+            "line 9: sinks.log.subject: 'a.{product_id': expected '}'",
+        ),
         (SINK + "    subject: a..b\n", "is not a subject to publish to"),
         (SINK + "    subject: a.*\n", "is not a subject to publish to"),
         (SINK + "    subject: a.{x.y}\n", "is not a record field name"),

@@ -12,8 +12,9 @@ copy of each trade (``ReplacingMergeTree``, ``FINAL``), see docs/scaling-nats.md
 
 A message that is not a JSON object goes to the dead letters with its stream and stream sequence in
 the reason, and is then terminated (``+TERM``: never delivered again). Servers that cannot be
-reached, a stream or consumer with no leader (an election): a retriable error, the runner reconnects
-with backoff and /readyz names the source until it reads again. The connection outlives a restart
+reached, a stream that does not exist yet (loaders may start before the ingesters that create it),
+a stream or consumer with no leader (an election): a retriable error, the runner tries again with
+backoff and /readyz names the source, with the reason, until it reads. The connection outlives a restart
 of the read loop, so messages already read are still acknowledged on it.
 
 Metrics: ``sluice_nats_consumer_pending_messages`` (in the stream, not yet delivered to any loader)
@@ -33,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from sluice.errors import PermanentError
+from sluice.errors import RetriableError
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sinks.nats.connection import connect, import_nats, is_transient_nats_error, retriable
@@ -111,8 +112,10 @@ class NatsSource(Source[NatsSourceConfig]):
             try:
                 await js.consumer_info(c.stream, c.durable)
             except nats.js.errors.NotFoundError as exc:
-                if exc.err_code == 10059:  # the stream itself
-                    raise PermanentError(f"stream {c.stream} does not exist") from exc
+                if exc.err_code == 10059:  # the stream itself: made by an ingester, maybe later
+                    raise RetriableError(
+                        f"stream {c.stream} does not exist (yet): waiting for it"
+                    ) from exc
                 await js.add_consumer(
                     c.stream,
                     api.ConsumerConfig(
@@ -131,7 +134,7 @@ class NatsSource(Source[NatsSourceConfig]):
                 )
                 self._log.info("nats.consumer_created", stream=c.stream, durable=c.durable)
             return await js.pull_subscribe_bind(durable=c.durable, stream=c.stream)
-        except PermanentError:
+        except RetriableError:
             raise
         except Exception as exc:
             raise retriable(exc, f"cannot use consumer {c.durable} of stream {c.stream}") from exc
