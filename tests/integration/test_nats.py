@@ -84,6 +84,20 @@ def source_config(cluster: LocalNatsCluster, stream: str, **extra: Any) -> dict[
 SINK_LABELS = {"component_id": "log", "component_kind": "sink", "component_type": "nats"}
 
 
+def loader_to_file(
+    cluster: LocalNatsCluster, stream: str, tmp: Path
+) -> tuple[dict[str, Any], Path]:
+    """A pipeline config: the ``nats`` source into a JSON Lines file (and that file)."""
+    out = tmp / "out.jsonl"
+    config = {
+        "data_dir": str(tmp / "data"),
+        "admin": {"enabled": False},
+        "sources": {"log": source_config(cluster, stream)},
+        "sinks": {"out": {"type": "file", "path": str(out), "inputs": ["log"]}},
+    }
+    return config, out
+
+
 def sent(pipeline: Pipeline, component_id: str, type_: str = "nats") -> int:
     labels = {"component_id": component_id, "component_kind": "sink", "component_type": type_}
     value = pipeline.metrics.registry.get_sample_value("sluice_component_sent_events_total", labels)
@@ -419,14 +433,8 @@ async def test_a_message_that_is_not_json_goes_to_the_dead_letters_with_its_sequ
     await js.publish(f"{stream}.x", b"not json")
     await js.publish(f"{stream}.x", b"[1, 2]")
     await js.publish(f"{stream}.x", b'{"n": 2}')
-    out = tmp_path / "out.jsonl"
+    config, out = loader_to_file(cluster, stream, tmp_path)
     dead = tmp_path / "data/dead_letters.jsonl"
-    config = {
-        "data_dir": str(tmp_path / "data"),
-        "admin": {"enabled": False},
-        "sources": {"log": source_config(cluster, stream)},
-        "sinks": {"out": {"type": "file", "path": str(out), "inputs": ["log"]}},
-    }
     result = await run_pipeline(
         config, until=lambda: len(read_jsonl(out)) == 2 and len(read_jsonl(dead)) == 2
     )
@@ -563,13 +571,7 @@ def test_unreachable_servers_make_readyz_503_naming_the_source(
 async def test_a_stream_that_does_not_exist_is_waited_for_and_named_by_readiness(
     cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    config = {
-        "data_dir": str(tmp_path / "data"),
-        "admin": {"enabled": False},
-        "sources": {"log": source_config(cluster, stream)},
-        "sinks": {"out": {"type": "file", "path": str(out), "inputs": ["log"]}},
-    }
+    config, out = loader_to_file(cluster, stream, tmp_path)
     pipeline = build_pipeline(config)
     task = asyncio.create_task(pipeline.run())
     try:
