@@ -591,6 +591,52 @@ async def test_a_stream_that_does_not_exist_is_waited_for_and_named_by_readiness
     assert result.ok
 
 
+def test_a_token_from_the_environment_authenticates_and_is_never_logged(
+    tmp_path: Path, spawn: Spawn
+) -> None:
+    secret = "s3cret-" + uuid.uuid4().hex
+    server = LocalNatsCluster(tmp_path / "nats", nodes=1, token=secret)
+    server.start()
+    try:
+        config = tmp_path / "c.yaml"
+        sink = {
+            "type": "nats",
+            "inputs": ["gen"],
+            "servers": server.urls,
+            "stream": "AUTH",
+            "subject": "auth.records",
+            "token": "${NATS_TOKEN}",
+            "create_stream": {"replicas": 1},
+        }
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": str(tmp_path / "data"),
+                    "admin": {"enabled": False},
+                    "log": {"level": "debug"},
+                    "sources": {"gen": {"type": "generator", "count": 100}},
+                    "sinks": {"log": sink},
+                }
+            )
+        )
+        process = spawn([*SLUICE, "run", str(config)], NATS_TOKEN=secret)
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert secret not in stdout + stderr
+
+        async def stored() -> int:
+            nc = await server.connect()
+            try:
+                info = await nc.jetstream().stream_info("AUTH")
+            finally:
+                await nc.close()
+            return int(info.state.messages)
+
+        assert asyncio.run(stored()) == 100
+    finally:
+        server.stop()
+
+
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A CA, and a certificate it signed for 127.0.0.1: (ca, cert, key) files."""
     import datetime
