@@ -239,6 +239,7 @@ class Metrics:
         )
         self._state = _StateCollector()
         r.register(self._state)
+        self._plugin_histograms: dict[str, Histogram] = {}
 
     def component(self, component_id: str, kind: str, type_: str) -> ComponentMetrics:
         """Metric handles bound to one component's labels."""
@@ -256,6 +257,18 @@ class Metrics:
         ``label_names``; one family has one set of names)."""
         if self.enabled:
             self._state.sources.append(_GaugeSource(name, documentation, labels, read, label_names))
+
+    def plugin_histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...]
+    ) -> Histogram:
+        """A histogram a plugin observes (e.g. the NATS sink's acknowledgement latency), with the
+        component labels; made once per registry and name, so two components of one type share
+        it."""
+        family = self._plugin_histograms.get(name)
+        if family is None:
+            family = Histogram(name, documentation, LABELS, buckets=buckets, registry=self.registry)
+            self._plugin_histograms[name] = family
+        return family
 
     def values(self, metric: Counter | Gauge) -> dict[tuple[str, ...], float]:
         """Current value of each labelled series of a counter or gauge, by label values.
@@ -400,6 +413,12 @@ class ComponentMetrics:
             read,
             (*LABELS, *extra.keys()),
         )
+
+    def histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Any:
+        """This component's series of a plugin's own histogram (a no-op when metrics are off)."""
+        if not self.metrics.enabled:
+            return NOOP
+        return self.metrics.plugin_histogram(name, documentation, buckets).labels(*self.labels)
 
 
 _HANDLES = (

@@ -7,6 +7,8 @@
   pytest runs every behaviour against your plugin. Needs pytest: ``pip install sluice[testing]``;
 - :mod:`sluice.testing.clickhouse`: ClickHouse stores to check a sink against (a private
   ``clickhouse-server``, a chDB directory) and Coinbase-like ticker records.
+- :mod:`sluice.testing.nats`: a private NATS JetStream cluster (``nats-server`` nodes on loopback,
+  routed, stopped by PID); needs the ``nats`` extra.
 
 ``python -m sluice.testing run CONFIG`` is ``sluice run`` with the doubles registered.
 Nothing here is used by a running pipeline, and nothing here holds state between tests.
