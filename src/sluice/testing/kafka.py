@@ -93,13 +93,11 @@ class LocalTansu:
 
     def create_topic(self, topic: str, partitions: int, timeout: float = 30.0) -> None:
         """Create ``topic`` with ``partitions`` partitions (and wait until it is there)."""
-        from confluent_kafka import admin
+        from confluent_kafka import admin as kafka_admin
 
-        AdminClient, NewTopic = admin.AdminClient, admin.NewTopic
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        future = admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+        client = kafka_admin.AdminClient({"bootstrap.servers": self.bootstrap})
+        future = client.create_topics(
+            [kafka_admin.NewTopic(topic, num_partitions=partitions, replication_factor=1)],  # type: ignore[attr-defined]
             request_timeout=timeout,
         )[topic]
         future.result(timeout=timeout)
