@@ -1,0 +1,398 @@
+"""Kafka end to end against a real Kafka-protocol broker (tansu, started per test on a free
+loopback port): Coinbase simulator -> ingest process -> topic -> loader processes -> ClickHouse,
+loaders sharing partitions in a group and surviving a kill -9, resuming from committed offsets,
+messages that are not JSON, and brokers that do not answer.
+
+tansu's high watermark is the start of the last batch, so "all consumed" is decided from record
+ids (trade ids), never from lag.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer
+
+from sluice.testing.clickhouse import ClickHouseStore, LocalChdb
+from sluice.testing.doubles import free_port
+from sluice.testing.kafka import LocalTansu
+from tests.conftest import SLUICE, Spawn, sent_events, wait_for
+from tests.integration.conftest import SERVER
+from tests.integration.support import read_jsonl
+
+SESSION_SECS = 6
+"""The loaders' session timeout (tansu's first join waits about half of it)."""
+PRODUCTS = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD"]
+
+
+@pytest.fixture
+def tansu(tmp_path: Path) -> Iterator[LocalTansu]:
+    broker = LocalTansu(tmp_path / "tansu")
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+def ingest_config(root: Path, broker: str, topic: str, port: int, trades_per_sec: int) -> Path:
+    path = root / "ingest.yaml"
+    path.write_text(
+        f"""
+data_dir: {root / "ingest"}
+admin: {{listen: "127.0.0.1:{port}"}}
+sources:
+  coinbase:
+    type: coinbase
+    products: {json.dumps(PRODUCTS)}
+    channels: [ticker, heartbeat]
+    simulator: {{mode: synthetic, trades_per_sec: {trades_per_sec}}}
+sinks:
+  log:
+    type: kafka
+    inputs: [coinbase.ticker]
+    brokers: ["{broker}"]
+    topic: {topic}
+    batch: {{max_events: 500, max_age_secs: 0.05}}
+"""
+    )
+    return path
+
+
+def loader_config(
+    root: Path, name: str, broker: str, topic: str, port: int, target: dict[str, str], table: str
+) -> Path:
+    path = root / f"{name}.yaml"
+    target_yaml = "\n".join(f"    {key}: {json.dumps(value)}" for key, value in target.items())
+    path.write_text(
+        f"""
+data_dir: {root / name}
+admin: {{listen: "127.0.0.1:{port}"}}
+sources:
+  kafka:
+    type: kafka
+    brokers: ["{broker}"]
+    topics: [{topic}]
+    group: loaders
+    session_timeout_secs: {SESSION_SECS}
+sinks:
+  clickhouse:
+    type: clickhouse
+    inputs: [kafka]
+{target_yaml}
+    database: kafka_test
+    table: {table}
+    batch: {{max_events: 300, max_age_secs: 0.2}}
+"""
+    )
+    return path
+
+
+def admin(port: int) -> str:
+    return f"http://127.0.0.1:{port}/"
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def published(process: subprocess.Popen[str], sink: str = "log") -> int:
+    """Stop an ingest process cleanly (SIGTERM) and read how many records its sink wrote."""
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-3000:]
+    match = re.search(rf"component\.summary component_id={sink} \S+ received=\d+ sent=(\d+)", err)
+    assert match, err[-3000:]
+    return int(match.group(1))
+
+
+def topic_tickers(broker: str, topic: str, expected: int) -> list[tuple[str, int]]:
+    """Every (product_id, trade_id) in ``topic``, read by a consumer of its own group."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": SESSION_SECS * 1000,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[str, int]] = []
+    try:
+
+        def read() -> bool:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                ticker = orjson.loads(message.value())
+                found.append((ticker["product_id"], int(ticker["trade_id"])))
+            return len(found) >= expected
+
+        wait_for(read, timeout=60, interval=0)
+    finally:
+        consumer.close()
+    assert len(found) == expected
+    return sorted(found)
+
+
+def stored(store: ClickHouseStore, table: str) -> list[tuple[str, int]]:
+    rows = store.rows(f"SELECT product_id, trade_id FROM kafka_test.{table} FINAL")
+    return sorted((str(p), int(t)) for p, t in rows)
+
+
+@pytest.mark.parametrize("engine", ["chdb", pytest.param("server", marks=SERVER)])
+def test_coinbase_through_kafka_lands_in_clickhouse_once_per_trade(
+    engine: str, tansu: LocalTansu, spawn: Spawn, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    tansu.create_topic("ticks", 4)
+    ingest_port, loader_port = free_port(), free_port()
+    ingest = spawn(
+        [*SLUICE, "run", str(ingest_config(tmp_path, tansu.bootstrap, "ticks", ingest_port, 200))]
+    )
+    wait_for(lambda: sent_events(admin(ingest_port)).get("log", 0) >= 300, timeout=60)
+    count = published(ingest)
+    truth = topic_tickers(tansu.bootstrap, "ticks", count)
+    assert len(set(truth)) == count  # the simulator sends each trade once
+
+    server: ClickHouseStore | None = None
+    if engine == "server":
+        server = request.getfixturevalue("clickhouse_server")
+        target = server.target
+    else:
+        target = {"path": str(tmp_path / "chdb")}
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    config = loader_config(
+        tmp_path, "loader", tansu.bootstrap, "ticks", loader_port, target, table
+    )
+    loader = spawn([*SLUICE, "run", str(config)])
+    wait_for(lambda: sent_events(admin(loader_port)).get("clickhouse", 0) >= count, timeout=90)
+    loader.send_signal(signal.SIGTERM)
+    _out, err = loader.communicate(timeout=60)
+    assert loader.returncode == 0, err[-3000:]
+
+    store = server if server is not None else LocalChdb(tmp_path / "chdb")
+    try:
+        assert stored(store, table) == truth
+        [[total]] = store.rows(f"SELECT count() FROM kafka_test.{table}")
+        assert total == count  # nothing was repeated, even before a merge
+    finally:
+        if isinstance(store, LocalChdb):
+            store.close()
+    # every partition's offset was committed up to the end
+    assert sum(tansu.committed("loaders", "ticks", 4).values()) == count
+
+
+@pytest.mark.clickhouse_server
+def test_two_loaders_split_partitions_and_survive_a_kill(
+    tansu: LocalTansu, spawn: Spawn, tmp_path: Path, clickhouse_server: ClickHouseStore
+) -> None:
+    tansu.create_topic("ticks", 4)
+    ingest_port, port_a, port_b = free_port(), free_port(), free_port()
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    target = clickhouse_server.target
+    ingest = spawn(
+        [*SLUICE, "run", str(ingest_config(tmp_path, tansu.bootstrap, "ticks", ingest_port, 100))]
+    )
+    wait_for(lambda: sent_events(admin(ingest_port)).get("log", 0) >= 50, timeout=60)
+    a = spawn(
+        [
+            *SLUICE,
+            "run",
+            str(loader_config(tmp_path, "a", tansu.bootstrap, "ticks", port_a, target, table)),
+        ]
+    )
+    b = spawn(
+        [
+            *SLUICE,
+            "run",
+            str(loader_config(tmp_path, "b", tansu.bootstrap, "ticks", port_b, target, table)),
+        ]
+    )
+
+    def partitions(port: int) -> list[tuple[str, int]]:
+        try:
+            status = get_json(admin(port) + "api/status")
+        except (OSError, urllib.error.URLError):
+            return []
+        [source] = status["sources"]
+        return [(p["topic"], p["partition"]) for p in source["details"].get("partitions", [])]
+
+    # both loaders own partitions and both have written
+    def split() -> bool:
+        pa, pb = partitions(port_a), partitions(port_b)
+        return bool(pa and pb and not set(pa) & set(pb) and len(pa) + len(pb) == 4)
+
+    wait_for(split, timeout=60)
+    wait_for(lambda: sent_events(admin(port_a)).get("clickhouse", 0) > 0, timeout=30)
+    wait_for(lambda: sent_events(admin(port_b)).get("clickhouse", 0) > 0, timeout=30)
+
+    a.kill()  # kill -9, mid-run: what it wrote but had not committed is read again by b
+    a.communicate(timeout=30)
+    wait_for(lambda: len(partitions(port_b)) == 4, timeout=SESSION_SECS + 15)
+
+    count = published(ingest)
+    truth = topic_tickers(tansu.bootstrap, "ticks", count)
+
+    def distinct() -> int:
+        [[n]] = clickhouse_server.rows(
+            f"SELECT uniqExact(product_id, trade_id) FROM kafka_test.{table}"
+        )
+        return int(n)
+
+    wait_for(lambda: distinct() >= count, timeout=90)
+    b.send_signal(signal.SIGTERM)
+    _out, err = b.communicate(timeout=60)
+    assert b.returncode == 0, err[-3000:]
+    assert stored(clickhouse_server, table) == truth  # nothing missing, nothing twice
+
+
+def test_a_loader_killed_resumes_from_its_committed_offsets(
+    tansu: LocalTansu, spawn: Spawn, tmp_path: Path
+) -> None:
+    tansu.create_topic("events", 2)
+    first = [orjson.dumps({"id": i}) for i in range(200)]
+    tansu.produce("events", first)
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "loader.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+admin: {{listen: "127.0.0.1:{port}"}}
+sources:
+  kafka:
+    type: kafka
+    brokers: ["{tansu.bootstrap}"]
+    topics: [events]
+    group: files
+    session_timeout_secs: {SESSION_SECS}
+sinks:
+  out:
+    type: file
+    inputs: [kafka]
+    path: {out}
+    batch: {{max_events: 50, max_age_secs: 0.1}}
+"""
+    )
+    loader = spawn([*SLUICE, "run", str(config)])
+    wait_for(lambda: len(read_jsonl(out)) >= 200, timeout=60)
+    wait_for(lambda: sum(tansu.committed("files", "events", 2).values()) == 200, timeout=30)
+    loader.kill()
+    loader.communicate(timeout=30)
+
+    tansu.produce("events", [orjson.dumps({"id": i}) for i in range(200, 300)])
+    again = spawn([*SLUICE, "run", str(config)])
+    wait_for(lambda: len(read_jsonl(out)) >= 300, timeout=60)
+    again.send_signal(signal.SIGTERM)
+    _out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err[-3000:]
+    ids = [row["id"] for row in read_jsonl(out)]
+    assert sorted(ids) == list(range(300))  # the restart read only what was not committed
+    assert re.search(r"component\.summary component_id=kafka \S+ received=100 ", err), err[-3000:]
+
+
+def test_a_message_that_is_not_json_is_dead_lettered_with_its_place(
+    tansu: LocalTansu, spawn: Spawn, tmp_path: Path
+) -> None:
+    tansu.create_topic("mixed", 1)
+    tansu.produce("mixed", [b'{"id": 1}', b"not json", b"[1, 2]", b'{"id": 2}'], partition=0)
+    port = free_port()
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    config = tmp_path / "loader.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+admin: {{listen: "127.0.0.1:{port}"}}
+dead_letters: {{type: file, path: {dead}}}
+sources:
+  kafka:
+    type: kafka
+    brokers: ["{tansu.bootstrap}"]
+    topics: [mixed]
+    group: g
+    session_timeout_secs: {SESSION_SECS}
+sinks:
+  out:
+    type: file
+    inputs: [kafka]
+    path: {out}
+"""
+    )
+    loader = spawn([*SLUICE, "run", str(config)])
+    wait_for(lambda: len(read_jsonl(out)) >= 2 and len(read_jsonl(dead)) >= 2, timeout=60)
+    loader.send_signal(signal.SIGTERM)
+    loader.communicate(timeout=60)
+    assert [row["id"] for row in read_jsonl(out)] == [1, 2]
+    letters = read_jsonl(dead)
+    assert [letter["reason"] for letter in letters][0].startswith("invalid JSON")
+    assert "(topic mixed, partition 0, offset 1)" in letters[0]["reason"]
+    assert "not a JSON object" in letters[1]["reason"]
+    assert "(topic mixed, partition 0, offset 2)" in letters[1]["reason"]
+    # the dead letters are part of the acknowledgement: the offset passed all four
+    assert tansu.committed("g", "mixed", 1) == {0: 4}
+
+
+def test_unreachable_brokers_make_readyz_name_the_kafka_components(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+admin: {{listen: "127.0.0.1:{port}"}}
+sources:
+  log_in:
+    type: kafka
+    brokers: ["{nobody}"]
+    topics: [t]
+    group: g
+    connect_timeout_secs: 1
+  gen:
+    type: generator
+    events_per_sec: 10
+sinks:
+  log_out:
+    type: kafka
+    inputs: [gen]
+    brokers: ["{nobody}"]
+    topic: t
+    connect_timeout_secs: 1
+  out:
+    type: file
+    inputs: [log_in]
+    path: {tmp_path / "out.jsonl"}
+"""
+    )
+    process = spawn([*SLUICE, "run", str(config)])
+
+    def not_ready() -> dict[str, str] | None:
+        try:
+            urllib.request.urlopen(admin(port) + "readyz", timeout=5)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                body = json.loads(exc.read())
+                reasons = body.get("not_ready", body)
+                text = json.dumps(reasons)
+                if "source/log_in" in text and "sink/log_out" in text and "did not answer" in text:
+                    return dict(reasons)
+        except (OSError, urllib.error.URLError):
+            return None
+        return None
+
+    reasons = wait_for(not_ready, timeout=60)
+    assert nobody in reasons["source/log_in"]
+    assert process.poll() is None  # retried, not given up: the run goes on
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
