@@ -101,6 +101,14 @@ def admin(port: int) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+def sent(port: int, component: str) -> int:
+    """Records ``component`` wrote so far, from the process's /metrics (0 before it listens)."""
+    try:
+        return sent_events(admin(port)).get(component, 0)
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return json.loads(answer.read())
@@ -134,7 +142,7 @@ def topic_tickers(broker: str, topic: str, expected: int) -> list[tuple[str, int
         def read() -> bool:
             for message in consumer.consume(1000, 0.5):
                 assert message.error() is None, message.error()
-                ticker = orjson.loads(message.value())
+                ticker = orjson.loads(message.value() or b"{}")
                 found.append((ticker["product_id"], int(ticker["trade_id"])))
             return len(found) >= expected
 
@@ -159,7 +167,7 @@ def test_coinbase_through_kafka_lands_in_clickhouse_once_per_trade(
     ingest = spawn(
         [*SLUICE, "run", str(ingest_config(tmp_path, tansu.bootstrap, "ticks", ingest_port, 200))]
     )
-    wait_for(lambda: sent_events(admin(ingest_port)).get("log", 0) >= 300, timeout=60)
+    wait_for(lambda: sent(ingest_port, "log") >= 300, timeout=60)
     count = published(ingest)
     truth = topic_tickers(tansu.bootstrap, "ticks", count)
     assert len(set(truth)) == count  # the simulator sends each trade once
@@ -173,7 +181,7 @@ def test_coinbase_through_kafka_lands_in_clickhouse_once_per_trade(
     table = f"t_{uuid.uuid4().hex[:12]}"
     config = loader_config(tmp_path, "loader", tansu.bootstrap, "ticks", loader_port, target, table)
     loader = spawn([*SLUICE, "run", str(config)])
-    wait_for(lambda: sent_events(admin(loader_port)).get("clickhouse", 0) >= count, timeout=90)
+    wait_for(lambda: sent(loader_port, "clickhouse") >= count, timeout=90)
     loader.send_signal(signal.SIGTERM)
     _out, err = loader.communicate(timeout=60)
     assert loader.returncode == 0, err[-3000:]
@@ -186,8 +194,10 @@ def test_coinbase_through_kafka_lands_in_clickhouse_once_per_trade(
     finally:
         if isinstance(store, LocalChdb):
             store.close()
-    # every partition's offset was committed up to the end
-    assert sum(tansu.committed("loaders", "ticks", 4).values()) == count
+    # every partition's offset was committed up to its end (a partition no product hashed to
+    # has no committed offset)
+    committed = tansu.committed("loaders", "ticks", 4).values()
+    assert sum(offset for offset in committed if offset >= 0) == count
 
 
 @pytest.mark.clickhouse_server
@@ -201,7 +211,7 @@ def test_two_loaders_split_partitions_and_survive_a_kill(
     ingest = spawn(
         [*SLUICE, "run", str(ingest_config(tmp_path, tansu.bootstrap, "ticks", ingest_port, 100))]
     )
-    wait_for(lambda: sent_events(admin(ingest_port)).get("log", 0) >= 50, timeout=60)
+    wait_for(lambda: sent(ingest_port, "log") >= 50, timeout=60)
     a = spawn(
         [
             *SLUICE,
@@ -231,8 +241,8 @@ def test_two_loaders_split_partitions_and_survive_a_kill(
         return bool(pa and pb and not set(pa) & set(pb) and len(pa) + len(pb) == 4)
 
     wait_for(split, timeout=60)
-    wait_for(lambda: sent_events(admin(port_a)).get("clickhouse", 0) > 0, timeout=30)
-    wait_for(lambda: sent_events(admin(port_b)).get("clickhouse", 0) > 0, timeout=30)
+    wait_for(lambda: sent(port_a, "clickhouse") > 0, timeout=30)
+    wait_for(lambda: sent(port_b, "clickhouse") > 0, timeout=30)
 
     a.kill()  # kill -9, mid-run: what it wrote but had not committed is read again by b
     a.communicate(timeout=30)
