@@ -24,12 +24,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from sluice.testing.clickhouse import ClickHouseStore, LocalChdb
+from sluice.simulator import CoinbaseSimulator
+from sluice.testing.clickhouse import ClickHouseStore, LocalChdb, QueryError
 from sluice.testing.doubles import free_port
 from sluice.testing.kafka import LocalTansu
-from tests.conftest import SLUICE, Spawn, sent_events, wait_for
+from tests.conftest import SLUICE, Spawn, sent_events, wait_for, wait_until
 from tests.integration.conftest import SERVER
-from tests.integration.support import read_jsonl
+from tests.integration.support import read_jsonl, synthetic
 
 SESSION_SECS = 6
 """The loaders' session timeout (tansu's first join waits about half of it)."""
@@ -44,18 +45,32 @@ def tansu(tmp_path: Path) -> Iterator[LocalTansu]:
     broker.kill()
 
 
-def ingest_config(root: Path, broker: str, topic: str, port: int, trades_per_sec: int) -> Path:
-    path = root / "ingest.yaml"
+def ingest_config(
+    root: Path,
+    broker: str,
+    topic: str,
+    port: int,
+    trades_per_sec: int,
+    name: str = "ingest",
+    url: str | None = None,
+) -> Path:
+    """An ingester: its own simulator at ``trades_per_sec``, or the one at ``url``."""
+    path = root / f"{name}.yaml"
+    feed = (
+        f"url: {url}"
+        if url is not None
+        else f"simulator: {{mode: synthetic, trades_per_sec: {trades_per_sec}}}"
+    )
     path.write_text(
         f"""
-data_dir: {root / "ingest"}
+data_dir: {root / name}
 admin: {{listen: "127.0.0.1:{port}"}}
 sources:
   coinbase:
     type: coinbase
     products: {json.dumps(PRODUCTS)}
     channels: [ticker, heartbeat]
-    simulator: {{mode: synthetic, trades_per_sec: {trades_per_sec}}}
+    {feed}
 sinks:
   log:
     type: kafka
@@ -405,3 +420,102 @@ sinks:
     assert process.poll() is None  # retried, not given up: the run goes on
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
+
+
+@pytest.mark.clickhouse_server
+@pytest.mark.parametrize(
+    "simulator", [synthetic(tuple(PRODUCTS), trades_per_sec=100)], indirect=True
+)
+async def test_redundant_ingesters_lose_no_trade_when_one_is_killed(
+    simulator: CoinbaseSimulator,
+    tansu: LocalTansu,
+    spawn: Spawn,
+    tmp_path: Path,
+    clickhouse_server: ClickHouseStore,
+) -> None:
+    tansu.create_topic("ticks", 2)
+    port_a, port_b, port_loader = free_port(), free_port(), free_port()
+    b = spawn(
+        [
+            *SLUICE,
+            "run",
+            str(ingest_config(tmp_path, tansu.bootstrap, "ticks", port_b, 0, "b", simulator.url)),
+        ]
+    )
+    await wait_until(lambda: sent(port_b, "log") >= 20, timeout=60)
+    a = spawn(
+        [
+            *SLUICE,
+            "run",
+            str(ingest_config(tmp_path, tansu.bootstrap, "ticks", port_a, 0, "a", simulator.url)),
+        ]
+    )
+    await wait_until(lambda: sent(port_a, "log") >= 50, timeout=60)
+    a.kill()  # kill -9 one of the pair mid-run
+    a.communicate(timeout=30)
+    after_kill = sent(port_b, "log")
+    await wait_until(lambda: sent(port_b, "log") >= after_kill + 100, timeout=60)
+    published(b)
+    # nothing produces any more: an end marker in each partition says where the topic ends
+    for partition in range(2):
+        tansu.produce("ticks", [b"end"], partition=partition)
+    truth = topic_until_end(tansu.bootstrap, "ticks", 2)
+    trades = sorted(set(truth))
+    assert len(truth) > len(trades)  # the pair published the same trades twice
+    for product in PRODUCTS:
+        ids = [t for p, t in trades if p == product]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))  # no trade missing in the log
+
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    config = loader_config(
+        tmp_path, "loader", tansu.bootstrap, "ticks", port_loader, clickhouse_server.target, table
+    )
+    loader = spawn([*SLUICE, "run", str(config)])
+
+    def distinct() -> int:
+        try:
+            [[n]] = clickhouse_server.rows(
+                f"SELECT uniqExact(product_id, trade_id) FROM kafka_test.{table}"
+            )
+        except QueryError:  # the table is not there yet
+            return 0
+        return int(n)
+
+    await wait_until(lambda: distinct() >= len(trades), timeout=90)
+    loader.send_signal(signal.SIGTERM)
+    _out, err = loader.communicate(timeout=60)
+    assert loader.returncode == 0, err[-3000:]
+    assert stored(clickhouse_server, table) == trades  # every trade once
+
+
+def topic_until_end(broker: str, topic: str, partitions: int) -> list[tuple[str, int]]:
+    """Every (product_id, trade_id) in ``topic`` up to the ``end`` marker of each partition."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": SESSION_SECS * 1000,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[str, int]] = []
+    ended: set[int] = set()
+    try:
+
+        def read() -> bool:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                value = message.value() or b""
+                if value == b"end":
+                    ended.add(message.partition() or 0)
+                    continue
+                ticker = orjson.loads(value)
+                found.append((ticker["product_id"], int(ticker["trade_id"])))
+            return len(ended) == partitions
+
+        wait_for(read, timeout=60, interval=0)
+    finally:
+        consumer.close()
+    return found
