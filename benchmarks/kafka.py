@@ -34,7 +34,7 @@ from sluice.testing.kafka import LocalTansu
 
 RECORD_BYTES = 400
 PARTITIONS = 4
-SESSION_MS = 2000
+SESSION_MS = 6000
 PRODUCER = {"acks": "all", "enable.idempotence": True, "compression.type": "lz4"}
 
 

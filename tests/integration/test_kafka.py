@@ -9,6 +9,7 @@ ids (trade ids), never from lag.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -22,9 +23,15 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from confluent_kafka import Consumer
 
+from sluice.errors import RetriableError
+from sluice.metrics import Metrics
+from sluice.plugin import ComponentContext
+from sluice.records import Record
 from sluice.simulator import CoinbaseSimulator
+from sluice.sinks.kafka import KafkaSink, KafkaSinkConfig
 from sluice.testing.clickhouse import ClickHouseStore, LocalChdb, QueryError
 from sluice.testing.doubles import free_port
 from sluice.testing.kafka import LocalTansu
@@ -514,6 +521,79 @@ def topic_until_end(broker: str, topic: str, partitions: int) -> list[tuple[str,
                 ticker = orjson.loads(value)
                 found.append((ticker["product_id"], int(ticker["trade_id"])))
             return len(ended) == partitions
+
+        wait_for(read, timeout=60, interval=0)
+    finally:
+        consumer.close()
+    return found
+
+
+def kafka_ctx(tmp_path: Path, metrics: Metrics) -> ComponentContext:
+    return ComponentContext(
+        "log",
+        "sink",
+        "kafka",
+        tmp_path,
+        structlog.get_logger(),
+        metrics.component("log", "sink", "kafka"),
+    )
+
+
+async def test_the_sink_writes_a_batch_only_when_every_report_is_positive(
+    tansu: LocalTansu, tmp_path: Path
+) -> None:
+    config = KafkaSinkConfig.model_validate(
+        {
+            "brokers": [tansu.bootstrap],
+            "topic": "out",
+            "partitions": 2,
+            "delivery_timeout_secs": 2,
+            "connect_timeout_secs": 5,
+        }
+    )
+    metrics = Metrics()
+    sink = KafkaSink("log", config)
+    await sink.start(kafka_ctx(tmp_path, metrics))
+    try:
+        batch = [
+            Record(orjson.dumps({"product_id": "BTC-USD", "n": i}), "ticker", 1.5)
+            for i in range(50)
+        ]
+        await sink.write_batch(batch)
+        read = await asyncio.to_thread(topic_values, tansu.bootstrap, "out", 50)
+        assert sorted(orjson.loads(v)["n"] for v, _ in read) == list(range(50))
+        # the key keeps one product in one partition; the kind and time travel in headers
+        assert len({partition for _, partition in read}) == 1
+
+        tansu.kill()  # every report of the next batch fails: the runner must retry it
+        with pytest.raises(RetriableError, match="deliveries failed"):
+            await sink.write_batch(batch)
+        errors = metrics.values(metrics.errors)
+        assert any(labels[-1] == "kafka_msg_timed_out" and n >= 50 for labels, n in errors.items())
+    finally:
+        await sink.close()
+
+
+def topic_values(broker: str, topic: str, expected: int) -> list[tuple[bytes, int]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_SECS * 1000,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[bytes, int]] = []
+    try:
+
+        def read() -> bool:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                headers = dict(message.headers() or [])
+                assert headers == {"sluice-kind": b"ticker", "sluice-time": b"1.5"}
+                found.append((message.value() or b"", message.partition() or 0))
+            return len(found) >= expected
 
         wait_for(read, timeout=60, interval=0)
     finally:

@@ -182,10 +182,9 @@ def kafka_error(error: confluent_kafka.KafkaError, doing: str) -> RetriableError
     code = error.code()
     message = f"{doing}: {error.name()}: {error.str()}"
     permanent = {
-        ck.KafkaError.MSG_SIZE_TOO_LARGE,
-        ck.KafkaError._MSG_SIZE_TOO_LARGE,
+        ck.KafkaError.MSG_SIZE_TOO_LARGE,  # the broker's and librdkafka's own limit
+        ck.KafkaError.INVALID_MSG_SIZE,
         ck.KafkaError.INVALID_RECORD,
-        ck.KafkaError.CORRUPT_MESSAGE,
         ck.KafkaError._INVALID_ARG,
     }
     if code in permanent and not error.retriable():

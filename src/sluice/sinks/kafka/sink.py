@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import orjson
@@ -67,6 +66,8 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         self._produce_seconds: Any = None
         self._broker_error: str | None = None
         """The latest librdkafka error about reaching the brokers, until a delivery succeeds."""
+        self._failed: list[tuple[Any, bytes | None]] = []
+        """Failed delivery reports of the batch being written: (error, message value)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -100,14 +101,24 @@ class KafkaSink(Sink[KafkaSinkConfig]):
             "compression.type": c.compression,
             "message.timeout.ms": int(c.delivery_timeout_secs * 1000),
             "error_cb": self._on_client_error,
+            # a Python call per delivered message would halve the rate: only failures report,
+            # and flush() says when every message of the batch has an answer
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
         }
         return ck.Producer(client_config(c, own))
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        """A failed delivery report (called from ``flush``, on the writing thread)."""
+        if error is not None:
+            self._failed.append((error, message.value()))
 
     def _on_client_error(self, error: Any) -> None:
         """librdkafka's error callback (called from ``poll``/``flush``): brokers out of reach."""
         if error.name() in _UNREACHABLE:
+            first = self._broker_error is None
             self._broker_error = f"{error.name()}: {error.str()}"
-            if self._log is not None:
+            if first and self._log is not None:  # once per outage; the errors metric counts all
                 self._log.warning(
                     "kafka.brokers.unreachable",
                     brokers=",".join(self.config.brokers),
@@ -204,21 +215,15 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         raise RejectedRecords({i: str(exc) for i, exc in sorted_.items()})
 
     def _produce(self, records: Sequence[Record]) -> dict[int, Any]:
-        """Produce every record and wait for every report (in a worker thread); the failed
-        reports by index."""
+        """Produce every record and wait until each has its delivery report (in a worker
+        thread); the failed reports by index."""
         ck = import_kafka()
         c = self.config
         producer = self._producer
         produce, poll = producer.produce, producer.poll
         topic, key_field = c.topic, c.key_field
         failures: dict[int, Any] = {}
-        pending = [0]
-
-        def report(index: int, error: Any, _message: Any) -> None:
-            pending[0] -= 1
-            if error is not None:
-                failures[index] = error
-
+        self._failed = []
         started = time.monotonic()
         for index, record in enumerate(records):
             key = _key(record, key_field) if key_field is not None else None
@@ -227,27 +232,29 @@ class KafkaSink(Sink[KafkaSinkConfig]):
                 headers.append((TIME_HEADER, repr(record.time).encode()))
             while True:
                 try:
-                    produce(
-                        topic,
-                        record.raw,
-                        key,
-                        headers=headers,
-                        on_delivery=partial(report, index),
-                    )
+                    produce(topic, record.raw, key, headers=headers)
                 except BufferError:  # librdkafka's queue is full: serve reports, then again
                     poll(0.05)
                     continue
                 except ck.KafkaException as exc:  # refused locally (e.g. larger than allowed)
                     failures[index] = exc.args[0]
-                    break
-                pending[0] += 1
                 break
-        # every message either reports or times out within delivery_timeout_secs
+        # the sink writes one batch at a time, so the producer's queue holds only this batch;
+        # every message either is delivered or fails within delivery_timeout_secs
         deadline = time.monotonic() + c.delivery_timeout_secs + 5.0
-        while pending[0] > 0 and time.monotonic() < deadline:
-            producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
-        if pending[0] > 0:
-            raise RetriableError(f"{pending[0]} delivery reports did not come in time")
+        remaining = producer.flush(min(1.0, c.delivery_timeout_secs))
+        while remaining and time.monotonic() < deadline:
+            remaining = producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        if remaining:
+            raise RetriableError(f"{remaining} delivery reports did not come in time")
+        if self._failed:
+            # rare: find the failed messages' places by their value
+            places: dict[bytes, list[int]] = {}
+            for index, record in enumerate(records):
+                places.setdefault(record.raw, []).append(index)
+            for error, value in self._failed:
+                for index in places.get(value or b"", [0]):
+                    failures[index] = error
         self._produce_seconds.observe(time.monotonic() - started)
         return failures
 

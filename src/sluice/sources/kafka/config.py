@@ -21,6 +21,7 @@ class KafkaSourceConfig(SourceConfig, KafkaConnection):
         "enable.auto.offset.store": "offsets are committed by sluice once the sinks wrote",
         "auto.offset.reset": "use `start_at`",
         "session.timeout.ms": "use `session_timeout_secs`",
+        "heartbeat.interval.ms": "set from `session_timeout_secs` (a third of it, at most 3 s)",
     }
 
     type: Literal["kafka"] = "kafka"

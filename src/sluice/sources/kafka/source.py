@@ -119,6 +119,9 @@ class KafkaSource(Source[KafkaSourceConfig]):
             "enable.auto.offset.store": False,
             "auto.offset.reset": c.start_at,
             "session.timeout.ms": int(c.session_timeout_secs * 1000),
+            # heartbeats well inside the session (librdkafka's default of 3 s would outlast a
+            # short session and lose the partitions)
+            "heartbeat.interval.ms": min(3000, int(c.session_timeout_secs * 1000) // 3),
             "error_cb": self._on_client_error,
         }
         return ck.Consumer(client_config(c, own))
@@ -127,12 +130,14 @@ class KafkaSource(Source[KafkaSourceConfig]):
         """librdkafka's error callback (on the consumer's thread): brokers out of reach."""
         name = error.name()
         if name in _UNREACHABLE:
+            first = self._broker_error is None
             self._broker_error = f"{name}: {error.str()}"
-            self._log.warning(
-                "kafka.brokers.unreachable",
-                brokers=",".join(self.config.brokers),
-                error=self._broker_error,
-            )
+            if first:  # once per outage; the errors metric counts every report
+                self._log.warning(
+                    "kafka.brokers.unreachable",
+                    brokers=",".join(self.config.brokers),
+                    error=self._broker_error,
+                )
         if self._ctx is not None:
             self._ctx.metrics.error(f"kafka_{name.lower().lstrip('_')}")
 
