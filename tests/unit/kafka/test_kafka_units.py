@@ -15,6 +15,7 @@ from sluice.records import Origin, Record, origin_key
 from sluice.registry import Registry
 from sluice.sinks.clickhouse import ClickHouseSink, ClickHouseSinkConfig
 from sluice.sinks.kafka import KafkaSinkConfig
+from sluice.sinks.kafka.sink import key_reader
 from sluice.sources.kafka import KafkaSourceConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -126,3 +127,14 @@ def test_the_kafka_example_configs_load(
     config = load_config_text((ROOT / "examples" / name).read_text(), registry)
     types = {c.type for c in [*config.sources.values(), *config.sinks.values()]}
     assert "kafka" in types
+
+
+def test_the_message_key_is_the_field_only_text_as_utf8_else_its_json() -> None:
+    key = key_reader("product_id")
+    assert key(Record(b'{"product_id": "BTC-USD", "x": {"product_id": 1}}')) == b"BTC-USD"
+    assert key(Record(b'{"product_id": 7}')) == b"7"
+    assert key(Record(b'{"product_id": {"a": 1}}')) == b'{"a":1}'
+    assert key(Record(b'{"other": 1}')) is None
+    assert key(Record(b'{"product_id": null}')) is None
+    assert key(Record(b"[1, 2]")) is None  # not an object: no key, still published
+    assert key(Record.from_data({"product_id": "ETH-USD"})) == b"ETH-USD"

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from sluice.errors import RejectedRecords, RetriableError
@@ -66,6 +67,9 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         self._produce_seconds: Any = None
         self._broker_error: str | None = None
         """The latest librdkafka error about reaching the brokers, until a delivery succeeds."""
+        self._key: Callable[[Record], bytes | None] = (
+            key_reader(config.key_field) if config.key_field is not None else _no_key
+        )
         self._failed: list[tuple[Any, bytes | None]] = []
         """Failed delivery reports of the batch being written: (error, message value)."""
 
@@ -221,18 +225,17 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         c = self.config
         producer = self._producer
         produce, poll = producer.produce, producer.poll
-        topic, key_field = c.topic, c.key_field
+        topic, key = c.topic, self._key
         failures: dict[int, Any] = {}
         self._failed = []
         started = time.monotonic()
         for index, record in enumerate(records):
-            key = _key(record, key_field) if key_field is not None else None
             headers = [(KIND_HEADER, record.kind.encode())]
             if record.time is not None:
                 headers.append((TIME_HEADER, repr(record.time).encode()))
             while True:
                 try:
-                    produce(topic, record.raw, key, headers=headers)
+                    produce(topic, record.raw, key(record), headers=headers)
                 except BufferError:  # librdkafka's queue is full: serve reports, then again
                     poll(0.05)
                     continue
@@ -259,11 +262,28 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         return failures
 
 
-def _key(record: Record, field: str) -> bytes | None:
-    try:
-        value = record.data.get(field)
-    except orjson.JSONDecodeError:
-        return None
-    if value is None:
-        return None
-    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+def key_reader(field: str) -> Callable[[Record], bytes | None]:
+    """A function giving a record's message key: the value of ``field`` (text as UTF-8, any other
+    JSON value as its JSON), None when the record lacks it or is not a JSON object. Only that
+    field is decoded (msgspec skips the others), about ten times cheaper than the whole record."""
+    decoder = msgspec.json.Decoder(msgspec.defstruct("Key", [(field, Any, None)]))
+    missing = object()
+
+    def key(record: Record) -> bytes | None:
+        decoded = record.decoded
+        if decoded is not None:
+            value = decoded.get(field)
+        else:
+            try:
+                value = getattr(decoder.decode(record.raw), field, missing)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return None
+        if value is None or value is missing:
+            return None
+        return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+    return key
+
+
+def _no_key(record: Record) -> None:
+    return None
