@@ -10,7 +10,12 @@ tansu broker started here (memory storage, loopback).
 Each side reads or writes its own topic; runs alternate and the median rate of each is reported
 with the ratio (sluice / library).
 
+With ``--lag SECONDS``: the end-to-end lag instead, simulator (2,000 trades/s) -> ``sluice run``
+ingest process -> topic -> loader pipeline (this process) -> ClickHouse (chDB), from each ticker's
+trade time to the end of the insert that stored it, p50/p99 over every ticker stored in the window.
+
     python benchmarks/kafka.py [--records 200000] [--repeat 3]
+    python benchmarks/kafka.py --lag 30
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -139,14 +145,115 @@ sinks:
     return elapsed
 
 
+def measure_lag(seconds: float, trades_per_sec: int) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sluice.testing.doubles import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = LocalTansu(root / "tansu")
+        broker.start()
+        ingest: subprocess.Popen[bytes] | None = None
+        try:
+            broker.create_topic("ticks", PARTITIONS)
+            config = root / "ingest.yaml"
+            config.write_text(
+                f"""
+data_dir: {root / "ingest"}
+admin: {{listen: "127.0.0.1:{free_port()}"}}
+log: {{level: warning}}
+sources:
+  coinbase:
+    type: coinbase
+    products: [BTC-USD, ETH-USD, SOL-USD, DOGE-USD]
+    channels: [ticker]
+    simulator: {{mode: synthetic, trades_per_sec: {trades_per_sec}}}
+sinks:
+  log: {{type: kafka, inputs: [coinbase.ticker], brokers: ["{broker.bootstrap}"], topic: ticks,
+         batch: {{max_events: 10000, max_age_secs: 0.05}}}}
+"""
+            )
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "sluice", "run", str(config)], env=dict(os.environ)
+            )
+            lags = asyncio.run(_load_with_lag(broker.bootstrap, root, seconds))
+        finally:
+            if ingest is not None:
+                ingest.send_signal(signal.SIGTERM)
+                ingest.wait(60)
+            broker.kill()
+    lags.sort()
+    p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+    print(
+        f"end-to-end lag, {trades_per_sec} trades/s, {len(lags):,} tickers stored in {seconds:.0f} s:"
+        f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+    )
+
+
+async def _load_with_lag(broker: str, root: Path, seconds: float) -> list[float]:
+    registry = Registry.from_entry_points()
+    config = load_config_text(
+        f"""
+data_dir: {root / "loader"}
+admin: {{enabled: false}}
+sources:
+  log: {{type: kafka, brokers: ["{broker}"], topics: [ticks], group: loaders,
+         session_timeout_secs: {SESSION_MS / 1000}}}
+sinks:
+  clickhouse:
+    type: clickhouse
+    inputs: [log]
+    path: {root / "chdb"}
+    database: lag
+    table: ticks
+    batch: {{max_events: 50000, max_age_secs: 0.2}}
+""",
+        registry,
+    )
+    pipeline = Pipeline.build(config, registry)
+    worker = pipeline.sink("clickhouse")
+    assert worker is not None
+    sink = worker.sink
+    write = sink.write_batch
+    lags: list[float] = []
+    measuring = False
+
+    async def timed(records: Any, batch: Any = None) -> None:
+        await write(records, batch=batch)
+        if measuring:
+            now = time.time()
+            lags.extend(now - r.time for r in records if r.time is not None)
+
+    sink.write_batch = timed  # type: ignore[method-assign]
+    task = asyncio.create_task(pipeline.run())
+    while worker.metrics.totals()["sent"] == 0:  # the group join and the first insert
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)
+    measuring = True
+    await asyncio.sleep(seconds)
+    measuring = False
+    pipeline.stop("done")
+    await task
+    return lags
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lag", type=float, help="measure the end-to-end lag for this long")
+    parser.add_argument("--trades-per-sec", type=int, default=2000)
     args = parser.parse_args()
     configure_logging("warning")
+    if args.lag:
+        measure_lag(args.lag, args.trades_per_sec)
+        return
     count = args.records
     values = records(count)
     rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "slu_p", "lib_c", "slu_c")}
