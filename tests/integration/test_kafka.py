@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -599,3 +601,116 @@ def topic_values(broker: str, topic: str, expected: int) -> list[tuple[bytes, in
     finally:
         consumer.close()
     return found
+
+
+@pytest.fixture
+def local_s3(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free loopback port with a bucket ``tansu``; the environment tansu
+    needs to keep its log there."""
+    port = free_port()
+    with (tmp_path / "moto.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    env = {
+        "AWS_ENDPOINT": f"http://127.0.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        import boto3  # type: ignore[import-untyped]
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT"],
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+
+        def bucket() -> bool:
+            try:
+                s3.create_bucket(Bucket="tansu")
+            except Exception:  # not listening yet
+                return False
+            return True
+
+        wait_for(bucket, timeout=30, interval=0.1)
+        yield env
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_ingest_and_loader_ride_out_a_broker_restart_with_s3_storage(
+    local_s3: dict[str, str], spawn: Spawn, tmp_path: Path
+) -> None:
+    broker = LocalTansu(tmp_path / "tansu", storage="s3://tansu/", env=local_s3)
+    broker.start()
+    try:
+        broker.create_topic("ticks", 2)
+        ingest_port, loader_port = free_port(), free_port()
+        ingest = spawn(
+            [
+                *SLUICE,
+                "run",
+                str(ingest_config(tmp_path, broker.bootstrap, "ticks", ingest_port, 100)),
+            ]
+        )
+        out = tmp_path / "out.jsonl"
+        config = tmp_path / "loader.yaml"
+        config.write_text(
+            f"""
+data_dir: {tmp_path / "loader"}
+admin: {{listen: "127.0.0.1:{loader_port}"}}
+sources:
+  kafka:
+    type: kafka
+    brokers: ["{broker.bootstrap}"]
+    topics: [ticks]
+    group: files
+    session_timeout_secs: {SESSION_SECS}
+sinks:
+  out:
+    type: file
+    inputs: [kafka]
+    path: {out}
+    batch: {{max_events: 100, max_age_secs: 0.1}}
+"""
+        )
+        loader = spawn([*SLUICE, "run", str(config)])
+        wait_for(lambda: len(read_jsonl(out)) >= 100, timeout=60)
+
+        broker.kill()  # the broker dies; its log and the group's offsets are in S3
+        broker = LocalTansu(
+            tmp_path / "tansu", port=broker.port, storage="s3://tansu/", env=local_s3
+        )
+        broker.start()
+        before = sent(ingest_port, "log")
+        wait_for(lambda: sent(ingest_port, "log") >= before + 200, timeout=90)
+        written = len(read_jsonl(out))
+        wait_for(lambda: len(read_jsonl(out)) >= written + 200, timeout=90)
+
+        published(ingest)
+        for partition in range(2):
+            broker.produce("ticks", [b"end"], partition=partition)
+        truth = sorted(set(topic_until_end(broker.bootstrap, "ticks", 2)))
+        for product in PRODUCTS:
+            ids = [t for p, t in truth if p == product]
+            assert ids == list(range(ids[0], ids[0] + len(ids)))  # the log lost no trade
+
+        def loaded() -> list[tuple[str, int]]:
+            return sorted({(r["product_id"], int(r["trade_id"])) for r in read_jsonl(out)})
+
+        wait_for(lambda: len(loaded()) >= len(truth), timeout=90)
+        loader.send_signal(signal.SIGTERM)
+        _out, err = loader.communicate(timeout=60)
+        assert loader.returncode == 0, err[-3000:]
+        assert loaded() == truth  # the loader lost nothing across the restart
+    finally:
+        broker.kill()
