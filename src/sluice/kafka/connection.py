@@ -25,6 +25,7 @@ __all__ = [
     "KafkaConnection",
     "KafkaSasl",
     "KafkaTls",
+    "LibrdkafkaLog",
     "client_config",
     "import_kafka",
     "kafka_error",
@@ -159,6 +160,18 @@ def client_config(connection: KafkaConnection, own: dict[str, Any]) -> dict[str,
     conf.update(own)
     conf.update(connection.librdkafka)
     return conf
+
+
+class LibrdkafkaLog:
+    """librdkafka's own log lines (config ``logger``) as debug lines of the component's log:
+    what matters (brokers out of reach, delivery failures) is reported once, structured, by the
+    plugins; librdkafka would otherwise print every reconnect attempt to stderr."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        self._log.debug("librdkafka", level=level, message=fmt % args if args else fmt)
 
 
 def import_kafka() -> Any:

@@ -36,6 +36,7 @@ from sluice.errors import RejectedRecords, RetriableError
 from sluice.kafka.connection import (
     KIND_HEADER,
     TIME_HEADER,
+    LibrdkafkaLog,
     client_config,
     import_kafka,
     kafka_error,
@@ -105,6 +106,7 @@ class KafkaSink(Sink[KafkaSinkConfig]):
             "compression.type": c.compression,
             "message.timeout.ms": int(c.delivery_timeout_secs * 1000),
             "error_cb": self._on_client_error,
+            "logger": LibrdkafkaLog(self._log),
             # a Python call per delivered message would halve the rate: only failures report,
             # and flush() says when every message of the batch has an answer
             "delivery.report.only.error": True,

@@ -38,7 +38,13 @@ from typing import Any
 import orjson
 
 from sluice.errors import RetriableError
-from sluice.kafka.connection import KIND_HEADER, TIME_HEADER, client_config, import_kafka
+from sluice.kafka.connection import (
+    KIND_HEADER,
+    TIME_HEADER,
+    LibrdkafkaLog,
+    client_config,
+    import_kafka,
+)
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Origin, Record, Rejected, SourceBatch
 from sluice.sources.kafka.config import KafkaSourceConfig
@@ -123,6 +129,7 @@ class KafkaSource(Source[KafkaSourceConfig]):
             # short session and lose the partitions)
             "heartbeat.interval.ms": min(3000, int(c.session_timeout_secs * 1000) // 3),
             "error_cb": self._on_client_error,
+            "logger": LibrdkafkaLog(self._log),
         }
         return ck.Consumer(client_config(c, own))
 
