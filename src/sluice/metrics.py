@@ -47,11 +47,23 @@ class _GaugeSource:
     label_names: tuple[str, ...] = LABELS
 
 
+@dataclass
+class _GaugeSeriesSource:
+    """Several series of one component, told apart by extra labels (e.g. a topic's partitions)."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    extra_labels: tuple[str, ...]
+    read: Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+
+
 class _StateCollector(Collector):
     """Gauges whose value is read from live objects when /metrics is scraped."""
 
     def __init__(self) -> None:
         self.sources: list[_GaugeSource] = []
+        self.series: list[_GaugeSeriesSource] = []
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
@@ -63,6 +75,15 @@ class _StateCollector(Collector):
                 )
                 families[source.name] = family
             family.add_metric(source.labels, source.read())
+        for many in self.series:
+            family = families.get(many.name)
+            if family is None:
+                family = GaugeMetricFamily(
+                    many.name, many.documentation, labels=(*LABELS, *many.extra_labels)
+                )
+                families[many.name] = family
+            for extra, value in many.read():
+                family.add_metric((*many.labels, *extra), value)
         return families.values()
 
 
@@ -239,7 +260,7 @@ class Metrics:
         )
         self._state = _StateCollector()
         r.register(self._state)
-        self._plugin_histograms: dict[str, Histogram] = {}
+        self._plugin_families: dict[str, Counter | Histogram] = {}
 
     def component(self, component_id: str, kind: str, type_: str) -> ComponentMetrics:
         """Metric handles bound to one component's labels."""
@@ -258,16 +279,40 @@ class Metrics:
         if self.enabled:
             self._state.sources.append(_GaugeSource(name, documentation, labels, read, label_names))
 
-    def plugin_histogram(
-        self, name: str, documentation: str, buckets: tuple[float, ...]
-    ) -> Histogram:
-        """A histogram a plugin observes (e.g. the NATS sink's acknowledgement latency), with the
-        component labels; made once per registry and name, so two components of one type share
-        it."""
-        family = self._plugin_histograms.get(name)
+    def gauge_series(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        extra_labels: tuple[str, ...],
+        read: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
+    ) -> None:
+        """Expose the ``(extra label values, value)`` pairs ``read()`` gives, at scrape time."""
+        if self.enabled:
+            self._state.series.append(
+                _GaugeSeriesSource(name, documentation, labels, extra_labels, read)
+            )
+
+    def plugin_family(
+        self,
+        kind: type[Counter] | type[Histogram],
+        name: str,
+        documentation: str,
+        extra_labels: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = FLUSH_BUCKETS,
+    ) -> Counter | Histogram:
+        """A plugin's own counter or histogram, created once per pipeline however many components
+        of the plugin there are; its labels are the component's and ``extra_labels``."""
+        family = self._plugin_families.get(name)
         if family is None:
-            family = Histogram(name, documentation, LABELS, buckets=buckets, registry=self.registry)
-            self._plugin_histograms[name] = family
+            labels = (*LABELS, *extra_labels)
+            if kind is Histogram:
+                family = Histogram(
+                    name, documentation, labels, buckets=buckets, registry=self.registry
+                )
+            else:
+                family = Counter(name, documentation, labels, registry=self.registry)
+            self._plugin_families[name] = family
         return family
 
     def values(self, metric: Counter | Gauge) -> dict[tuple[str, ...], float]:
@@ -414,11 +459,25 @@ class ComponentMetrics:
             (*LABELS, *extra.keys()),
         )
 
-    def histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Any:
+    def gauge_series(
+        self,
+        name: str,
+        documentation: str,
+        extra_labels: tuple[str, ...],
+        read: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
+    ) -> None:
+        """Expose several gauges of this component, told apart by ``extra_labels`` (e.g. topic and
+        partition): ``read()`` gives ``(label values, value)`` pairs at scrape time."""
+        self.metrics.gauge_series(name, documentation, self.labels, extra_labels, read)
+
+    def histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...] = FLUSH_BUCKETS
+    ) -> Any:
         """This component's series of a plugin's own histogram (a no-op when metrics are off)."""
         if not self.metrics.enabled:
             return NOOP
-        return self.metrics.plugin_histogram(name, documentation, buckets).labels(*self.labels)
+        family = self.metrics.plugin_family(Histogram, name, documentation, buckets=buckets)
+        return family.labels(*self.labels)
 
 
 _HANDLES = (

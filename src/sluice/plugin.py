@@ -87,6 +87,12 @@ class BatchInfo:
     with something of its own start (the ClickHouse sink: a random prefix per start)."""
     attempt: int = 1
     """1 for the first try, 2 for the first retry, and so on."""
+    origin: str | None = None
+    """A key naming exactly the records of this batch by where a replayable source read them
+    (:func:`sluice.records.origin_key`: log, partition, offset range and count), stable across
+    processes and restarts; None when a record has no origin (a live feed, a disk buffer). A sink
+    that deduplicates prefers it to ``batch_id``: a loader that dies after writing and before its
+    source committed writes the same records again under the same key."""
 
 
 @dataclass
@@ -146,6 +152,11 @@ class _Component(ABC):  # noqa: B024 - subclasses add the abstract methods
     async def readiness(self) -> Readiness:
         """Whether the component can do its work now (for /readyz)."""
         return Readiness(True)
+
+    def status_details(self) -> dict[str, Any]:
+        """Component-specific state for /api/status and the dashboard (e.g. a Kafka source's
+        per-partition lag): JSON-encodable, cheap (no I/O); empty by default."""
+        return {}
 
 
 class Source(_Component, Generic[SourceConfigT]):

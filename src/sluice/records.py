@@ -14,14 +14,32 @@ has been written by every sink that takes it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
 
-__all__ = ["Record", "Rejected", "SourceBatch", "compact_json", "join_lines"]
+__all__ = [
+    "Origin",
+    "Record",
+    "Rejected",
+    "SourceBatch",
+    "compact_json",
+    "join_lines",
+    "origin_key",
+]
+
+
+class Origin(NamedTuple):
+    """A record's place in a replayable log: the same record read again has the same origin."""
+
+    stream: str
+    """The log's name (a Kafka topic)."""
+    partition: int
+    offset: int
 
 
 class Record(msgspec.Struct, gc=False, eq=False):
@@ -39,6 +57,9 @@ class Record(msgspec.Struct, gc=False, eq=False):
     """Event time, unix seconds, when the source knows it (for lag and freshness)."""
     decoded: dict[str, Any] | None = None
     """The decoded mapping once someone asked for it; use :attr:`data`."""
+    origin: Origin | None = None
+    """Where a replayable source read the record (a log's stream, partition and offset), so a sink
+    can name a batch by the records in it (:func:`origin_key`); None for a live feed."""
 
     @classmethod
     def from_data(
@@ -111,3 +132,40 @@ def join_lines(records: Sequence[Record]) -> bytes:
     parts = [record.raw for record in records]
     parts.append(b"")
     return b"\n".join(parts)
+
+
+ORIGIN_KEY_MAX = 200
+"""Longer origin keys are replaced by a digest of them (a batch spread over many partitions)."""
+
+
+def origin_key(records: Sequence[Record]) -> str | None:
+    """A key naming exactly ``records`` by their origins, or None when one has no origin.
+
+    Per (stream, partition), in order of first appearance: the first and last offset and how many
+    records of that range the batch holds, e.g. ``ticks/3/1200-1299/100``. The same records read
+    again (a loader restarted before it committed, a retried batch) give the same key; any other
+    set of records gives another, as a sink sees each partition's records in offset order. Keys
+    longer than :data:`ORIGIN_KEY_MAX` are replaced by ``sha256:`` and a digest."""
+    if not records:
+        return None
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for record in records:
+        origin = record.origin
+        if origin is None:
+            return None
+        span = ranges.get((origin.stream, origin.partition))
+        if span is None:
+            ranges[(origin.stream, origin.partition)] = [origin.offset, origin.offset, 1]
+        else:
+            if origin.offset < span[0]:
+                span[0] = origin.offset
+            if origin.offset > span[1]:
+                span[1] = origin.offset
+            span[2] += 1
+    key = ",".join(
+        f"{stream}/{partition}/{low}-{high}/{count}"
+        for (stream, partition), (low, high, count) in ranges.items()
+    )
+    if len(key) > ORIGIN_KEY_MAX:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key

@@ -7,7 +7,8 @@ behind it may move. The contract these names make is written out in ``docs/plugi
   and :class:`SinkConfig`, with the shared blocks (:class:`BatchPolicy`, :class:`BufferPolicy`,
   :class:`RetryPolicy`, :class:`RateLimit`) a plugin may use in its own config, pydantic's :func:`Field` for its own keys, and what a config
   declares about the machine (:class:`Claim`, :class:`LocalPath`);
-- what flows: :class:`Record`, :class:`SourceBatch`, :class:`Rejected`;
+- what flows: :class:`Record`, :class:`SourceBatch`, :class:`Rejected`, :class:`Origin`
+  (:func:`origin_key`);
 - what the runner gives and asks: :class:`ComponentContext`, :class:`Readiness`,
   :class:`QueryResult`, :class:`BatchInfo`;
 - the capability types: :data:`Delivery` (and :data:`DELIVERIES`), :data:`EventTimes`;
@@ -49,7 +50,7 @@ from sluice.plugin import (
     Sink,
     Source,
 )
-from sluice.records import Record, Rejected, SourceBatch, join_lines
+from sluice.records import Origin, Record, Rejected, SourceBatch, join_lines, origin_key
 
 __all__ = [
     "DELIVERIES",
@@ -63,6 +64,7 @@ __all__ = [
     "EventTimes",
     "Field",
     "LocalPath",
+    "Origin",
     "PermanentError",
     "QueryRefused",
     "QueryResult",
@@ -81,4 +83,5 @@ __all__ = [
     "SourceConfig",
     "classify_os_error",
     "join_lines",
+    "origin_key",
 ]

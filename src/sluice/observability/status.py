@@ -152,6 +152,7 @@ async def build_status(
                 "last_event_time": event or None,
                 "freshness_secs": round(now - received, 3) if received else None,
                 "event_lag_secs": round(now - event, 3) if lagging else None,
+                "details": worker.source.status_details(),
             }
         )
     sinks = []

@@ -21,7 +21,7 @@ from sluice.errors import (
     is_transient,
 )
 from sluice.plugin import BatchInfo, ComponentContext, Readiness, Sink, write
-from sluice.records import Record
+from sluice.records import Record, origin_key
 from sluice.runtime.buffers import Backlog, Batch, Buffer, BufferClosed, Segment, build_buffer
 from sluice.runtime.dead_letters import dead_letter
 from sluice.runtime.ledger import Ticket
@@ -245,6 +245,7 @@ class SinkWorker:
         started = time.monotonic()
         self.batches_tried += 1
         batch_id = self.batches_tried
+        origin = origin_key(records) if self.sink.takes_batch_info else None
         while True:
             if self.broken is not None:
                 reason = f"sink broken: {self.broken}"
@@ -252,7 +253,7 @@ class SinkWorker:
                 self._recovered()
                 return True
             try:
-                await write(self.sink, records, BatchInfo(batch_id, retry.attempt + 1))
+                await write(self.sink, records, BatchInfo(batch_id, retry.attempt + 1, origin))
             except asyncio.CancelledError:
                 raise
             except BrokenError as exc:

@@ -280,9 +280,17 @@ window.apiQuery = apiQuery;
       s.event_lag_secs === null ? "–" : duration(s.event_lag_secs));
   }
 
+  // a log source's partitions (e.g. Kafka): consumer lag per partition, under the source's id
+  function partitionLag(details) {
+    const parts = (details && details.partitions) || [];
+    if (!parts.length) return "";
+    return el("div", { class: "muted", "data-partition-lag": "" }, "lag " + parts.map((p) =>
+      p.topic + "/" + p.partition + " " + (p.lag === null ? "–" : fmt(p.lag))).join(" · "));
+  }
+
   function renderSources(status) {
     const rows = status.sources.map((s) => el("tr", { "data-source": s.id },
-      el("td", {}, el("b", {}, s.id)),
+      el("td", {}, el("b", {}, s.id), partitionLag(s.details)),
       el("td", {}, s.type),
       el("td", { class: s.state === "running" ? "" : s.state === "finished" ? "muted" : "warn" },
         s.state + (s.connected ? "" : s.state === "running" ? " (not connected)" : "")),

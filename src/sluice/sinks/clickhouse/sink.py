@@ -9,7 +9,10 @@ not stored again: on chDB and on servers from 22.2 (a non-replicated table needs
 ``non_replicated_deduplication_window``, which the shipped DDL sets). Servers before 22.2 have no
 token: such a retry stores the batch twice; the shipped DDL's ReplacingMergeTree collapses the copy
 at the next merge and ``FINAL`` reads exactly. Parts of a batch already stored while isolating bad
-rows are remembered and never sent again, on any server.
+rows are remembered and never sent again, on any server. A batch read from a replayable log (every
+record has an :class:`~sluice.records.Origin`, e.g. from the ``kafka`` source) takes its token from
+the records' topic, partition and offsets (``BatchInfo.origin``), so a loader that dies between
+the insert and its source's commit and reads the same batch again is deduplicated too.
 
 Bad records: a record that does not fit the table's columns (missing a field for a column without
 default, a value that cannot be converted) goes to the dead letters with the reason, before the
@@ -194,7 +197,8 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
 
     def _token_for(self, records: Sequence[Record], batch: BatchInfo | None) -> str:
         """Same token while the runner retries the same batch (its ``batch_id``); a new one for the
-        next batch. Called without a :class:`BatchInfo` (directly, not by the runner), the same
+        next batch. A batch whose records all came from a replayable log (``batch.origin``) gets a
+        token from their origins instead, the same in every process that reads them. Called without a :class:`BatchInfo` (directly, not by the runner), the same
         ``records`` object stands for the same batch."""
         if batch is not None:
             key: object = batch.batch_id
@@ -206,6 +210,10 @@ class ClickHouseSink(Sink[ClickHouseSinkConfig]):
             self._last_batch = key
             self._serial += 1
             self._token = f"{self._token_prefix}-{self._serial}"
+            if batch is not None and batch.origin is not None:
+                # records from a replayable log: the same records read again by any process (a
+                # loader that died before its source committed) carry the same token
+                self._token = f"origin:{batch.origin}"
             self._stored.clear()
         return self._token
 

@@ -8,7 +8,7 @@ While a batch waits for a slow sink the source tells the stream it is still in p
 every ``progress_interval_secs``, so the stream does not deliver it again elsewhere; a loader that
 dies stops doing so, and its unacknowledged messages are delivered again after ``ack_wait_secs`` to
 a loader that lives. Repeats are possible then (written, not yet acknowledged): ClickHouse keeps one
-copy of each trade (``ReplacingMergeTree``, ``FINAL``), see docs/scaling-nats.md.
+copy of each trade (``ReplacingMergeTree``, ``FINAL``), see docs/scaling.md (NATS JetStream).
 
 A message that is not a JSON object goes to the dead letters with its stream and stream sequence in
 the reason, and is then terminated (``+TERM``: never delivered again). Servers that cannot be

@@ -1,0 +1,297 @@
+"""Kafka throughput through sluice beside confluent-kafka's own loops, in the same run, against a
+tansu broker started here (memory storage, loopback).
+
+- produce: sluice ``generator -> kafka`` (idempotent, acks=all, lz4, keyed) beside a plain
+  ``Producer.produce`` loop with the same settings and the same 400-byte records;
+- consume: sluice ``kafka -> file`` beside a plain ``Consumer.consume`` loop appending the values
+  to a file; both timed from their first message to their last (the group join, which tansu
+  makes wait about half the session timeout, is left out of both).
+
+Each side reads or writes its own topic; runs alternate and the median rate of each is reported
+with the ratio (sluice / library).
+
+With ``--lag SECONDS``: the end-to-end lag instead, simulator (2,000 trades/s) -> ``sluice run``
+ingest process -> topic -> loader pipeline (this process) -> ClickHouse (chDB), from each ticker's
+trade time to the end of the insert that stored it, p50/p99 over every ticker stored in the window.
+
+    python benchmarks/kafka.py [--records 200000] [--repeat 3]
+    python benchmarks/kafka.py --lag 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from sluice.config import load_config_text
+from sluice.logs import configure_logging
+from sluice.registry import Registry
+from sluice.runtime.pipeline import Pipeline
+from sluice.sources.generator import encode_synthetic, now_text, payload_for
+from sluice.testing.kafka import LocalTansu
+
+RECORD_BYTES = 400
+PARTITIONS = 4
+SESSION_MS = 6000
+PRODUCER = {"acks": "all", "enable.idempotence": True, "compression.type": "lz4"}
+
+
+def records(count: int) -> list[bytes]:
+    payload = payload_for(RECORD_BYTES, now_text()[1])
+    _, text = now_text()
+    return [encode_synthetic(seq, text, payload) for seq in range(count)]
+
+
+def library_produce(broker: str, topic: str, values: list[bytes]) -> float:
+    producer = Producer({"bootstrap.servers": broker, **PRODUCER})
+    started = time.perf_counter()
+    for seq, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value, str(seq).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+    return time.perf_counter() - started
+
+
+def sluice_produce(broker: str, topic: str, count: int, root: Path) -> float:
+    registry = Registry.from_entry_points()
+    config = load_config_text(
+        f"""
+data_dir: {root / "produce"}
+admin: {{enabled: false}}
+sources:
+  gen: {{type: generator, count: {count}, record_bytes: {RECORD_BYTES}, batch_size: 500}}
+sinks:
+  log: {{type: kafka, inputs: [gen], brokers: ["{broker}"], topic: {topic}, key_field: seq}}
+""",
+        registry,
+    )
+    pipeline = Pipeline.build(config, registry)
+    started = time.perf_counter()
+    result = asyncio.run(pipeline.run())
+    assert result.ok, result
+    return time.perf_counter() - started
+
+
+def library_consume(broker: str, topic: str, count: int, out: Path) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": SESSION_MS,
+        }
+    )
+    consumer.subscribe([topic])
+    seen, first = 0, 0.0
+    with out.open("ab") as file:
+        while seen < count:
+            messages = consumer.consume(10_000, 0.2)
+            if messages and not first:
+                first = time.perf_counter()
+            file.write(b"".join((m.value() or b"") + b"\n" for m in messages))
+            seen += len(messages)
+            if messages:
+                consumer.commit(message=messages[-1], asynchronous=False)
+    elapsed = time.perf_counter() - first
+    consumer.close()
+    return elapsed
+
+
+async def _sluice_consume(broker: str, topic: str, count: int, root: Path) -> float:
+    registry = Registry.from_entry_points()
+    config = load_config_text(
+        f"""
+data_dir: {root / "consume"}
+admin: {{enabled: true, listen: "127.0.0.1:0"}}
+sources:
+  log:
+    type: kafka
+    brokers: ["{broker}"]
+    topics: [{topic}]
+    group: {uuid.uuid4().hex}
+    session_timeout_secs: {SESSION_MS / 1000}
+sinks:
+  out: {{type: file, inputs: [log], path: "{root / "consumed.jsonl"}"}}
+""",
+        registry,
+    )
+    pipeline = Pipeline.build(config, registry)
+    [source] = pipeline.sources
+    sink = pipeline.sink("out")
+    assert sink is not None
+    task = asyncio.create_task(pipeline.run())
+    first = 0.0
+    while sink.metrics.totals()["sent"] < count:
+        if not first and source.ctx.metrics.totals()["sent"] > 0:
+            first = time.perf_counter()
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - first
+    pipeline.stop("done")
+    await task
+    return elapsed
+
+
+def measure_lag(seconds: float, trades_per_sec: int) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sluice.testing.doubles import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = LocalTansu(root / "tansu")
+        broker.start()
+        ingest: subprocess.Popen[bytes] | None = None
+        try:
+            broker.create_topic("ticks", PARTITIONS)
+            config = root / "ingest.yaml"
+            config.write_text(
+                f"""
+data_dir: {root / "ingest"}
+admin: {{listen: "127.0.0.1:{free_port()}"}}
+log: {{level: warning}}
+sources:
+  coinbase:
+    type: coinbase
+    products: [BTC-USD, ETH-USD, SOL-USD, DOGE-USD]
+    channels: [ticker]
+    simulator: {{mode: synthetic, trades_per_sec: {trades_per_sec}}}
+sinks:
+  log: {{type: kafka, inputs: [coinbase.ticker], brokers: ["{broker.bootstrap}"], topic: ticks,
+         batch: {{max_events: 10000, max_age_secs: 0.05}}}}
+"""
+            )
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "sluice", "run", str(config)], env=dict(os.environ)
+            )
+            lags = asyncio.run(_load_with_lag(broker.bootstrap, root, seconds))
+        finally:
+            if ingest is not None:
+                ingest.send_signal(signal.SIGTERM)
+                ingest.wait(60)
+            broker.kill()
+    lags.sort()
+    p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+    print(
+        f"end-to-end lag, {trades_per_sec} trades/s, {len(lags):,} tickers stored in {seconds:.0f} s:"
+        f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+    )
+
+
+async def _load_with_lag(broker: str, root: Path, seconds: float) -> list[float]:
+    registry = Registry.from_entry_points()
+    config = load_config_text(
+        f"""
+data_dir: {root / "loader"}
+admin: {{enabled: false}}
+sources:
+  log: {{type: kafka, brokers: ["{broker}"], topics: [ticks], group: loaders,
+         session_timeout_secs: {SESSION_MS / 1000}}}
+sinks:
+  clickhouse:
+    type: clickhouse
+    inputs: [log]
+    path: {root / "chdb"}
+    database: lag
+    table: ticks
+    batch: {{max_events: 50000, max_age_secs: 0.2}}
+""",
+        registry,
+    )
+    pipeline = Pipeline.build(config, registry)
+    worker = pipeline.sink("clickhouse")
+    assert worker is not None
+    sink = worker.sink
+    write = sink.write_batch
+    lags: list[float] = []
+    measuring = False
+
+    async def timed(records: Any, batch: Any = None) -> None:
+        await write(records, batch=batch)
+        if measuring:
+            now = time.time()
+            lags.extend(now - r.time for r in records if r.time is not None)
+
+    sink.write_batch = timed  # type: ignore[method-assign]
+    task = asyncio.create_task(pipeline.run())
+    while worker.metrics.totals()["sent"] == 0:  # the group join and the first insert
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)
+    measuring = True
+    await asyncio.sleep(seconds)
+    measuring = False
+    pipeline.stop("done")
+    await task
+    return lags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--lag", type=float, help="measure the end-to-end lag for this long")
+    parser.add_argument("--trades-per-sec", type=int, default=2000)
+    args = parser.parse_args()
+    configure_logging("warning")
+    if args.lag:
+        measure_lag(args.lag, args.trades_per_sec)
+        return
+    count = args.records
+    values = records(count)
+    rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "slu_p", "lib_c", "slu_c")}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        broker = LocalTansu(root / "tansu")
+        broker.start()
+        try:
+            for round_ in range(args.repeat):
+                work = root / f"round{round_}"
+                work.mkdir()
+                lib_topic, slu_topic = f"lib{round_}", f"slu{round_}"
+                broker.create_topic(lib_topic, PARTITIONS)
+                broker.create_topic(slu_topic, PARTITIONS)
+                rates["lib_p"].append(count / library_produce(broker.bootstrap, lib_topic, values))
+                rates["slu_p"].append(
+                    count / sluice_produce(broker.bootstrap, slu_topic, count, work)
+                )
+                # each side reads the topic the library wrote (the same messages)
+                rates["lib_c"].append(
+                    count / library_consume(broker.bootstrap, lib_topic, count, work / "lib.jsonl")
+                )
+                rates["slu_c"].append(
+                    count / asyncio.run(_sluice_consume(broker.bootstrap, lib_topic, count, work))
+                )
+        finally:
+            broker.kill()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"records per run: {count:,} ({RECORD_BYTES} bytes), {args.repeat} runs, medians")
+    print(f"produce  confluent-kafka loop  {med['lib_p']:>10,.0f} msg/s")
+    print(
+        f"produce  sluice gen -> kafka   {med['slu_p']:>10,.0f} msg/s   ratio {med['slu_p'] / med['lib_p']:.2f}"
+    )
+    print(f"consume  confluent-kafka loop  {med['lib_c']:>10,.0f} msg/s")
+    print(
+        f"consume  sluice kafka -> file  {med['slu_c']:>10,.0f} msg/s   ratio {med['slu_c'] / med['lib_c']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

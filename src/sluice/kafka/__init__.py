@@ -1,0 +1,1 @@
+"""Kafka (librdkafka through confluent-kafka): what the ``kafka`` source and sink share."""

@@ -1,0 +1,140 @@
+"""The Kafka plugins' config rules, the origin key a batch gets from its records, and the
+ClickHouse token made from it (the broker itself is in tests/integration/test_kafka.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sluice.config.loader import load_config_text
+from sluice.kafka.connection import client_config
+from sluice.plugin import BatchInfo
+from sluice.records import Origin, Record, origin_key
+from sluice.registry import Registry
+from sluice.sinks.clickhouse import ClickHouseSink, ClickHouseSinkConfig
+from sluice.sinks.kafka import KafkaSinkConfig
+from sluice.sinks.kafka.sink import key_reader
+from sluice.sources.kafka import KafkaSourceConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def at(partition: int, offset: int, topic: str = "t") -> Record:
+    return Record(b"{}", "ticker", None, None, Origin(topic, partition, offset))
+
+
+def test_an_origin_key_names_each_partition_range_and_count() -> None:
+    records = [at(0, 10), at(1, 5), at(0, 11), at(0, 13), at(1, 6)]
+    assert origin_key(records) == "t/0/10-13/3,t/1/5-6/2"
+
+
+def test_the_same_records_give_the_same_key_and_any_other_set_another() -> None:
+    batch = [at(0, i) for i in range(100, 200)]
+    assert origin_key(batch) == origin_key([at(0, i) for i in range(100, 200)])
+    assert origin_key(batch[:50]) != origin_key(batch)
+    assert origin_key(batch[:-1]) != origin_key(batch)
+    assert origin_key([at(0, i, "other") for i in range(100, 200)]) != origin_key(batch)
+
+
+def test_a_batch_with_a_record_of_no_origin_has_no_key() -> None:
+    assert origin_key([at(0, 1), Record(b"{}")]) is None
+    assert origin_key([]) is None
+
+
+def test_a_long_origin_key_is_a_digest() -> None:
+    key = origin_key([at(p, 1, "a-rather-long-topic-name") for p in range(50)])
+    assert key is not None
+    assert key.startswith("sha256:")
+    assert len(key) == 7 + 64
+
+
+def test_the_clickhouse_token_comes_from_the_origin_when_the_batch_has_one() -> None:
+    sink = ClickHouseSink("ch", ClickHouseSinkConfig(path=Path("x"), table="t"))
+    sink._token_prefix = "ch-process"
+    records = [at(0, 1)]
+    assert sink._token_for(records, BatchInfo(1, 1, "t/0/1-1/1")) == "origin:t/0/1-1/1"
+    assert sink._token_for(records, BatchInfo(1, 2, "t/0/1-1/1")) == "origin:t/0/1-1/1"
+    # another process (another prefix) reading the same records makes the same token
+    other = ClickHouseSink("ch", ClickHouseSinkConfig(path=Path("x"), table="t"))
+    other._token_prefix = "ch-another"
+    assert other._token_for(records, BatchInfo(7, 1, "t/0/1-1/1")) == "origin:t/0/1-1/1"
+    # no origin: the per-process token, as before
+    assert sink._token_for(records, BatchInfo(2, 1)) == "ch-process-2"
+
+
+def sink(**overrides: object) -> KafkaSinkConfig:
+    return KafkaSinkConfig.model_validate({"brokers": ["b:9092"], "topic": "t", **overrides})
+
+
+def test_the_sink_defaults_to_acks_all_idempotence_and_the_product_key() -> None:
+    c = sink()
+    assert (c.acks, c.idempotent, c.key_field) == ("all", True, "product_id")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"acks": 1}, "`idempotent: true` needs `acks: all`"),
+        ({"librdkafka": {"sasl.password": "x"}}, "use the `tls` and `sasl` options"),
+        ({"librdkafka": {"enable.idempotence": False}}, "use `idempotent`"),
+        ({"librdkafka": {"bootstrap.servers": "x:1"}}, "use `brokers`"),
+        ({"brokers": ["no-port"]}, "is not `host:port`"),
+        ({"topic": "bad topic"}, "String should match pattern"),
+    ],
+)
+def test_the_sink_config_refuses(overrides: dict[str, object], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        sink(**overrides)
+
+
+def test_the_source_keeps_offsets_to_itself() -> None:
+    with pytest.raises(ValidationError, match="committed by sluice"):
+        KafkaSourceConfig.model_validate(
+            {
+                "brokers": ["b:9092"],
+                "topics": ["t"],
+                "group": "g",
+                "librdkafka": {"enable.auto.commit": True},
+            }
+        )
+
+
+def test_sasl_and_tls_make_the_librdkafka_config_and_a_comma_list_of_brokers_splits() -> None:
+    c = sink(
+        brokers=["a:1,b:2"],
+        sasl={"mechanism": "SCRAM-SHA-256", "username": "u", "password": "s3cret"},
+        tls={"ca_file": "/ca.pem"},
+        librdkafka={"linger.ms": 5},
+    )
+    conf = client_config(c, {"acks": "all"})
+    assert conf["bootstrap.servers"] == "a:1,b:2"
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-256"
+    assert conf["sasl.password"] == "s3cret"
+    assert conf["ssl.ca.location"] == "/ca.pem"
+    assert conf["linger.ms"] == 5
+    assert "s3cret" not in repr(c)  # a SecretStr: never in a log line or an error
+
+
+@pytest.mark.parametrize("name", ["ingest_to_kafka.yaml", "kafka_to_clickhouse.yaml"])
+def test_the_kafka_example_configs_load(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry = Registry.from_entry_points()
+    config = load_config_text((ROOT / "examples" / name).read_text(), registry)
+    types = {c.type for c in [*config.sources.values(), *config.sinks.values()]}
+    assert "kafka" in types
+
+
+def test_the_message_key_is_the_field_only_text_as_utf8_else_its_json() -> None:
+    key = key_reader("product_id")
+    assert key(Record(b'{"product_id": "BTC-USD", "x": {"product_id": 1}}')) == b"BTC-USD"
+    assert key(Record(b'{"product_id": 7}')) == b"7"
+    assert key(Record(b'{"product_id": {"a": 1}}')) == b'{"a":1}'
+    assert key(Record(b'{"other": 1}')) is None
+    assert key(Record(b'{"product_id": null}')) is None
+    assert key(Record(b"[1, 2]")) is None  # not an object: no key, still published
+    assert key(Record.from_data({"product_id": "ETH-USD"})) == b"ETH-USD"
