@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from sluice.config.models import RetryPolicy
 from sluice.errors import SluiceError
@@ -52,6 +51,7 @@ from sluice.sources.coinbase.protocol import (
     crowded,
     decode,
     may_be_non_finite,
+    measure,
     one_line,
     plain_batch,
     screen,
@@ -272,11 +272,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         max_n = PLAIN_MAX_N
         crowded_ = True  # whether a frame may have more than max_n lowercase n
         if len(frames) >= _VECTOR_FRAMES:
-            ends = np.cumsum(np.fromiter(map(len, frames), np.int64, len(frames)))
-            size = int(ends[-1])
+            ends, size, longest = measure(frames)
             if size <= _BLOB_BYTES:
                 blob = b"".join(frames)
-                longest = int(np.diff(ends, prepend=0).max())
                 plain, lettered = plain_batch(blob, longest)
                 if plain and not lettered:
                     crowded_ = crowded(blob, ends, max_n)
