@@ -60,25 +60,30 @@ class Router:
         records = batch.records
         if records:
             routes = self.routes.get(source_id, ())
+            nbytes = batch.nbytes
+            present: set[str] | None = None  # the batch's kinds, once a route filters by kind
             taken: set[str] | None = set()
             for route in routes:
                 if route.kinds is None:
                     part = records
-                    part_bytes = (
-                        batch.nbytes
-                        if batch.nbytes is not None
-                        else sum([len(r.raw) for r in records])
-                    )
                     taken = None
                 else:
                     kinds = route.kinds
-                    part = [r for r in records if r.kind in kinds]
-                    part_bytes = sum([len(r.raw) for r in part])
+                    if present is None:
+                        present = {r.kind for r in records}
+                    # the common case: the route takes the whole batch, no copy and no count
+                    part = records if present <= kinds else [r for r in records if r.kind in kinds]
                     if taken is not None:
                         taken |= kinds
+                if part is records:
+                    if nbytes is None:
+                        nbytes = sum([len(r.raw) for r in records])
+                    part_bytes = nbytes
+                else:
+                    part_bytes = sum([len(r.raw) for r in part])
                 if part:
                     await route.sink.offer(Segment(part, part_bytes, ticket.split()))
-            if taken is not None:
+            if taken is not None and (present is None or not present <= taken):
                 unrouted: dict[str, int] = {}
                 for r in records:
                     if r.kind not in taken:

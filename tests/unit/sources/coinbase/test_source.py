@@ -337,3 +337,27 @@ def test_the_source_declares_its_connection_and_never_sets_the_gauge(tmp_path: P
         )
         == 0.0
     )
+
+
+@pytest.mark.parametrize("at", [0, 99, 199])
+def test_a_lowercase_nan_in_a_large_batch_of_plain_frames_is_a_dead_letter(
+    tmp_path: Path, at: int
+) -> None:
+    # a batch this large counts each frame's lowercase n in one vectorised pass
+    source, _ = _source(tmp_path)
+    frames = [_ticker(b"%d" % n, extra=b',"open_24h":"1.5"') for n in range(1, 201)]
+    bad = _ticker(b"%d" % (at + 1), price=b'"nan"', extra=b',"open_24h":"1.5"')
+    frames[at] = bad
+    batch = source._parse(frames)
+    assert [r.raw for r in batch.rejected] == [bad]
+    assert "price is not a finite number" in batch.rejected[0].reason
+    assert sum(r.kind == "ticker" for r in batch.records) == 199
+
+
+def test_a_batch_knows_its_records_size_only_when_every_frame_made_one(tmp_path: Path) -> None:
+    source, _ = _source(tmp_path)
+    whole = source._parse([TICKER % (1, n) for n in range(10, 110)])
+    assert whole.nbytes == sum(len(r.raw) for r in whole.records)
+    with_gap = source._parse([TICKER % (1, 110), TICKER % (2, 120)])  # a gap record, a ticker
+    assert [r.kind for r in with_gap.records] == ["ticker", "gap", "ticker"]
+    assert with_gap.nbytes is None
