@@ -2,7 +2,8 @@
 tansu broker started here (memory storage, loopback).
 
 - produce: sluice ``generator -> kafka`` (idempotent, acks=all, lz4, keyed) beside a plain
-  ``Producer.produce`` loop with the same settings and the same 400-byte records;
+  ``Producer.produce`` loop with the same settings and the same 400-byte records (and, for
+  information only, the same loop adding the two headers the sink writes: kind, event time);
 - consume: sluice ``kafka -> file`` beside a plain ``Consumer.consume`` loop appending the values
   to a file; both timed from their first message to their last (the group join, which tansu
   makes wait about half the session timeout, is left out of both).
@@ -32,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from sluice.config import load_config_text
+from sluice.kafka.connection import KIND_HEADER, TIME_HEADER
 from sluice.logs import configure_logging
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
@@ -50,13 +52,22 @@ def records(count: int) -> list[bytes]:
     return [encode_synthetic(seq, text, payload) for seq in range(count)]
 
 
-def library_produce(broker: str, topic: str, values: list[bytes]) -> float:
+def library_produce(
+    broker: str, topic: str, values: list[bytes], *, headers: bool = False
+) -> float:
+    """The plain loop; with ``headers``, each message also carries the two headers the sink
+    writes (kind and event time), for information: the ratio is against the loop without."""
     producer = Producer({"bootstrap.servers": broker, **PRODUCER})
     started = time.perf_counter()
     for seq, value in enumerate(values):
+        extra = (
+            [(KIND_HEADER, b"record"), (TIME_HEADER, repr(time.time()).encode())]
+            if headers
+            else None
+        )
         while True:
             try:
-                producer.produce(topic, value, str(seq).encode())
+                producer.produce(topic, value, str(seq).encode(), headers=extra)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -256,7 +267,7 @@ def main() -> None:
         return
     count = args.records
     values = records(count)
-    rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "slu_p", "lib_c", "slu_c")}
+    rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p", "lib_c", "slu_c")}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = LocalTansu(root / "tansu")
@@ -269,6 +280,10 @@ def main() -> None:
                 broker.create_topic(lib_topic, PARTITIONS)
                 broker.create_topic(slu_topic, PARTITIONS)
                 rates["lib_p"].append(count / library_produce(broker.bootstrap, lib_topic, values))
+                broker.create_topic(f"hdr{round_}", PARTITIONS)
+                rates["lib_h"].append(
+                    count / library_produce(broker.bootstrap, f"hdr{round_}", values, headers=True)
+                )
                 rates["slu_p"].append(
                     count / sluice_produce(broker.bootstrap, slu_topic, count, work)
                 )
@@ -284,6 +299,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"records per run: {count:,} ({RECORD_BYTES} bytes), {args.repeat} runs, medians")
     print(f"produce  confluent-kafka loop  {med['lib_p']:>10,.0f} msg/s")
+    print(f"produce  same, with headers    {med['lib_h']:>10,.0f} msg/s   (information)")
     print(
         f"produce  sluice gen -> kafka   {med['slu_p']:>10,.0f} msg/s   ratio {med['slu_p'] / med['lib_p']:.2f}"
     )

@@ -15,7 +15,7 @@ from sluice.records import Origin, Record, origin_key
 from sluice.registry import Registry
 from sluice.sinks.clickhouse import ClickHouseSink, ClickHouseSinkConfig
 from sluice.sinks.kafka import KafkaSinkConfig
-from sluice.sinks.kafka.sink import key_reader
+from sluice.sinks.kafka.sink import key_reader, keys_reader
 from sluice.sources.kafka import KafkaSourceConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -138,3 +138,25 @@ def test_the_message_key_is_the_field_only_text_as_utf8_else_its_json() -> None:
     assert key(Record(b'{"product_id": null}')) is None
     assert key(Record(b"[1, 2]")) is None  # not an object: no key, still published
     assert key(Record.from_data({"product_id": "ETH-USD"})) == b"ETH-USD"
+
+
+def test_the_keys_of_a_batch_are_those_of_its_records_one_by_one() -> None:
+    keys = keys_reader("product_id")
+    one = key_reader("product_id")
+    records = [
+        Record(b'{"product_id": "BTC-USD", "x": {"product_id": 1}}'),
+        Record(b'{"product_id": 7}'),
+        Record(b'{"product_id": {"a": 1}}'),
+        Record(b'{"other": 1}'),
+        Record(b'{"product_id": null}'),
+        Record(b'{"product_id": "\\u00e9t\\u00e9"}'),
+    ]
+    assert keys(records) == [one(r) for r in records]
+    assert keys(records)[0] == b"BTC-USD"
+    assert keys(records)[5] == "été".encode()
+    # a record that is not an object, or not JSON, or holds two values: record by record
+    odd = [*records, Record(b"[1, 2]"), Record(b"not json"), Record(b'{"product_id": 1},{}')]
+    assert keys(odd) == [one(r) for r in odd]
+    assert keys([Record(b'{"product_id": 1},{"product_id": 2}'), records[0]]) == [None, b"BTC-USD"]
+    decoded = [Record.from_data({"product_id": "ETH-USD"}), records[1]]
+    assert keys(decoded) == [b"ETH-USD", b"7"]

@@ -68,9 +68,11 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         self._produce_seconds: Any = None
         self._broker_error: str | None = None
         """The latest librdkafka error about reaching the brokers, until a delivery succeeds."""
-        self._key: Callable[[Record], bytes | None] = (
-            key_reader(config.key_field) if config.key_field is not None else _no_key
+        self._keys: Callable[[Sequence[Record]], Sequence[bytes | None]] = (
+            keys_reader(config.key_field) if config.key_field is not None else _no_keys
         )
+        self._kind_headers: dict[str, tuple[str, bytes]] = {}
+        """The kind header of each kind seen (made once, not per message)."""
         self._failed: list[tuple[Any, bytes | None]] = []
         """Failed delivery reports of the batch being written: (error, message value)."""
 
@@ -226,24 +228,25 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         ck = import_kafka()
         c = self.config
         producer = self._producer
-        produce, poll = producer.produce, producer.poll
-        topic, key = c.topic, self._key
+        produce = producer.produce
+        topic, kind_headers = c.topic, self._kind_headers
         failures: dict[int, Any] = {}
         self._failed = []
         started = time.monotonic()
+        keys = self._keys(records)  # one decode for the whole batch
         for index, record in enumerate(records):
-            headers = [(KIND_HEADER, record.kind.encode())]
-            if record.time is not None:
-                headers.append((TIME_HEADER, repr(record.time).encode()))
-            while True:
-                try:
-                    produce(topic, record.raw, key(record), headers=headers)
-                except BufferError:  # librdkafka's queue is full: serve reports, then again
-                    poll(0.05)
-                    continue
-                except ck.KafkaException as exc:  # refused locally (e.g. larger than allowed)
-                    failures[index] = exc.args[0]
-                break
+            kind = kind_headers.get(record.kind)
+            if kind is None:
+                kind = kind_headers[record.kind] = (KIND_HEADER, record.kind.encode())
+            headers = (
+                [kind] if record.time is None else [kind, (TIME_HEADER, repr(record.time).encode())]
+            )
+            try:
+                produce(topic, record.raw, keys[index], headers=headers)
+            except BufferError:  # librdkafka's queue is full: serve reports, then again
+                self._produce_when_room(record, keys[index], headers, index, failures)
+            except ck.KafkaException as exc:  # refused locally (e.g. larger than allowed)
+                failures[index] = exc.args[0]
         # the sink writes one batch at a time, so the producer's queue holds only this batch;
         # every message either is delivered or fails within delivery_timeout_secs
         deadline = time.monotonic() + c.delivery_timeout_secs + 5.0
@@ -262,6 +265,27 @@ class KafkaSink(Sink[KafkaSinkConfig]):
                     failures[index] = error
         self._produce_seconds.observe(time.monotonic() - started)
         return failures
+
+    def _produce_when_room(
+        self,
+        record: Record,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        index: int,
+        failures: dict[int, Any],
+    ) -> None:
+        """Produce one message once librdkafka's queue has room (serving reports meanwhile)."""
+        ck = import_kafka()
+        producer = self._producer
+        while True:
+            producer.poll(0.05)
+            try:
+                producer.produce(self.config.topic, record.raw, key, headers=headers)
+            except BufferError:
+                continue
+            except ck.KafkaException as exc:
+                failures[index] = exc.args[0]
+            return
 
 
 def key_reader(field: str) -> Callable[[Record], bytes | None]:
@@ -287,5 +311,37 @@ def key_reader(field: str) -> Callable[[Record], bytes | None]:
     return key
 
 
-def _no_key(record: Record) -> None:
-    return None
+def keys_reader(field: str) -> Callable[[Sequence[Record]], list[bytes | None]]:
+    """A function giving the message keys of a batch, as :func:`key_reader` gives them one by one,
+    decoding the field of every record in one msgspec call over the batch (the records' JSON
+    joined into one array): about half the cost of a call per record. A batch with a record that
+    is not a JSON object (or already decoded) takes the record-by-record way."""
+    one = key_reader(field)
+    struct = msgspec.defstruct("Key", [(field, Any, None)])
+    decoder = msgspec.json.Decoder(list[struct])  # type: ignore[valid-type]
+
+    def keys(records: Sequence[Record]) -> list[bytes | None]:
+        if any(record.decoded is not None for record in records):
+            return [one(record) for record in records]
+        try:
+            decoded = decoder.decode(b"[" + b",".join([record.raw for record in records]) + b"]")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return [one(record) for record in records]
+        if len(decoded) != len(records):  # a record holding more than one value (``1,2``)
+            return [one(record) for record in records]
+        out: list[bytes | None] = []
+        for item in decoded:
+            value = getattr(item, field)
+            if value is None:
+                out.append(None)
+            elif isinstance(value, str):
+                out.append(value.encode())
+            else:
+                out.append(orjson.dumps(value))
+        return out
+
+    return keys
+
+
+def _no_keys(records: Sequence[Record]) -> list[None]:
+    return [None] * len(records)
