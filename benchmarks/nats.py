@@ -188,7 +188,9 @@ ORDER BY (product_id, trade_id);
 """
 
 
-def lag(urls: list[str], tmp: Path, seconds: float, rate: int) -> tuple[float, float, int]:
+def lag(
+    urls: list[str], tmp: Path, seconds: float, rate: int, replicas: int = 3
+) -> tuple[float, float, int]:
     stream = f"LAG{uuid.uuid4().hex[:8]}"
     (tmp / "lag.sql").write_text(LAG_DDL)
     loader = {
@@ -236,7 +238,7 @@ def lag(urls: list[str], tmp: Path, seconds: float, rate: int) -> tuple[float, f
                 "stream": stream,
                 "subject": f"{stream}.{{product_id}}",
                 "msg_id": ["product_id", "trade_id"],
-                "create_stream": {"replicas": 3},
+                "create_stream": {"replicas": replicas},
                 "batch": {"max_events": 2000, "max_age_secs": 0.05},
             }
         },
@@ -272,6 +274,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lag-secs", type=float, default=0)
     parser.add_argument("--lag-rate", type=int, default=2000)
+    parser.add_argument("--publish-only", action="store_true", help="skip the consume runs")
+    parser.add_argument(
+        "--lag-replicas", type=int, default=3, help="the lag run's stream replicas (1 or 3)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
@@ -290,6 +296,8 @@ def main() -> None:
                     "consume/sluice": lambda b=b: consume_sluice(urls, b, count, tmp),
                 }
                 order = list(runs) if round_ % 2 == 0 else [*list(runs)[1::-1], *list(runs)[:1:-1]]
+                if args.publish_only:
+                    order = [name for name in order if name.startswith("publish/")]
                 for name in order:
                     value = runs[name]()
                     results.setdefault(name, []).append(value)
@@ -298,10 +306,14 @@ def main() -> None:
             for name, value in medians.items():
                 print(f"median {name}: {value:,.0f} records/s")
             for what in ("publish", "consume") if medians else ():
+                if f"{what}/sluice" not in medians:
+                    continue
                 ratio = medians[f"{what}/sluice"] / medians[f"{what}/client"]
                 print(f"ratio {what} sluice/client: {ratio:.2f}")
             if args.lag_secs:
-                p50, p99, count = lag(cluster.urls, tmp, args.lag_secs, args.lag_rate)
+                p50, p99, count = lag(
+                    cluster.urls, tmp, args.lag_secs, args.lag_rate, args.lag_replicas
+                )
                 print(
                     f"lag simulator -> nats -> chDB at {args.lag_rate}/s: p50 {p50 * 1000:.0f} ms,"
                     f" p99 {p99 * 1000:.0f} ms over {count} rows"
