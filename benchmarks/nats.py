@@ -50,7 +50,11 @@ def records(count: int) -> list[bytes]:
     return [encode_synthetic(n, text, payload) for n in range(count)]
 
 
-async def publish_client(urls: list[str], stream: str, rows: list[bytes]) -> float:
+async def publish_client(
+    urls: list[str], stream: str, rows: list[bytes], yield_every: int = 0
+) -> float:
+    """nats-py's loop; with ``yield_every``, a turn to the event loop every so many publishes
+    (what the sink does), so the batch is sent while it is being made."""
     import nats
 
     await create_stream(urls, stream)
@@ -65,6 +69,8 @@ async def publish_client(urls: list[str], stream: str, rows: list[bytes]) -> flo
                     f"{stream}.gen", rows[n], stream=stream, headers={"Nats-Msg-Id": str(n)}
                 )
             )
+            if yield_every and n % yield_every == yield_every - 1:
+                await asyncio.sleep(0)
         await asyncio.gather(*futures)
     elapsed = time.perf_counter() - started
     await nc.close()
@@ -188,7 +194,9 @@ ORDER BY (product_id, trade_id);
 """
 
 
-def lag(urls: list[str], tmp: Path, seconds: float, rate: int) -> tuple[float, float, int]:
+def lag(
+    urls: list[str], tmp: Path, seconds: float, rate: int, replicas: int = 3
+) -> tuple[float, float, int]:
     stream = f"LAG{uuid.uuid4().hex[:8]}"
     (tmp / "lag.sql").write_text(LAG_DDL)
     loader = {
@@ -236,7 +244,7 @@ def lag(urls: list[str], tmp: Path, seconds: float, rate: int) -> tuple[float, f
                 "stream": stream,
                 "subject": f"{stream}.{{product_id}}",
                 "msg_id": ["product_id", "trade_id"],
-                "create_stream": {"replicas": 3},
+                "create_stream": {"replicas": replicas},
                 "batch": {"max_events": 2000, "max_age_secs": 0.05},
             }
         },
@@ -261,8 +269,20 @@ def lag(urls: list[str], tmp: Path, seconds: float, rate: int) -> tuple[float, f
             "(SELECT (toUnixTimestamp64Micro(inserted) - toUnixTimestamp64Micro(time)) / 1e6 AS l"
             f" FROM d.t WHERE toUnixTimestamp64Micro(time) > {int(window_start * 1e6)})"
         )
+        # steady or growing: the median lag of each 5 s of trade time
+        steps = store.rows(
+            "SELECT intDiv(toUnixTimestamp64Micro(time) - "
+            f"{int(window_start * 1e6)}, 5000000) AS s, "
+            "quantileExact(0.5)((toUnixTimestamp64Micro(inserted) - "
+            "toUnixTimestamp64Micro(time)) / 1e6), count() FROM d.t WHERE "
+            f"toUnixTimestamp64Micro(time) > {int(window_start * 1e6)} GROUP BY s ORDER BY s"
+        )
     finally:
         store.close()
+    print(
+        "lag p50 per 5 s of the window: "
+        + ", ".join(f"{float(p) * 1000:.0f} ms ({int(n)} rows)" for _, p, n in steps)
+    )
     return float(p50), float(p99), int(rows)
 
 
@@ -272,6 +292,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lag-secs", type=float, default=0)
     parser.add_argument("--lag-rate", type=int, default=2000)
+    parser.add_argument("--publish-only", action="store_true", help="skip the consume runs")
+    parser.add_argument(
+        "--pipelined-client",
+        action="store_true",
+        help="also nats-py's loop with a turn to the event loop every 200 publishes",
+    )
+    parser.add_argument(
+        "--lag-replicas", type=int, default=3, help="the lag run's stream replicas (1 or 3)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
@@ -290,6 +319,14 @@ def main() -> None:
                     "consume/sluice": lambda b=b: consume_sluice(urls, b, count, tmp),
                 }
                 order = list(runs) if round_ % 2 == 0 else [*list(runs)[1::-1], *list(runs)[:1:-1]]
+                if args.pipelined_client:
+                    y = f"Y{round_}{uuid.uuid4().hex[:6]}"
+                    runs["publish/client-yield"] = lambda y=y: asyncio.run(
+                        publish_client(urls, y, rows, yield_every=200)
+                    )
+                    order.insert(round_ % 2, "publish/client-yield")
+                if args.publish_only:
+                    order = [name for name in order if name.startswith("publish/")]
                 for name in order:
                     value = runs[name]()
                     results.setdefault(name, []).append(value)
@@ -298,10 +335,17 @@ def main() -> None:
             for name, value in medians.items():
                 print(f"median {name}: {value:,.0f} records/s")
             for what in ("publish", "consume") if medians else ():
+                if f"{what}/sluice" not in medians:
+                    continue
                 ratio = medians[f"{what}/sluice"] / medians[f"{what}/client"]
                 print(f"ratio {what} sluice/client: {ratio:.2f}")
+            if "publish/client-yield" in medians:
+                ratio = medians["publish/sluice"] / medians["publish/client-yield"]
+                print(f"ratio publish sluice/client-yield: {ratio:.2f}")
             if args.lag_secs:
-                p50, p99, count = lag(cluster.urls, tmp, args.lag_secs, args.lag_rate)
+                p50, p99, count = lag(
+                    cluster.urls, tmp, args.lag_secs, args.lag_rate, args.lag_replicas
+                )
                 print(
                     f"lag simulator -> nats -> chDB at {args.lag_rate}/s: p50 {p50 * 1000:.0f} ms,"
                     f" p99 {p99 * 1000:.0f} ms over {count} rows"

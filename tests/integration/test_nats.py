@@ -204,6 +204,37 @@ async def test_the_sink_stores_each_record_once_in_a_replicated_stream_even_when
     assert [row["trade_id"] for row in stored] == list(range(1500))
 
 
+async def test_records_without_a_subject_mid_batch_go_to_the_dead_letters_and_the_rest_is_stored(
+    cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
+) -> None:
+    # one batch of 700 records: the sink gives the loop turns while publishing it
+    records: list[dict[str, Any]] = [
+        {"product_id": "BTC-USD", "trade_id": n, "price": "1.5"} for n in range(700)
+    ]
+    del records[250]["product_id"]
+    records[450]["product_id"] = "A.B"
+    (tmp_path / "in.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {"file": {"type": "file", "path": str(tmp_path / "in.jsonl")}},
+        "sinks": {
+            "log": {
+                **sink_config(cluster, stream),
+                "inputs": ["file"],
+                "batch": {"max_events": 700, "max_age_secs": 5},
+            }
+        },
+    }
+    assert (await run_pipeline(build_pipeline(config))).ok
+    stored = await read_stream(client, stream)
+    assert [row["trade_id"] for row in stored] == [n for n in range(700) if n not in (250, 450)]
+    letters = read_jsonl(tmp_path / "data/dead_letters.jsonl")
+    assert [letter["record"]["trade_id"] for letter in letters] == [250, 450]
+    assert "'product_id' is missing" in letters[0]["reason"]
+    assert "is not a subject token" in letters[1]["reason"]
+
+
 async def test_simulator_to_nats_then_a_second_process_loads_every_ticker_once_into_chdb(
     cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path, spawn: Spawn
 ) -> None:

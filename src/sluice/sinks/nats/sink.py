@@ -45,6 +45,9 @@ ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 MSG_ID = "Nats-Msg-Id"
 KIND = "Sluice-Kind"
 TIME = "Sluice-Time"
+EXPECTED_STREAM = "Nats-Expected-Stream"
+YIELD_EVERY = 200
+"""Messages queued between two turns given to the event loop while a batch is published."""
 
 
 class _Unaddressable(Exception):
@@ -231,21 +234,29 @@ class NatsSink(Sink[NatsSinkConfig]):
         js = self._js
         stream = self.config.stream
         address = self._address
+        publish = js.publish_async
+        append = pending.append
+        payload_error = nats.errors.MaxPayloadError
         for index, record in enumerate(records):
             try:
                 subject, msg_id = address(record, index, prefix)
             except _Unaddressable as exc:
                 rejected[index] = str(exc)
                 continue
-            headers = {MSG_ID: msg_id, KIND: record.kind}
+            # the stream's name as nats-py's `stream=` would add it (same header, one dict less)
+            headers = {MSG_ID: msg_id, KIND: record.kind, EXPECTED_STREAM: stream}
             if record.time is not None:
                 headers[TIME] = repr(record.time)
             try:
-                future = await js.publish_async(subject, record.raw, stream=stream, headers=headers)
-            except nats.errors.MaxPayloadError:
+                append((index, await publish(subject, record.raw, headers=headers)))
+            except payload_error:
                 rejected[index] = f"{len(record.raw)} bytes: larger than the server's max_payload"
                 continue
-            pending.append((index, future))
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                # publish_async only queues the message: give the loop a turn so nats-py's
+                # flusher sends what is queued and its reader takes the acks that came back,
+                # and the stream stores this part of the batch while the rest is being made
+                await asyncio.sleep(0)
 
     async def _await_acks(
         self,
