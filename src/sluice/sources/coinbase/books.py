@@ -263,8 +263,12 @@ class BookFeed:
             )
         return None
 
-    def update(self, message: L2Update, raw: bytes, records: list[Record]) -> str | None:
-        """Changed levels; returns a reason to refuse the frame, or None."""
+    def update(
+        self, message: L2Update, raw: bytes, records: list[Record], ascii_: bool = False
+    ) -> str | None:
+        """Changed levels; returns a reason to refuse the frame, or None. ``ascii_``: the frame
+        is known to be ASCII without escapes (the source's batch screen), so its texts are
+        ASCII and only the decimal test is left per price and size."""
         product = message.product_id
         book = self.books.get(product)
         if book is None:
@@ -279,16 +283,15 @@ class BookFeed:
         when = message.time
         timestamp = when.timestamp()
         stamp = _encode(when).decode()
-        head = f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"'
         append = records.append
         first = len(records)
         bids, asks = book.bids, book.asks
         added = False
         for side, price, size in message.changes:
-            # _plain() inline: this is the busiest loop of the busiest channel
+            # _plain() inline: this is the busiest loop of the busiest channel; an ASCII frame
+            # without escapes (the batch screen's word) has ASCII texts, only the digits are left
             if not (
-                price.isascii()
-                and size.isascii()
+                (ascii_ or (price.isascii() and size.isascii()))
                 and price.replace(".", "", 1).isdigit()
                 and size.replace(".", "", 1).isdigit()
             ):
@@ -305,8 +308,14 @@ class BookFeed:
             else:
                 book.set(buy, p, size, False)  # a new level: its heap entry too
                 added = True
-            row = f'{head}{side}","price":"{price}","size":"{size}","snapshot":0}}'
-            append(Record(row.encode(), "level2", timestamp))
+            append(  # one f-string per row: no separate head for the (usual) single change
+                Record(
+                    f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"{side}",'
+                    f'"price":"{price}","size":"{size}","snapshot":0}}'.encode(),
+                    "level2",
+                    timestamp,
+                )
+            )
         if added:  # removing levels cannot cross a book
             bid_heap, ask_heap = book._bid_heap, book._ask_heap
             if (  # Book.tops() inline, for its common case: both tops current, not crossed

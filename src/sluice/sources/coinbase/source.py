@@ -421,8 +421,8 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     append(Record(raw, "ticker", message.time.timestamp()))
                     continue
                 late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
-            elif isinstance(message, L2Update):
-                reason = books.update(message, raw, records)
+            elif type(message) is L2Update:
+                reason = books.update(message, raw, records, plain)
                 if reason is not None:
                     rejected.append(Rejected(raw, reason))
             elif isinstance(message, Heartbeat):
