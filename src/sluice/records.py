@@ -15,6 +15,7 @@ has been written by every sink that takes it.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,7 +29,9 @@ __all__ = [
     "Rejected",
     "SourceBatch",
     "compact_json",
+    "finite_time",
     "join_lines",
+    "one_line",
     "origin_key",
 ]
 
@@ -125,6 +128,28 @@ def compact_json(value: Any) -> bytes:
     cost that much (100,000 small records: ~400 MiB instead of ~7 MiB). One copy trims it.
     """
     return bytes(memoryview(orjson.dumps(value)))
+
+
+def one_line(raw: bytes) -> bytes:
+    """``raw`` JSON with its line breaks turned into spaces, so that its record is one line of JSON
+    Lines. In valid JSON a raw line break can only be whitespace between tokens (inside a string
+    it must be escaped), so the value is unchanged. Sources whose input may be pretty-printed
+    (a websocket frame, a log message) pass what they keep through it."""
+    if b"\n" in raw or b"\r" in raw:
+        return raw.replace(b"\n", b" ").replace(b"\r", b" ")
+    return raw
+
+
+def finite_time(text: str | bytes | None) -> float | None:
+    """An event time (unix seconds) read from text a peer sent (a message header), or None when
+    it is missing, not a number, or not finite (``nan``, ``inf`` would poison lag metrics)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def join_lines(records: Sequence[Record]) -> bytes:

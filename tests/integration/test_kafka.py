@@ -337,7 +337,9 @@ def test_a_message_that_is_not_json_is_dead_lettered_with_its_place(
     tansu: LocalTansu, spawn: Spawn, tmp_path: Path
 ) -> None:
     tansu.create_topic("mixed", 1)
-    tansu.produce("mixed", [b'{"id": 1}', b"not json", b"[1, 2]", b'{"id": 2}'], partition=0)
+    pretty = b'{\n  "id": 3\r\n}'  # valid JSON over lines: must stay one line of JSON Lines
+    messages = [b'{"id": 1}', b"not json", b"[1, 2]", pretty, b'{"id": 2}']
+    tansu.produce("mixed", messages, partition=0)
     port = free_port()
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
     config = tmp_path / "loader.yaml"
@@ -361,18 +363,19 @@ sinks:
 """
     )
     loader = spawn([*SLUICE, "run", str(config)])
-    wait_for(lambda: len(read_jsonl(out)) >= 2 and len(read_jsonl(dead)) >= 2, timeout=60)
+    wait_for(lambda: len(read_jsonl(out)) >= 3 and len(read_jsonl(dead)) >= 2, timeout=60)
     loader.send_signal(signal.SIGTERM)
     loader.communicate(timeout=60)
-    assert [row["id"] for row in read_jsonl(out)] == [1, 2]
+    assert [row["id"] for row in read_jsonl(out)] == [1, 3, 2]
+    assert len(out.read_bytes().splitlines()) == 3
     letters = read_jsonl(dead)
     assert len(letters) == 2
     assert letters[0]["reason"].startswith("invalid JSON")
     assert "(topic mixed, partition 0, offset 1)" in letters[0]["reason"]
     assert "not a JSON object" in letters[1]["reason"]
     assert "(topic mixed, partition 0, offset 2)" in letters[1]["reason"]
-    # the dead letters are part of the acknowledgement: the offset passed all four
-    assert tansu.committed("g", "mixed", 1) == {0: 4}
+    # the dead letters are part of the acknowledgement: the offset passed all five
+    assert tansu.committed("g", "mixed", 1) == {0: 5}
 
 
 def test_unreachable_brokers_make_readyz_name_the_kafka_components(

@@ -463,14 +463,16 @@ async def test_a_message_that_is_not_json_goes_to_the_dead_letters_with_its_sequ
     await js.publish(f"{stream}.x", b'{"n": 1}')
     await js.publish(f"{stream}.x", b"not json")
     await js.publish(f"{stream}.x", b"[1, 2]")
+    await js.publish(f"{stream}.x", b'{\n  "n": 3\r\n}')  # valid JSON over lines
     await js.publish(f"{stream}.x", b'{"n": 2}')
     config, out = loader_to_file(cluster, stream, tmp_path)
     dead = tmp_path / "data/dead_letters.jsonl"
     result = await run_pipeline(
-        config, until=lambda: len(read_jsonl(out)) == 2 and len(read_jsonl(dead)) == 2
+        config, until=lambda: len(read_jsonl(out)) == 3 and len(read_jsonl(dead)) == 2
     )
     assert result.ok
-    assert read_jsonl(out) == [{"n": 1}, {"n": 2}]
+    assert read_jsonl(out) == [{"n": 1}, {"n": 3}, {"n": 2}]
+    assert len(out.read_bytes().splitlines()) == 3  # each record one line of JSON Lines
     reasons = [letter["reason"] for letter in read_jsonl(dead)]
     assert f"stream {stream}, sequence 2" in reasons[0]
     assert "invalid JSON" in reasons[0]

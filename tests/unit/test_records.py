@@ -1,7 +1,10 @@
 import subprocess
 import sys
 
-from sluice.records import Record, compact_json, join_lines
+import orjson
+import pytest
+
+from sluice.records import Record, compact_json, finite_time, join_lines, one_line
 
 GROWTH = """
 import os, sys
@@ -50,3 +53,31 @@ def test_data_is_decoded_once_and_non_objects_are_wrapped() -> None:
     record = Record(b"[1,2]")
     assert record.data == {"value": [1, 2]}
     assert record.data is record.data
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"1700000000.5", 1700000000.5),
+        ("1700000000", 1700000000.0),
+        (b"nan", None),
+        (b"inf", None),
+        ("-Infinity", None),
+        (b"soon", None),
+        (b"", None),
+        (None, None),
+    ],
+)
+def test_a_peers_time_header_becomes_an_event_time_only_when_finite(
+    text: str | bytes | None, expected: float | None
+) -> None:
+    assert finite_time(text) == expected
+
+
+def test_one_line_keeps_the_json_value_and_its_length() -> None:
+    pretty = b'{\n  "a": [1,\r\n 2],\n  "b": "x\\ny"\n}'
+    flat = one_line(pretty)
+    assert b"\n" not in flat and b"\r" not in flat
+    assert len(flat) == len(pretty)
+    assert orjson.loads(flat) == orjson.loads(pretty)
+    assert one_line(b'{"a":1}') == b'{"a":1}'

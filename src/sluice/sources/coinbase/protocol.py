@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 import orjson
 
+from sluice.records import one_line  # the source's frame step uses it from here
 from sluice.sources.coinbase.book_protocol import BOOK_TYPES, BookMessage
 
 if TYPE_CHECKING:
@@ -336,12 +337,3 @@ def subscribe_request(subscription: dict[str, list[str]]) -> bytes:
     for name, products in subscription.items():
         channels.append({"name": name, "product_ids": products} if products else {"name": name})
     return msgspec.json.encode({"type": "subscribe", "channels": channels})
-
-
-def one_line(frame: bytes) -> bytes:
-    """``frame`` with its line breaks turned into spaces, so that its record is one line of JSON
-    Lines. In valid JSON a raw line break can only be whitespace between tokens (inside a string
-    it must be escaped), so the value is unchanged."""
-    if b"\n" in frame or b"\r" in frame:
-        return frame.replace(b"\n", b" ").replace(b"\r", b" ")
-    return frame

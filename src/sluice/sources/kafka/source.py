@@ -29,7 +29,6 @@ Per-partition consumer lag (the log end minus the committed offset) is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,7 @@ from sluice.kafka.connection import (
     import_kafka,
 )
 from sluice.plugin import ComponentContext, Readiness, Source
-from sluice.records import Origin, Record, Rejected, SourceBatch
+from sluice.records import Origin, Record, Rejected, SourceBatch, finite_time, one_line
 from sluice.sources.kafka.config import KafkaSourceConfig
 
 __all__ = ["KafkaSource"]
@@ -339,9 +338,10 @@ class KafkaSource(Source[KafkaSourceConfig]):
                 for name, header in headers:
                     if name == KIND_HEADER and header:
                         kind = header.decode("utf-8", "replace")
-                    elif name == TIME_HEADER and header:
-                        with contextlib.suppress(ValueError):
-                            event_time = float(header)
+                    elif name == TIME_HEADER:
+                        event_time = finite_time(header)
+            # pretty-printed JSON stays one line of JSON Lines (same value, same length)
+            value = one_line(value)
             records.append(Record(value, kind, event_time, None, Origin(topic, partition, offset)))
             nbytes += len(value)
         # only now, with no error left to raise, do the positions move (a restart seeks to them)

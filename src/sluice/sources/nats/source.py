@@ -36,7 +36,7 @@ import orjson
 
 from sluice.errors import RetriableError
 from sluice.plugin import ComponentContext, Readiness, Source
-from sluice.records import Record, Rejected, SourceBatch
+from sluice.records import Record, Rejected, SourceBatch, finite_time, one_line
 from sluice.sinks.nats.connection import connect, import_nats, is_transient_nats_error, retriable
 from sluice.sources.nats.config import NatsSourceConfig
 
@@ -197,11 +197,9 @@ class NatsSource(Source[NatsSourceConfig]):
             if headers:
                 if kind is None:
                     kind = headers.get(KIND)
-                stamp = headers.get(TIME)
-                if stamp is not None:
-                    with contextlib.suppress(ValueError):
-                        event_time = float(stamp)
-            records.append(Record(raw, kind or "record", event_time, value))
+                event_time = finite_time(headers.get(TIME))
+            # pretty-printed JSON stays one line of JSON Lines (same value, same length)
+            records.append(Record(one_line(raw), kind or "record", event_time, value))
             nbytes += len(raw)
             delivery.messages.append(message)
         self._next += 1
