@@ -137,7 +137,10 @@ async def test_skipped_and_disconnected_trades_are_backfilled_into_the_trades_ta
     assert backfilled == sum(h["missed"] - h["websocket"] for h in healed) > 0
     assert metric(pipeline, "sluice_source_gaps_healed_total") == len(healed)
     assert metric(pipeline, "sluice_source_trades_backfilled_total") == backfilled
-    assert simulator.rest is not None and simulator.rest.requests >= len(gaps)
+    # Gaps of one product that fall due together share their requests (Backfiller._due_with),
+    # so a loaded machine can make fewer requests than gaps: at least one per product.
+    assert simulator.rest is not None
+    assert simulator.rest.requests >= len({g["product_id"] for g in gaps})
     status = await build_status(
         pipeline, history=None, alerts=None, monitor=None, started_at=time.time()
     )
