@@ -207,6 +207,12 @@ class Pipeline:
                 finish, *source_tasks, *sink_tasks.values(), return_exceptions=True
             )
             await self._close_all()
+        if finish.done() and not finish.cancelled() and (left := self.unwritten()):
+            # a sink that failed (a broken dead-letter sink) left records in memory or in flight
+            unwritten = left
+            for sink_worker in self.all_sinks():
+                sink_worker.metrics.unwritten.inc(sink_worker.unwritten())
+            self._failure = self._failure or f"{unwritten} records not written"
         ok = self._failure is None
         self._log_summary()
         backlogs = {w.component_id: b for w in self.all_sinks() if (b := w.backlog()) is not None}
@@ -290,6 +296,13 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await source_worker.source.close()
         for sink_worker in self.all_sinks():
+            # a sink task that failed or was cancelled never finished its buffer: a disk buffer
+            # persists its cursor and closes its log now (idempotent after a normal end)
+            sink_worker.buffer.close(drain=False)
+            try:
+                await sink_worker.buffer.aclose()
+            except Exception as exc:
+                sink_worker.log.warning("buffer.close.failed", error=str(exc))
             try:
                 await sink_worker.sink.close()
             except Exception as exc:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from sluice.config.models import SinkConfig, SourceConfig
-from sluice.errors import PermanentError, RejectedRecords, RetriableError
+from sluice.errors import BrokenError, PermanentError, RejectedRecords, RetriableError
 from sluice.plugin import ComponentContext, Sink, Source
 from sluice.records import Record, SourceBatch, join_lines
 from sluice.registry import Registry
@@ -142,6 +142,12 @@ class FlakySinkConfig(SinkConfig):
         description="After this many successful writes, the next write never returns (a far "
         "side that stops answering; the batch stays in flight).",
     )
+    broken_after_writes: int | None = Field(
+        None,
+        ge=0,
+        description="After this many successful writes, every write raises BrokenError (a far "
+        "side that waiting cannot cure, such as a directory where the file was).",
+    )
 
 
 class FlakySink(Sink[FlakySinkConfig]):
@@ -163,6 +169,11 @@ class FlakySink(Sink[FlakySinkConfig]):
             and self.written >= self.config.hang_after_writes
         ):
             await asyncio.Event().wait()  # until the run is cancelled or the process killed
+        if (
+            self.config.broken_after_writes is not None
+            and self.written >= self.config.broken_after_writes
+        ):
+            raise BrokenError(f"broken after {self.written} writes")
         if self.config.delay_secs:
             await asyncio.sleep(self.config.delay_secs)
         gate = self.config.closed_while

@@ -167,3 +167,45 @@ async def test_a_full_disk_at_start_is_retried(
     await sink.write_batch(records(0, 1))
     await sink.close()
     assert (tmp_path / "o.jsonl").read_bytes() == b'{"n":0}\n'
+
+
+@pytest.mark.parametrize("buffer", ["memory", "disk"])
+async def test_a_dead_letter_sink_that_breaks_mid_run_counts_what_it_never_wrote(
+    workdir: Path, buffer: str
+) -> None:
+    """Every record of ``out`` is refused (permanent), so each goes to the dead letters; those break
+    after two batches: the run fails and ``unwritten`` is what neither sink wrote (a disk buffer
+    keeps its records for the next start, so they are not lost)."""
+    records = "".join(f"      - {{seq: {i}}}\n" for i in range(40))
+    pipeline = build(
+        "sources:\n  src:\n    type: list\n    batch_size: 5\n    records:\n"
+        + records
+        + "sinks:\n  out:\n    type: flaky\n    inputs: [src]\n    path: out.jsonl\n"
+        "    fail_first_writes: 1000000\n    failure: permanent\n"
+        "    batch: {max_events: 5, max_age_secs: 0.01}\n"
+        "dead_letters:\n  type: flaky\n  path: dead.jsonl\n  broken_after_writes: 2\n"
+        f"  buffer: {{type: {buffer}}}\n"
+        "  batch: {max_events: 5, max_age_secs: 0.01}\n"
+        "admin: {enabled: false}\n"
+    )
+    with capture_logs() as logs:
+        result = await pipeline.run()
+    assert not result.ok
+    assert result.error is not None and "broken after 2 writes" in result.error
+    out, dead = pipeline.sink("out"), pipeline.sink("dead_letters")
+    assert out is not None and dead is not None
+    received = out.metrics.totals()["received"]
+    written = len(lines(workdir / "dead.jsonl"))
+    assert written == 10  # two batches of five
+    assert out.metrics.totals()["sent"] == 0
+    assert dead.metrics.totals()["received"] == received
+    kept = 0
+    if buffer == "disk":
+        backlog = dead.backlog()
+        assert backlog is not None
+        kept = backlog[0]
+        assert kept == received - written  # nothing lost: on disk for the next start
+    assert result.unwritten == received - written - kept
+    stopped = [entry for entry in logs if entry["event"] == "pipeline.stopped"]
+    assert [entry["unwritten_records"] for entry in stopped] == [result.unwritten]
+    assert dead.metrics.totals()["unwritten"] == result.unwritten
