@@ -7,7 +7,8 @@ tansu broker started here (memory storage, loopback).
   (kind, and the event time, which the generator gives each batch of 500 records), the header
   list made once per such batch as a careful hand-written loop would. Two ratios: against the
   plain loop (the headers cost librdkafka about as much as the rest of a ``produce`` call), and
-  against the loop writing the same messages;
+  against the loop writing the same messages; and sluice again with the sink's
+  ``headers: false`` (the plain loop's messages exactly), against the plain loop;
 - consume: sluice ``kafka -> file`` beside a plain ``Consumer.consume`` loop appending the values
   to a file; both timed from their first message to their last (the group join, which tansu
   makes wait about half the session timeout, is left out of both).
@@ -81,7 +82,9 @@ def library_produce(
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-def sluice_produce(broker: str, topic: str, count: int, root: Path) -> tuple[float, float]:
+def sluice_produce(
+    broker: str, topic: str, count: int, root: Path, *, headers: bool = True
+) -> tuple[float, float]:
     registry = Registry.from_entry_points()
     config = load_config_text(
         f"""
@@ -90,7 +93,8 @@ admin: {{enabled: false}}
 sources:
   gen: {{type: generator, count: {count}, record_bytes: {RECORD_BYTES}, batch_size: {GENERATOR_BATCH}}}
 sinks:
-  log: {{type: kafka, inputs: [gen], brokers: ["{broker}"], topic: {topic}, key_field: seq}}
+  log: {{type: kafka, inputs: [gen], brokers: ["{broker}"], topic: {topic}, key_field: seq,
+         headers: {str(headers).lower()}}}
 """,
         registry,
     )
@@ -274,10 +278,13 @@ def main() -> None:
         return
     count = args.records
     values = records(count)
-    rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p", "lib_c", "slu_c")}
-    cpu: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p")}
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("lib_p", "lib_h", "slu_p", "slu_b", "lib_c", "slu_c")
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p", "slu_b")}
     ratios: list[float] = []
     same: list[float] = []
+    bare: list[float] = []
 
     def produced(key: str, elapsed_and_cpu: tuple[float, float]) -> None:
         elapsed, seconds = elapsed_and_cpu
@@ -304,6 +311,14 @@ def main() -> None:
                 produced("slu_p", sluice_produce(broker.bootstrap, slu_topic, count, work))
                 ratios.append(rates["slu_p"][-1] / rates["lib_p"][-1])
                 same.append(rates["slu_p"][-1] / rates["lib_h"][-1])
+                broker.create_topic(f"bare{round_}", PARTITIONS)
+                produced(
+                    "slu_b",
+                    sluice_produce(
+                        broker.bootstrap, f"bare{round_}", count, work / "bare", headers=False
+                    ),
+                )
+                bare.append(rates["slu_b"][-1] / rates["lib_p"][-1])
                 if args.produce_only:
                     continue
                 # each side reads the topic the library wrote (the same messages)
@@ -329,14 +344,21 @@ def main() -> None:
         f"   ratio {med['slu_p'] / med['lib_p']:.2f} (same messages {med['slu_p'] / med['lib_h']:.2f})"
     )
     print(
+        f"produce  same, headers: false  {med['slu_b']:>10,.0f} msg/s   cpu {us['slu_b']:.2f} us/msg"
+        f"   ratio {med['slu_b'] / med['lib_p']:.2f} (to the plain loop: the same messages)"
+    )
+    print(
         "produce  ratios per run: to the plain loop "
         + ", ".join(f"{r:.2f}" for r in ratios)
         + "; to the same messages "
         + ", ".join(f"{r:.2f}" for r in same)
+        + "; headers: false to the plain loop "
+        + ", ".join(f"{r:.2f}" for r in bare)
     )
     print(
         f"produce  cpu ratios (loop / sluice): plain {us['lib_p'] / us['slu_p']:.2f},"
-        f" same messages {us['lib_h'] / us['slu_p']:.2f}"
+        f" same messages {us['lib_h'] / us['slu_p']:.2f},"
+        f" headers: false to the plain loop {us['lib_p'] / us['slu_b']:.2f}"
     )
     if args.produce_only:
         return

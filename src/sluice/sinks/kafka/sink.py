@@ -1,7 +1,8 @@
 """The ``kafka`` sink: each record a message on one topic, keyed by a field (confluent-kafka).
 
 A message's value is the record's JSON exactly; its headers carry the record's kind
-(``sluice-kind``) and event time (``sluice-time``), which the ``kafka`` source reads back.
+(``sluice-kind``) and event time (``sluice-time``), which the ``kafka`` source reads back (unless
+``headers: false``).
 
 Delivery: at-least-once. A batch counts as written only when librdkafka has a positive delivery
 report for every one of its messages (with ``acks: all``: every in-sync replica has it). A failed
@@ -276,10 +277,11 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         # records next to each other mostly share their kind and often their time (a source's
         # batch read at one instant): the headers are made again only when either changes
         kind = when = headers = None
+        with_headers = self.config.headers  # else None throughout
         end = min(len(records), start + PRODUCE_SLICE)
         for index in range(start, end):
             record = records[index]
-            if record.kind != kind or record.time != when or headers is None:
+            if with_headers and (headers is None or record.kind != kind or record.time != when):
                 kind, when = record.kind, record.time
                 kind_header = kind_headers.get(kind)
                 if kind_header is None:
