@@ -2,20 +2,27 @@
 tansu broker started here (memory storage, loopback).
 
 - produce: sluice ``generator -> kafka`` (idempotent, acks=all, lz4, keyed) beside a plain
-  ``Producer.produce`` loop with the same settings and the same 400-byte records (and, for
-  information only, the same loop adding the two headers the sink writes: kind, event time);
+  ``Producer.produce`` loop with the same settings, the same 400-byte records and the same keys,
+  and beside the same loop writing the very messages the sink writes: also the sink's two headers
+  (kind, and the event time, which the generator gives each batch of 500 records), the header
+  list made once per such batch as a careful hand-written loop would. Two ratios: against the
+  plain loop (the headers cost librdkafka about as much as the rest of a ``produce`` call), and
+  against the loop writing the same messages; and sluice again with the sink's
+  ``headers: false`` (the plain loop's messages exactly), against the plain loop;
 - consume: sluice ``kafka -> file`` beside a plain ``Consumer.consume`` loop appending the values
   to a file; both timed from their first message to their last (the group join, which tansu
   makes wait about half the session timeout, is left out of both).
 
 Each side reads or writes its own topic; runs alternate and the median rate of each is reported
-with the ratio (sluice / library).
+with the ratio (sluice / library), and the CPU time of this process per produced message (its
+own threads and librdkafka's; the broker is another process, so it is left out: steadier than the
+rates on a shared machine). ``--produce-only`` skips the consume side.
 
 With ``--lag SECONDS``: the end-to-end lag instead, simulator (2,000 trades/s) -> ``sluice run``
 ingest process -> topic -> loader pipeline (this process) -> ClickHouse (chDB), from each ticker's
 trade time to the end of the insert that stored it, p50/p99 over every ticker stored in the window.
 
-    python benchmarks/kafka.py [--records 200000] [--repeat 3]
+    python benchmarks/kafka.py [--records 200000] [--repeat 3] [--produce-only]
     python benchmarks/kafka.py --lag 30
 """
 
@@ -43,6 +50,7 @@ from sluice.testing.kafka import LocalTansu
 RECORD_BYTES = 400
 PARTITIONS = 4
 SESSION_MS = 6000
+GENERATOR_BATCH = 500
 PRODUCER = {"acks": "all", "enable.idempotence": True, "compression.type": "lz4"}
 
 
@@ -54,17 +62,16 @@ def records(count: int) -> list[bytes]:
 
 def library_produce(
     broker: str, topic: str, values: list[bytes], *, headers: bool = False
-) -> float:
+) -> tuple[float, float]:
     """The plain loop; with ``headers``, each message also carries the two headers the sink
-    writes (kind and event time), for information: the ratio is against the loop without."""
+    writes for a generator's record (kind, and the event time of its batch of
+    ``GENERATOR_BATCH``), the same bytes. Seconds elapsed and CPU seconds of this process."""
     producer = Producer({"bootstrap.servers": broker, **PRODUCER})
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
+    extra = None
     for seq, value in enumerate(values):
-        extra = (
-            [(KIND_HEADER, b"record"), (TIME_HEADER, repr(time.time()).encode())]
-            if headers
-            else None
-        )
+        if headers and seq % GENERATOR_BATCH == 0:
+            extra = [(KIND_HEADER, b"record"), (TIME_HEADER, repr(time.time()).encode())]
         while True:
             try:
                 producer.produce(topic, value, str(seq).encode(), headers=extra)
@@ -72,27 +79,30 @@ def library_produce(
             except BufferError:
                 producer.poll(0.05)
     assert producer.flush(60) == 0
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-def sluice_produce(broker: str, topic: str, count: int, root: Path) -> float:
+def sluice_produce(
+    broker: str, topic: str, count: int, root: Path, *, headers: bool = True
+) -> tuple[float, float]:
     registry = Registry.from_entry_points()
     config = load_config_text(
         f"""
 data_dir: {root / "produce"}
 admin: {{enabled: false}}
 sources:
-  gen: {{type: generator, count: {count}, record_bytes: {RECORD_BYTES}, batch_size: 500}}
+  gen: {{type: generator, count: {count}, record_bytes: {RECORD_BYTES}, batch_size: {GENERATOR_BATCH}}}
 sinks:
-  log: {{type: kafka, inputs: [gen], brokers: ["{broker}"], topic: {topic}, key_field: seq}}
+  log: {{type: kafka, inputs: [gen], brokers: ["{broker}"], topic: {topic}, key_field: seq,
+         headers: {str(headers).lower()}}}
 """,
         registry,
     )
     pipeline = Pipeline.build(config, registry)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = asyncio.run(pipeline.run())
     assert result.ok, result
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def library_consume(broker: str, topic: str, count: int, out: Path) -> float:
@@ -259,6 +269,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lag", type=float, help="measure the end-to-end lag for this long")
+    parser.add_argument("--produce-only", action="store_true", help="skip the consume side")
     parser.add_argument("--trades-per-sec", type=int, default=2000)
     args = parser.parse_args()
     configure_logging("warning")
@@ -267,7 +278,19 @@ def main() -> None:
         return
     count = args.records
     values = records(count)
-    rates: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p", "lib_c", "slu_c")}
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("lib_p", "lib_h", "slu_p", "slu_b", "lib_c", "slu_c")
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in ("lib_p", "lib_h", "slu_p", "slu_b")}
+    ratios: list[float] = []
+    same: list[float] = []
+    bare: list[float] = []
+
+    def produced(key: str, elapsed_and_cpu: tuple[float, float]) -> None:
+        elapsed, seconds = elapsed_and_cpu
+        rates[key].append(count / elapsed)
+        cpu[key].append(seconds / count * 1e6)
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = LocalTansu(root / "tansu")
@@ -279,14 +302,25 @@ def main() -> None:
                 lib_topic, slu_topic = f"lib{round_}", f"slu{round_}"
                 broker.create_topic(lib_topic, PARTITIONS)
                 broker.create_topic(slu_topic, PARTITIONS)
-                rates["lib_p"].append(count / library_produce(broker.bootstrap, lib_topic, values))
+                produced("lib_p", library_produce(broker.bootstrap, lib_topic, values))
                 broker.create_topic(f"hdr{round_}", PARTITIONS)
-                rates["lib_h"].append(
-                    count / library_produce(broker.bootstrap, f"hdr{round_}", values, headers=True)
+                produced(
+                    "lib_h",
+                    library_produce(broker.bootstrap, f"hdr{round_}", values, headers=True),
                 )
-                rates["slu_p"].append(
-                    count / sluice_produce(broker.bootstrap, slu_topic, count, work)
+                produced("slu_p", sluice_produce(broker.bootstrap, slu_topic, count, work))
+                ratios.append(rates["slu_p"][-1] / rates["lib_p"][-1])
+                same.append(rates["slu_p"][-1] / rates["lib_h"][-1])
+                broker.create_topic(f"bare{round_}", PARTITIONS)
+                produced(
+                    "slu_b",
+                    sluice_produce(
+                        broker.bootstrap, f"bare{round_}", count, work / "bare", headers=False
+                    ),
                 )
+                bare.append(rates["slu_b"][-1] / rates["lib_p"][-1])
+                if args.produce_only:
+                    continue
                 # each side reads the topic the library wrote (the same messages)
                 rates["lib_c"].append(
                     count / library_consume(broker.bootstrap, lib_topic, count, work / "lib.jsonl")
@@ -296,13 +330,38 @@ def main() -> None:
                 )
         finally:
             broker.kill()
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
+    us = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"records per run: {count:,} ({RECORD_BYTES} bytes), {args.repeat} runs, medians")
-    print(f"produce  confluent-kafka loop  {med['lib_p']:>10,.0f} msg/s")
-    print(f"produce  same, with headers    {med['lib_h']:>10,.0f} msg/s   (information)")
     print(
-        f"produce  sluice gen -> kafka   {med['slu_p']:>10,.0f} msg/s   ratio {med['slu_p'] / med['lib_p']:.2f}"
+        f"produce  confluent-kafka loop  {med['lib_p']:>10,.0f} msg/s   cpu {us['lib_p']:.2f} us/msg"
     )
+    print(
+        f"produce  same, sink's headers  {med['lib_h']:>10,.0f} msg/s   cpu {us['lib_h']:.2f} us/msg"
+    )
+    print(
+        f"produce  sluice gen -> kafka   {med['slu_p']:>10,.0f} msg/s   cpu {us['slu_p']:.2f} us/msg"
+        f"   ratio {med['slu_p'] / med['lib_p']:.2f} (same messages {med['slu_p'] / med['lib_h']:.2f})"
+    )
+    print(
+        f"produce  same, headers: false  {med['slu_b']:>10,.0f} msg/s   cpu {us['slu_b']:.2f} us/msg"
+        f"   ratio {med['slu_b'] / med['lib_p']:.2f} (to the plain loop: the same messages)"
+    )
+    print(
+        "produce  ratios per run: to the plain loop "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + "; to the same messages "
+        + ", ".join(f"{r:.2f}" for r in same)
+        + "; headers: false to the plain loop "
+        + ", ".join(f"{r:.2f}" for r in bare)
+    )
+    print(
+        f"produce  cpu ratios (loop / sluice): plain {us['lib_p'] / us['slu_p']:.2f},"
+        f" same messages {us['lib_h'] / us['slu_p']:.2f},"
+        f" headers: false to the plain loop {us['lib_p'] / us['slu_b']:.2f}"
+    )
+    if args.produce_only:
+        return
     print(f"consume  confluent-kafka loop  {med['lib_c']:>10,.0f} msg/s")
     print(
         f"consume  sluice kafka -> file  {med['slu_c']:>10,.0f} msg/s   ratio {med['slu_c'] / med['lib_c']:.2f}"

@@ -579,7 +579,36 @@ async def test_the_sink_writes_a_batch_only_when_every_report_is_positive(
         await sink.close()
 
 
-def topic_values(broker: str, topic: str, expected: int) -> list[tuple[bytes, int]]:
+async def test_the_sink_without_headers_sends_the_records_alone(
+    tansu: LocalTansu, tmp_path: Path
+) -> None:
+    config = KafkaSinkConfig.model_validate(
+        {"brokers": [tansu.bootstrap], "topic": "bare", "partitions": 2, "headers": False}
+    )
+    sink = KafkaSink("log", config)
+    await sink.start(kafka_ctx(tmp_path, Metrics()))
+    try:
+        batch = [
+            Record(orjson.dumps({"product_id": "ETH-USD", "n": i}), "ticker", 1.5)
+            for i in range(20)
+        ]
+        await sink.write_batch(batch)
+        read = await asyncio.to_thread(topic_values, tansu.bootstrap, "bare", 20, {})
+        assert sorted(orjson.loads(v)["n"] for v, _ in read) == list(range(20))
+    finally:
+        await sink.close()
+
+
+def topic_values(
+    broker: str,
+    topic: str,
+    expected: int,
+    headers: dict[str, bytes] | None = None,
+) -> list[tuple[bytes, int]]:
+    """The values and partitions of ``expected`` messages of ``topic``, each with ``headers``
+    (by default those the sink writes for a ticker of event time 1.5)."""
+    if headers is None:
+        headers = {"sluice-kind": b"ticker", "sluice-time": b"1.5"}
     consumer = Consumer(
         {
             "bootstrap.servers": broker,
@@ -595,8 +624,7 @@ def topic_values(broker: str, topic: str, expected: int) -> list[tuple[bytes, in
         def read() -> bool:
             for message in consumer.consume(1000, 0.5):
                 assert message.error() is None, message.error()
-                headers = dict(message.headers() or [])
-                assert headers == {"sluice-kind": b"ticker", "sluice-time": b"1.5"}
+                assert dict(message.headers() or []) == headers
                 found.append((message.value() or b"", message.partition() or 0))
             return len(found) >= expected
 

@@ -134,6 +134,9 @@ def test_the_message_key_is_the_field_only_text_as_utf8_else_its_json() -> None:
     assert key(Record(b'{"product_id": "BTC-USD", "x": {"product_id": 1}}')) == b"BTC-USD"
     assert key(Record(b'{"product_id": 7}')) == b"7"
     assert key(Record(b'{"product_id": {"a": 1}}')) == b'{"a":1}'
+    # an integer past 64 bits is a key too (orjson refused it, failing the whole batch)
+    assert key(Record(b'{"product_id": 18446744073709551616}')) == b"18446744073709551616"
+    assert key(Record(b'{"product_id": true}')) == b"true"
     assert key(Record(b'{"other": 1}')) is None
     assert key(Record(b'{"product_id": null}')) is None
     assert key(Record(b"[1, 2]")) is None  # not an object: no key, still published
@@ -150,10 +153,13 @@ def test_the_keys_of_a_batch_are_those_of_its_records_one_by_one() -> None:
         Record(b'{"other": 1}'),
         Record(b'{"product_id": null}'),
         Record(b'{"product_id": "\\u00e9t\\u00e9"}'),
+        Record(b'{"product_id": 18446744073709551616}'),
+        Record(b'{"product_id": false}'),
     ]
     assert keys(records) == [one(r) for r in records]
     assert keys(records)[0] == b"BTC-USD"
     assert keys(records)[5] == "été".encode()
+    assert keys(records)[6:] == [b"18446744073709551616", b"false"]
     # a record that is not an object, or not JSON, or holds two values: record by record
     odd = [*records, Record(b"[1, 2]"), Record(b"not json"), Record(b'{"product_id": 1},{}')]
     assert keys(odd) == [one(r) for r in odd]

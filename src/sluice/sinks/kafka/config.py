@@ -39,6 +39,14 @@ class KafkaSinkConfig(SinkConfig, KafkaConnection):
             "without the field is sent without a key."
         ),
     )
+    headers: bool = Field(
+        True,
+        description=(
+            "Send each record's kind and event time as message headers (`sluice-kind`, "
+            "`sluice-time`), which sluice's `kafka` source reads back to route and measure lag; "
+            "false when no consumer reads them: librdkafka produces ~1.3x as fast without."
+        ),
+    )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "lz4", description="Compression of message batches."
     )
