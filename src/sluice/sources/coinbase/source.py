@@ -47,7 +47,7 @@ from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.auth import signed_request
 from sluice.sources.coinbase.backfill import DEFAULT_REST_URL, Backfiller
-from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Update
+from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2UpdateText
 from sluice.sources.coinbase.books import BookFeed
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
@@ -64,7 +64,9 @@ from sluice.sources.coinbase.protocol import (
     classify,
     crowded,
     decode,
+    decode_frame,
     may_be_non_finite,
+    may_hold_decimals,
     measure,
     one_line,
     plain_batch,
@@ -368,20 +370,22 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 blob = b"".join(frames)
                 plain, lettered = plain_batch(blob, longest)
                 if plain and not lettered:
-                    crowded_ = crowded(blob, ends, max_n)
+                    crowded_ = may_hold_decimals(blob) and crowded(blob, ends, max_n)
                 del blob
             else:
                 plain, lettered = False, True
         else:
             size = sum(map(len, frames))
             if size <= _BLOB_BYTES:
-                plain, lettered = plain_batch(b"".join(frames), max(map(len, frames), default=0))
+                blob = b"".join(frames)
+                plain, lettered = plain_batch(blob, max(map(len, frames), default=0))
+                crowded_ = may_hold_decimals(blob)  # a frame reaching the count has no escape
             else:
                 plain, lettered = False, True
         gap_records = self._gap_records
         for raw in frames:
             try:
-                message = decode(raw)
+                message = decode_frame(raw)
             except Exception as exc:  # whatever the bytes, a frame never stops the source
                 if type(raw) is Oversize:
                     rejected.append(Rejected(raw.head, raw.reason))
@@ -421,7 +425,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     append(Record(raw, "ticker", message.time.timestamp()))
                     continue
                 late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
-            elif type(message) is L2Update:
+            elif type(message) is L2UpdateText:
                 reason = books.update(message, raw, records, plain)
                 if reason is not None:
                     rejected.append(Rejected(raw, reason))
