@@ -23,7 +23,6 @@ __all__ = [
     "Done",
     "L2Snapshot",
     "L2Update",
-    "L2UpdateText",
     "Open",
     "Received",
 ]
@@ -48,17 +47,6 @@ class L2Update(msgspec.Struct, tag="l2update", tag_field="type"):
 
     product_id: str
     time: UtcTime
-    changes: list[tuple[Side, str, str]]
-
-
-class L2UpdateText(msgspec.Struct, tag="l2update", tag_field="type"):
-    """:class:`L2Update` as the source decodes it: ``time`` stays text, read by
-    :func:`~sluice.sources.coinbase.event_time.epoch_seconds` (a ``datetime`` and its
-    ``timestamp()`` cost as much as the rest of the decode); a time in any other form is read
-    again with :class:`L2Update`, which accepts or refuses it as before."""
-
-    product_id: str
-    time: str
     changes: list[tuple[Side, str, str]]
 
 

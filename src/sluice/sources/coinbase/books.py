@@ -31,9 +31,7 @@ from pydantic import Field
 
 from sluice.config.models import StrictModel
 from sluice.records import Record
-from sluice.sources.coinbase.book_protocol import L2Snapshot, L2UpdateText
-from sluice.sources.coinbase.event_time import epoch_seconds
-from sluice.sources.coinbase.protocol import full_time
+from sluice.sources.coinbase.book_protocol import L2Snapshot, L2Update
 
 __all__ = [
     "BOOK_CHANNELS",
@@ -266,18 +264,11 @@ class BookFeed:
         return None
 
     def update(
-        self, message: L2UpdateText, raw: bytes, records: list[Record], ascii_: bool = False
+        self, message: L2Update, raw: bytes, records: list[Record], ascii_: bool = False
     ) -> str | None:
         """Changed levels; returns a reason to refuse the frame, or None. ``ascii_``: the frame
         is known to be ASCII without escapes (the source's batch screen), so its texts are
         ASCII and only the decimal test is left per price and size."""
-        when = message.time
-        timestamp = epoch_seconds(when)
-        if timestamp is None:  # not Coinbase's usual form: the full spec's parser judges it
-            checked = full_time(raw)
-            if isinstance(checked, str):
-                return checked
-            timestamp, when = checked
         product = message.product_id
         book = self.books.get(product)
         if book is None:
@@ -289,6 +280,9 @@ class BookFeed:
                 self._inconsistent(product, "an update before the product's snapshot")
                 self._discard("resyncing")
             return None
+        when = message.time
+        timestamp = when.timestamp()
+        stamp = _encode(when).decode()
         append = records.append
         first = len(records)
         bids, asks = book.bids, book.asks
@@ -316,7 +310,7 @@ class BookFeed:
                 added = True
             append(  # one f-string per row: no separate head for the (usual) single change
                 Record(
-                    f'{{"type":"level2","product_id":"{product}","time":"{when}","side":"{side}",'
+                    f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"{side}",'
                     f'"price":"{price}","size":"{size}","snapshot":0}}'.encode(),
                     "level2",
                     timestamp,

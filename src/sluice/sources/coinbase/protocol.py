@@ -27,16 +27,7 @@ import msgspec
 import orjson
 
 from sluice.records import one_line  # the source's frame step uses it from here
-from sluice.sources.coinbase.book_protocol import (
-    BOOK_TYPES,
-    BookMessage,
-    Change,
-    Done,
-    L2Snapshot,
-    L2UpdateText,
-    Open,
-    Received,
-)
+from sluice.sources.coinbase.book_protocol import BOOK_TYPES, BookMessage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,8 +48,6 @@ __all__ = [
     "classify",
     "crowded",
     "decode",
-    "decode_frame",
-    "full_time",
     "may_be_non_finite",
     "may_hold_decimals",
     "measure",
@@ -165,26 +154,6 @@ _decoder = msgspec.json.Decoder(Message)
 decode = _decoder.decode
 """Decode one frame to its spec; raises ``msgspec.ValidationError`` / ``DecodeError``."""
 
-SourceMessage = (
-    Ticker
-    | Heartbeat
-    | Match
-    | LastMatch
-    | Subscriptions
-    | Error
-    | Status
-    | L2Snapshot
-    | L2UpdateText
-    | Received
-    | Open
-    | Done
-    | Change
-)
-decode_frame = msgspec.json.Decoder(SourceMessage).decode
-"""The source's :func:`decode`: the same specs, but an ``l2update``'s time stays text
-(:class:`~sluice.sources.coinbase.book_protocol.L2UpdateText`); a time not in Coinbase's form is
-checked by :func:`decode` (:func:`screen`, :func:`l2update_time`)."""
-
 
 DECIMAL_FIELDS: dict[type, tuple[str, ...]] = {
     Ticker: (
@@ -219,15 +188,8 @@ def classify(frame: bytes, error: BaseException) -> str | None:
 
     Takes any exception :func:`decode` raised (msgspec's errors, ``UnicodeDecodeError`` for a
     string that is not UTF-8, ``RecursionError`` for nesting deeper than the interpreter's stack)
-    and never raises itself. The reason is the full spec's (:func:`decode`): a frame that may be
-    an ``l2update`` is read again by it, since its time, which :func:`decode_frame` takes as
-    text, may be what the frame fails on first.
+    and never raises itself.
     """
-    if (b"l2update" in frame or b"\\" in frame) and not isinstance(error, RecursionError):
-        try:
-            decode(frame)
-        except Exception as exc:
-            error = exc
     if isinstance(error, RecursionError):
         return "nested too deeply to decode (JSON arrays or objects inside each other)"
     if isinstance(error, UnicodeDecodeError):
@@ -255,15 +217,7 @@ def screen(frame: bytes, message: object) -> str | None:
     the dead letters use; ClickHouse) refuse; and a decimal field is text to the spec, so
     ``"NaN"`` or ``"-Infinity"`` would pass it. The caller may skip it when
     :func:`suspect` is false.
-
-    An ``l2update`` decoded by :func:`decode_frame` is read again by :func:`decode` first: its
-    time was taken as text, and a frame with escapes or other bytes may spell one that the full
-    spec refuses (the reason is then the one :func:`classify` gives).
     """
-    if type(message) is L2UpdateText:
-        checked = full_time(frame)
-        if isinstance(checked, str):
-            return checked
     if (
         not frame.isascii()
         or b"\\" in frame
@@ -284,18 +238,6 @@ def screen(frame: bytes, message: object) -> str | None:
         if not number.is_finite():
             return f"{name} is not a finite number: {value[:40]!r}"
     return None
-
-
-def full_time(frame: bytes) -> tuple[float, str] | str:
-    """The event time of an ``l2update`` frame read by the full spec (:func:`decode`): seconds
-    since the epoch and the time as msgspec writes it (no quotes); or why the frame is refused.
-    For a time that :func:`~sluice.sources.coinbase.event_time.epoch_seconds` does not read."""
-    try:
-        message = decode(frame)
-    except Exception as exc:
-        return classify(frame, exc) or f"does not match the Coinbase message spec: {exc}"
-    when = message.time
-    return when.timestamp(), msgspec.json.encode(when).decode()[1:-1]
 
 
 _TEXT_FIELDS: dict[type[msgspec.Struct], slice] = {
@@ -369,16 +311,22 @@ def plain_batch(blob: bytes, longest: int) -> tuple[bool, bool]:
     return plain, (78 in blob or 102 in blob or 70 in blob)  # N, f, F
 
 
-_DECIMAL_TAGS = tuple(b'"%s"' % str(s.__struct_config__.tag).encode() for s in _TEXT_FIELDS)
+def _has_k(spec: type[msgspec.Struct]) -> bool:
+    names = [str(spec.__struct_config__.tag)]
+    names += [f.encode_name for f in msgspec.structs.fields(spec) if f.required]
+    return any("k" in name for name in names)
+
+
+assert all(_has_k(spec) for spec in _TEXT_FIELDS), "see may_hold_decimals"
 
 
 def may_hold_decimals(blob: bytes) -> bool:
-    """Whether the frames joined in ``blob`` may hold one of a spec with decimal fields (those
-    :func:`screen` may refuse as not finite): a frame without an escape decoded to such a spec
-    has its type's tag in plain text (``"ticker"``). When none has, no frame of the batch needs
-    its ``n`` counted (an ``l2update``-only batch): a ``memmem`` per tag, where the count costs
-    a numpy pass or a byte loop."""
-    return any(tag in blob for tag in _DECIMAL_TAGS)
+    """Whether the frames joined in ``blob`` may hold one decoded to a spec with decimal fields
+    (those :func:`screen` may refuse as not finite): such a frame, without an escape, has a
+    lowercase ``k`` in plain text, in its tag (``ticker``) or a required key (``maker_order_id``).
+    When none has, no frame needs its ``n`` counted (an ``l2update``-only batch has no ``k``):
+    one ``memchr``, where the count costs a numpy pass or a byte loop."""
+    return 107 in blob  # k
 
 
 def measure(frames: list[bytes]) -> tuple[np.ndarray, int, int]:

@@ -47,7 +47,7 @@ from sluice.plugin import ComponentContext, EventTimes, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.auth import signed_request
 from sluice.sources.coinbase.backfill import DEFAULT_REST_URL, Backfiller
-from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2UpdateText
+from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Update
 from sluice.sources.coinbase.books import BookFeed
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
@@ -64,7 +64,6 @@ from sluice.sources.coinbase.protocol import (
     classify,
     crowded,
     decode,
-    decode_frame,
     may_be_non_finite,
     may_hold_decimals,
     measure,
@@ -385,7 +384,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         gap_records = self._gap_records
         for raw in frames:
             try:
-                message = decode_frame(raw)
+                message = decode(raw)
             except Exception as exc:  # whatever the bytes, a frame never stops the source
                 if type(raw) is Oversize:
                     rejected.append(Rejected(raw.head, raw.reason))
@@ -425,7 +424,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                     append(Record(raw, "ticker", message.time.timestamp()))
                     continue
                 late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
-            elif type(message) is L2UpdateText:
+            elif type(message) is L2Update:
                 reason = books.update(message, raw, records, plain)
                 if reason is not None:
                     rejected.append(Rejected(raw, reason))
