@@ -49,6 +49,7 @@ __all__ = [
     "crowded",
     "decode",
     "may_be_non_finite",
+    "may_hold_decimals",
     "measure",
     "one_line",
     "plain_batch",
@@ -308,6 +309,24 @@ def plain_batch(blob: bytes, longest: int) -> tuple[bool, bool]:
         and 13 not in blob
     )
     return plain, (78 in blob or 102 in blob or 70 in blob)  # N, f, F
+
+
+def _has_k(spec: type[msgspec.Struct]) -> bool:
+    names = [str(spec.__struct_config__.tag)]
+    names += [f.encode_name for f in msgspec.structs.fields(spec) if f.required]
+    return any("k" in name for name in names)
+
+
+assert all(_has_k(spec) for spec in _TEXT_FIELDS), "see may_hold_decimals"
+
+
+def may_hold_decimals(blob: bytes) -> bool:
+    """Whether the frames joined in ``blob`` may hold one decoded to a spec with decimal fields
+    (those :func:`screen` may refuse as not finite): such a frame, without an escape, has a
+    lowercase ``k`` in plain text, in its tag (``ticker``) or a required key (``maker_order_id``).
+    When none has, no frame needs its ``n`` counted (an ``l2update``-only batch has no ``k``):
+    one ``memchr``, where the count costs a numpy pass or a byte loop."""
+    return 107 in blob  # k
 
 
 def measure(frames: list[bytes]) -> tuple[np.ndarray, int, int]:

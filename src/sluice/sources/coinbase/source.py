@@ -65,6 +65,7 @@ from sluice.sources.coinbase.protocol import (
     crowded,
     decode,
     may_be_non_finite,
+    may_hold_decimals,
     measure,
     one_line,
     plain_batch,
@@ -368,14 +369,16 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 blob = b"".join(frames)
                 plain, lettered = plain_batch(blob, longest)
                 if plain and not lettered:
-                    crowded_ = crowded(blob, ends, max_n)
+                    crowded_ = may_hold_decimals(blob) and crowded(blob, ends, max_n)
                 del blob
             else:
                 plain, lettered = False, True
         else:
             size = sum(map(len, frames))
             if size <= _BLOB_BYTES:
-                plain, lettered = plain_batch(b"".join(frames), max(map(len, frames), default=0))
+                blob = b"".join(frames)
+                plain, lettered = plain_batch(blob, max(map(len, frames), default=0))
+                crowded_ = may_hold_decimals(blob)  # a frame reaching the count has no escape
             else:
                 plain, lettered = False, True
         gap_records = self._gap_records

@@ -278,3 +278,20 @@ def test_book_snapshots_give_each_book_top_levels_when_due(tmp_path: Path) -> No
         [["100.5", "2"]],
     )
     assert source._parse([UPDATE % b'["sell","100.60","2"]']).records[-1].kind == "level2"
+
+
+@pytest.mark.parametrize("count", [3, 100])  # frame by frame, and the batch screen's numpy pass
+def test_a_lowercase_nan_ticker_among_level2_updates_is_a_dead_letter(
+    tmp_path: Path, count: int
+) -> None:
+    # the count of lowercase n is skipped for a batch without a ticker or match tag: here one is
+    source, _, _ = _source(tmp_path, ["level2", "ticker"])
+    ticker = (
+        b'{"type":"ticker","sequence":1,"product_id":"BTC-USD","price":"nan","open_24h":"1.5",'
+        b'"time":"2026-01-01T00:00:00Z","trade_id":7}'
+    )
+    updates = [UPDATE % b'["buy","99.50","%d"]' % n for n in range(1, count - 1)]
+    batch = source._parse([SNAPSHOT, *updates[:1], ticker, *updates[1:]])
+    assert [r.raw for r in batch.rejected] == [ticker]
+    assert "price is not a finite number" in batch.rejected[0].reason
+    assert [r.kind for r in batch.records] == ["level2"] * (4 + len(updates))

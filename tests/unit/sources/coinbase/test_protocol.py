@@ -19,6 +19,7 @@ from sluice.sources.coinbase.protocol import (
     Ticker,
     classify,
     decode,
+    may_hold_decimals,
     screen,
     subscribe_request,
     suspect,
@@ -192,3 +193,22 @@ def test_screen_refuses_nesting_past_the_json_readers_limit_whatever_msgspec_did
     assert suspect(deep, object())
     wide = b'{"type":"status","x":[' + b",".join([b"{}"] * 1500) + b"]}"
     assert screen(wide, object()) is None
+
+
+def test_only_a_batch_with_a_k_may_hold_a_frame_with_decimal_fields() -> None:
+    # the smallest frame of each spec with decimal fields: only its tag and required keys
+    smallest = [
+        b'{"type":"ticker","product_id":"A","sequence":1,"time":"2026-01-01T00:00:00Z",'
+        b'"trade_id":1,"price":"1"}',
+        b'{"type":"match","product_id":"A","trade_id":1,"sequence":1,"maker_order_id":"o",'
+        b'"taker_order_id":"o","side":"buy","size":"1","price":"1","time":"2026-01-01T00:00:00Z"}',
+    ]
+    smallest.append(smallest[1].replace(b'"match"', b'"last_match"'))
+    for frame in smallest:
+        assert type(decode(frame)) in (Ticker, Match, LastMatch)
+        assert may_hold_decimals(b"".join([b'{"type":"heartbeat"}', frame]))
+    level2 = (
+        b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","999.96","1.09"]],'
+        b'"time":"2026-11-29T22:22:13.084059Z"}'
+    )
+    assert not may_hold_decimals(level2 * 100)
