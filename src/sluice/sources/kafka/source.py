@@ -94,6 +94,8 @@ class KafkaSource(Source[KafkaSourceConfig]):
         self._lag_read_at = 0.0
         self._broker_error: str | None = None
         self._resync = False
+        self._kinds: dict[bytes, str] = {}
+        """``sluice-kind`` header values seen, decoded (see :func:`_kind`)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -306,28 +308,39 @@ class KafkaSource(Source[KafkaSourceConfig]):
         nbytes = 0
         positions: dict[TopicPartition, tuple[int, int]] = {}
         assigned = self._assigned
+        loads, kinds = orjson.loads, self._kinds
+        last_time_header: bytes | None = None
+        last_time: float | None = None
+        # a consume result is mostly runs of one partition's messages: its pair, generation and
+        # position are looked up and stored once a run
+        tp: TopicPartition | None = None
+        generation: int | None = None
+        offset = -1
+        new_origin = tuple.__new__  # Origin(...) through its Python-level __new__ costs 3x more
         for message in messages:
             error = message.error()
             if error is not None:
                 self._consume_error(ck, error, message)
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            tp = (topic, partition)
-            generation = assigned.get(tp)
+            topic, partition = message.topic(), message.partition()
+            if tp is None or partition != tp[1] or topic != tp[0]:
+                if tp is not None and generation is not None:
+                    positions[tp] = (offset + 1, generation)
+                tp = (topic, partition)
+                generation = assigned.get(tp)
             if generation is None:  # revoked while this message was on its way
                 continue
-            positions[tp] = (offset + 1, generation)
+            offset = message.offset()
             value = message.value()
-            where = f"topic {topic}, partition {partition}, offset {offset}"
-            if not value:
-                rejected.append(Rejected(b"", f"empty message ({where})"))
-                continue
             try:
-                decoded = orjson.loads(value)
-            except orjson.JSONDecodeError as exc:
-                rejected.append(Rejected(value, f"invalid JSON: {exc} ({where})"))
+                decoded = loads(value)
+            except orjson.JSONDecodeError as exc:  # an empty message too
+                where = f"topic {topic}, partition {partition}, offset {offset}"
+                reason = f"invalid JSON: {exc}" if value else "empty message"
+                rejected.append(Rejected(value or b"", f"{reason} ({where})"))
                 continue
-            if not isinstance(decoded, dict):
+            if type(decoded) is not dict:
+                where = f"topic {topic}, partition {partition}, offset {offset}"
                 rejected.append(
                     Rejected(value, f"not a JSON object (a {type(decoded).__name__}) ({where})")
                 )
@@ -337,13 +350,20 @@ class KafkaSource(Source[KafkaSourceConfig]):
             if headers:
                 for name, header in headers:
                     if name == KIND_HEADER and header:
-                        kind = header.decode("utf-8", "replace")
+                        kind = kinds.get(header) or _kind(kinds, header)
                     elif name == TIME_HEADER:
-                        event_time = finite_time(header)
-            # pretty-printed JSON stays one line of JSON Lines (same value, same length)
-            value = one_line(value)
-            records.append(Record(value, kind, event_time, None, Origin(topic, partition, offset)))
+                        # a producer's messages mostly share the time of their batch
+                        if header != last_time_header:
+                            last_time_header, last_time = header, finite_time(header)
+                        event_time = last_time
+            if b"\n" in value or b"\r" in value:
+                # pretty-printed JSON stays one line of JSON Lines (same value, same length)
+                value = one_line(value)
+            origin = new_origin(Origin, (topic, partition, offset))
+            records.append(Record(value, kind, event_time, None, origin))
             nbytes += len(value)
+        if tp is not None and generation is not None:
+            positions[tp] = (offset + 1, generation)
         # only now, with no error left to raise, do the positions move (a restart seeks to them)
         self._positions.update(positions)
         self._resync = False
@@ -434,6 +454,15 @@ class KafkaSource(Source[KafkaSourceConfig]):
             asynchronous=False,
         )
         self._committed.update(offsets)
+
+
+def _kind(kinds: dict[bytes, str], header: bytes) -> str:
+    """The kind a ``sluice-kind`` header names, remembered (a topic carries a few kinds); at most
+    1,000 of them are kept, so a producer sending a new kind with every message costs no memory."""
+    kind = header.decode("utf-8", "replace")
+    if len(kinds) < 1000:
+        kinds[header] = kind
+    return kind
 
 
 def _names(partitions: Sequence[Any]) -> str:
