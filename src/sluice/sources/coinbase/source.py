@@ -62,10 +62,9 @@ from sluice.sources.coinbase.protocol import (
     Subscriptions,
     Ticker,
     classify,
-    crowded,
     decode,
     may_be_non_finite,
-    measure,
+    nan_free,
     one_line,
     plain_batch,
     screen,
@@ -211,6 +210,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             receive_buffer_bytes=c.receive_buffer_bytes,
             max_pending_bytes=c.max_pending_bytes,
             max_frame_bytes=c.max_frame_bytes,
+            short_frame_bytes=_LONG,
         )
         self._conn = conn
         if self._tape is not None:
@@ -231,7 +231,10 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             backfill = self._backfill
             while True:
                 frames = await self._take(conn, max_events, stale)
-                yield parse(frames)  # also one of discards only: the runner counts what was read
+                # the connection knows the frames' size and whether one is long: no pass here
+                yield parse(
+                    frames, conn.taken_bytes, conn.taken_short
+                )  # also one of discards only: the runner counts what was read
                 if backfill is not None and backfill.ready:
                     yield backfill.take()
         finally:
@@ -344,8 +347,13 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
 
     # -- frames to records ---------------------------------------------------------------------
 
-    def _parse(self, frames: list[bytes]) -> SourceBatch:
-        """Turn received frames into records; runs on the loop, at most max_batch_events each."""
+    def _parse(
+        self, frames: list[bytes], nbytes: int | None = None, short: bool = False
+    ) -> SourceBatch:
+        """Turn received frames into records; runs on the loop, at most max_batch_events each.
+
+        ``nbytes``: the frames' total length, when the caller knows it; ``short``: True when the
+        caller knows that none is longer than ``_LONG``."""
         ctx = self._ctx
         assert ctx is not None
         records: list[Record] = []
@@ -362,22 +370,16 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # first: only a frame that may hold it is screened, one by one
         max_n = PLAIN_MAX_N
         crowded_ = True  # whether a frame may have more than max_n lowercase n
-        if len(frames) >= _VECTOR_FRAMES:
-            ends, size, longest = measure(frames)
-            if size <= _BLOB_BYTES:
-                blob = b"".join(frames)
-                plain, lettered = plain_batch(blob, longest)
-                if plain and not lettered:
-                    crowded_ = crowded(blob, ends, max_n)
-                del blob
-            else:
-                plain, lettered = False, True
+        size = sum(map(len, frames)) if nbytes is None else nbytes
+        if size <= _BLOB_BYTES:
+            blob = b"".join(frames)
+            plain, lettered = plain_batch(blob, 0 if short else max(map(len, frames), default=0))
+            if plain and not lettered and len(frames) >= _VECTOR_FRAMES:
+                # no frame may hold a NaN: none needs its n counted
+                crowded_ = not nan_free(blob)
+            del blob
         else:
-            size = sum(map(len, frames))
-            if size <= _BLOB_BYTES:
-                plain, lettered = plain_batch(b"".join(frames), max(map(len, frames), default=0))
-            else:
-                plain, lettered = False, True
+            plain, lettered = False, True
         gap_records = self._gap_records
         for raw in frames:
             try:
@@ -553,8 +555,8 @@ BACKFILL_POLL_SECS = 0.2
 _LONG = 2 * MAX_DEPTH
 """Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
 _VECTOR_FRAMES = 64
-"""From this many frames a batch's lowercase ``n`` are counted per frame in one vectorised pass
-(:func:`protocol.crowded`); below it numpy's fixed cost per call is more than the byte loops'."""
+"""From this many frames a plain batch is looked at for NaN in one vectorised pass
+(:func:`protocol.nan_free`); below it numpy's fixed cost per call is more than the byte loops'."""
 _BLOB_BYTES = 16 * 1024 * 1024
 """A batch up to this size is joined to be looked at in one go (a transient copy; a few MiB for a
 batch of tickers); a larger one is looked at frame by frame."""
