@@ -307,19 +307,22 @@ def plain_batch(blob: bytes, longest: int) -> tuple[bool, bool]:
 
 
 def nan_free(blob: bytes) -> bool:
-    """Whether no lowercase ``n`` in ``blob`` is followed by ``a``, ``A`` or ``_``: then the
-    frames joined in it, when :func:`plain_batch` found them plain and without ``N``, ``f`` or
-    ``F``, hold no non-finite decimal. Every spelling ``Decimal`` reads as infinity has an ``f``
-    or ``F``, and one of NaN without ``N`` is ``nan``/``snan`` in lowercase ``n`` with ``a`` or
-    ``A`` after the first ``n``, underscores allowed in between (``Decimal`` drops them); a plain
-    frame has no escape, so a string's bytes are its text. One vectorised pass (numpy, imported on
-    first use): about 1,100 CPU instructions a ticker, where counting each frame's ``n``
-    (``frame.count(110)``) costs about 2,000 and needs each frame's length."""
+    """Whether no lowercase ``n`` in ``blob`` is followed by ``a`` or ``A``, or by ``_`` and
+    then ``a``, ``A`` or ``_``: then the frames joined in it, when :func:`plain_batch` found them
+    plain and without ``N``, ``f`` or ``F``, hold no non-finite decimal. Every spelling
+    ``Decimal`` reads as infinity has an ``f`` or ``F``, and one of NaN without ``N`` is
+    ``nan``/``snan`` with lowercase ``n`` and an ``a`` or ``A`` next after the first ``n`` once
+    underscores are dropped (``Decimal`` drops them anywhere; ``open_24h`` is an ``n`` and an
+    ``_`` followed by a digit); a plain frame has no escape, so a string's bytes are its text.
+    One vectorised pass (numpy, imported on first use), where counting each frame's ``n``
+    (``frame.count(110)``) costs about 2,000 CPU instructions a ticker and needs each frame's
+    length."""
     import numpy as np
 
-    codes = np.frombuffer(blob, np.uint8)
-    after = codes[np.flatnonzero(codes[:-1] == 110) + 1] | 32  # A -> a, _ -> DEL (127)
-    return not bool(((after == 97) | (after == 127)).any())
+    codes = np.frombuffer(blob + b"\0\0", np.uint8)
+    at = np.flatnonzero(codes[:-2] == 110)
+    after, then = codes[at + 1] | 32, codes[at + 2] | 32  # A -> a, _ -> DEL (127)
+    return not bool(((after == 97) | ((after == 127) & ((then == 97) | (then == 127)))).any())
 
 
 def subscribe_request(subscription: dict[str, list[str]]) -> bytes:
