@@ -169,11 +169,10 @@ class _Listener(WSListener):
             frame.msg_type is _TEXT
             and frame.fin
             and not frame.rsv1
-            and frame.payload_size <= self.short_frame_bytes
+            and (size := frame.payload_size) <= self.short_frame_bytes
         ):
-            payload = frame.get_payload_as_bytes()
-            self.frames.append(payload)
-            pending = self.pending_bytes = self.pending_bytes + len(payload)
+            self.frames.append(frame.get_payload_as_bytes())
+            pending = self.pending_bytes = self.pending_bytes + size
             if pending > self.max_pending_bytes and not self.paused:
                 self._pause()
             waiter = self.waiter

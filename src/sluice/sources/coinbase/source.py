@@ -380,6 +380,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             del blob
         else:
             plain, lettered = False, True
+        clear = plain and not lettered and not crowded_  # no frame of the batch needs screening
         gap_records = self._gap_records
         for raw in frames:
             try:
@@ -395,7 +396,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 else:
                     rejected.append(Rejected(raw, reason))
                 continue
-            if not plain and (
+            if clear:
+                pass
+            elif not plain and (
                 not raw.isascii()
                 or 92 in raw  # a backslash
                 or 10 in raw
