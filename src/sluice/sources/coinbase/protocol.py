@@ -319,7 +319,9 @@ def nan_free(blob: bytes) -> bool:
     length."""
     import numpy as np
 
-    codes = np.frombuffer(blob + b"\0\0", np.uint8)
+    if 110 in blob[-2:]:  # too near the end to look two bytes on (a frame ends with a brace)
+        return False
+    codes = np.frombuffer(blob, np.uint8)
     at = np.flatnonzero(codes[:-2] == 110)
     after, then = codes[at + 1] | 32, codes[at + 2] | 32  # A -> a, _ -> DEL (127)
     return not bool(((after == 97) | ((after == 127) & ((then == 97) | (then == 127)))).any())
