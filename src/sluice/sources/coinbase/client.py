@@ -371,6 +371,7 @@ class Connection:
         frame arrived in time.
         """
         listener = self.listener
+        self.taken_bytes, self.taken_short = 0, True  # what a take that raises hands over
         while not listener.frames:
             if listener.closed is not None:
                 raise FeedUnavailable(f"{self.host}: {listener.closed}")

@@ -73,6 +73,10 @@ async def test_take_reports_the_size_of_what_it_hands_over_and_whether_a_frame_i
         while sum(len(frames) for frames, _, _ in takes) < len(SHORT):
             frames = await conn.take(100, 5.0)
             takes.append((frames, conn.taken_bytes, conn.taken_short))
+        assert conn.taken_bytes > 0
+        with pytest.raises(TimeoutError):  # a take that hands over nothing reports nothing
+            await conn.take(100, 0.05)
+        assert (conn.taken_bytes, conn.taken_short) == (0, True)
         conn.send(b"next")
         while True:
             try:
