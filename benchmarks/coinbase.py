@@ -155,7 +155,12 @@ async def child_baseline(
 
 
 async def child_pipeline(
-    url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+    url: str,
+    count: int,
+    out: Path,
+    deflate: bool,
+    gc_threshold: int | None,
+    poll_secs: float = 0.002,
 ) -> dict[str, Any]:
     from sluice.config.loader import load_config_text
     from sluice.logs import configure_logging
@@ -206,7 +211,7 @@ sinks:
             break
         if task.done():
             raise RuntimeError(f"pipeline ended early: {task.result()}")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(poll_secs)
     t1 = time.perf_counter()
     cpu1, rss = _usage()
     pipeline.stop()
@@ -216,7 +221,13 @@ sinks:
 
 
 def run_child(
-    kind: str, url: str, count: int, out: Path, deflate: bool, gc_threshold: int | None
+    kind: str,
+    url: str,
+    count: int,
+    out: Path,
+    deflate: bool,
+    gc_threshold: int | None,
+    poll_secs: float = 0.002,
 ) -> None:
     if kind == "drain":
         result = asyncio.run(child_drain(url, count, out, deflate))
@@ -225,7 +236,7 @@ def run_child(
     elif kind == "validating":
         result = asyncio.run(child_baseline(url, count, out, True, deflate))
     else:
-        result = asyncio.run(child_pipeline(url, count, out, deflate, gc_threshold))
+        result = asyncio.run(child_pipeline(url, count, out, deflate, gc_threshold, poll_secs))
     print(json.dumps(result))
 
 
@@ -274,13 +285,27 @@ def main() -> None:
         "--child", choices=["drain", "raw", "validating", "pipeline"], help=argparse.SUPPRESS
     )
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--poll-secs",
+        type=float,
+        default=0.002,
+        help=argparse.SUPPRESS,  # the pipeline child's metric polling (0.5 under callgrind)
+    )
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.level2:
         level2_main(args.count, args.runs, args.json)
         return
     if args.child:
-        run_child(args.child, args.url, args.count, args.out, args.deflate, args.gc_threshold)
+        run_child(
+            args.child,
+            args.url,
+            args.count,
+            args.out,
+            args.deflate,
+            args.gc_threshold,
+            args.poll_secs,
+        )
         return
 
     sim_args = [sys.executable, "-m", "sluice", "simulate", "coinbase", "--mode", "synthetic"]

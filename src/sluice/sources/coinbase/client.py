@@ -129,7 +129,11 @@ class _Listener(WSListener):
     """Collects frames for :class:`Connection`; runs in picows' callbacks, so it never blocks."""
 
     def __init__(
-        self, deflate: Deflate | None, max_pending_bytes: int, max_frame_bytes: int = 2**62
+        self,
+        deflate: Deflate | None,
+        max_pending_bytes: int,
+        max_frame_bytes: int = 2**62,
+        short_frame_bytes: int = 2**62,
     ) -> None:
         super().__init__()
         self.deflate = deflate
@@ -137,6 +141,11 @@ class _Listener(WSListener):
         self.max_pending_bytes = max_pending_bytes
         self.max_frame_bytes = max_frame_bytes
         self.transport_limit = max_frame_bytes * TRANSPORT_LIMIT_FACTOR
+        self.short_frame_bytes = min(short_frame_bytes, max_frame_bytes)
+        """Frames up to this size take the hot path; longer ones are counted in ``long_pending``."""
+        self.long_pending = 0
+        """Frames longer than ``short_frame_bytes`` pushed since the pending frames were last all
+        taken (an upper bound on those still pending)."""
         self.oversize = 0
         """Messages over ``max_frame_bytes`` replaced by an :class:`Oversize` so far."""
         self.frames: list[bytes] = []
@@ -160,12 +169,11 @@ class _Listener(WSListener):
             frame.msg_type is _TEXT
             and frame.fin
             and not frame.rsv1
-            and frame.payload_size <= self.max_frame_bytes
+            and (size := frame.payload_size) <= self.short_frame_bytes
         ):
-            payload = frame.get_payload_as_bytes()
-            self.frames.append(payload)
-            self.pending_bytes += len(payload)
-            if self.pending_bytes > self.max_pending_bytes and not self.paused:
+            self.frames.append(frame.get_payload_as_bytes())
+            pending = self.pending_bytes = self.pending_bytes + size
+            if pending > self.max_pending_bytes and not self.paused:
                 self._pause()
             waiter = self.waiter
             if waiter is not None:
@@ -280,6 +288,8 @@ class _Listener(WSListener):
             self.transport.underlying_transport.pause_reading()
 
     def _push(self, payload: bytes) -> None:
+        if len(payload) > self.short_frame_bytes:
+            self.long_pending += 1
         self.frames.append(payload)
         self.pending_bytes += len(payload)
         if self.pending_bytes > self.max_pending_bytes and not self.paused:
@@ -341,6 +351,10 @@ class Connection:
         """When frames were last taken (for the stale-feed watchdog and readiness)."""
         self.tap: Callable[[list[bytes]], None] | None = None
         """Called with every list of frames :meth:`take` hands over (recording, ``record:``)."""
+        self.taken_bytes = 0
+        """The total length of the frames the last :meth:`take` handed over."""
+        self.taken_short = True
+        """Whether none of them is longer than the listener's ``short_frame_bytes``."""
         # picows keeps the error that made it close the connection (an oversize frame) in a
         # future nobody else awaits; awaiting it here keeps asyncio from logging it as lost
         self._ended = asyncio.ensure_future(transport.wait_disconnected())
@@ -357,6 +371,7 @@ class Connection:
         frame arrived in time.
         """
         listener = self.listener
+        self.taken_bytes, self.taken_short = 0, True  # what a take that raises hands over
         while not listener.frames:
             if listener.closed is not None:
                 raise FeedUnavailable(f"{self.host}: {listener.closed}")
@@ -369,12 +384,16 @@ class Connection:
             finally:
                 listener.waiter = None
         frames = listener.frames
+        self.taken_short = listener.long_pending == 0
         if len(frames) <= max_frames:
             listener.frames = []
+            self.taken_bytes = listener.pending_bytes
             listener.pending_bytes = 0
+            listener.long_pending = 0
         else:
             frames, listener.frames = frames[:max_frames], frames[max_frames:]
-            listener.pending_bytes -= sum(map(len, frames))
+            self.taken_bytes = sum(map(len, frames))
+            listener.pending_bytes -= self.taken_bytes
         if listener.paused and listener.pending_bytes <= listener.max_pending_bytes // 2:
             listener.paused = False
             self.transport.underlying_transport.resume_reading()
@@ -407,6 +426,7 @@ async def open_connection(
     receive_buffer_bytes: int | None = None,
     max_pending_bytes: int = 32 * 1024 * 1024,
     max_frame_bytes: int = 4 * 1024 * 1024,
+    short_frame_bytes: int = 2**62,
 ) -> Connection:
     """Open a websocket to ``url``; raises :class:`FeedUnavailable` with a readable reason."""
     parts = urlsplit(url)
@@ -415,7 +435,9 @@ async def open_connection(
 
     def listener_factory(_: WSUpgradeRequest, response: WSUpgradeResponse) -> _Listener:
         deflate = parse_deflate(response.headers.get("Sec-WebSocket-Extensions"))
-        return _Listener(deflate if compression else None, max_pending_bytes, max_frame_bytes)
+        return _Listener(
+            deflate if compression else None, max_pending_bytes, max_frame_bytes, short_frame_bytes
+        )
 
     headers = [("Sec-WebSocket-Extensions", _DEFLATE_OFFER)] if compression else []
     try:

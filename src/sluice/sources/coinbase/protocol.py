@@ -21,16 +21,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import msgspec
 import orjson
 
 from sluice.records import one_line  # the source's frame step uses it from here
 from sluice.sources.coinbase.book_protocol import BOOK_TYPES, BookMessage
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = [
     "DECIMAL_FIELDS",
@@ -46,11 +43,10 @@ __all__ = [
     "Subscriptions",
     "Ticker",
     "classify",
-    "crowded",
     "decode",
     "may_be_non_finite",
     "may_hold_decimals",
-    "measure",
+    "nan_free",
     "one_line",
     "plain_batch",
     "screen",
@@ -329,25 +325,25 @@ def may_hold_decimals(blob: bytes) -> bool:
     return 107 in blob  # k
 
 
-def measure(frames: list[bytes]) -> tuple[np.ndarray, int, int]:
-    """For a batch of frames: the offsets where each ends once they are joined, their total size
-    and the longest's length, in one pass (numpy, imported on first use: only large batches
-    need it)."""
+def nan_free(blob: bytes) -> bool:
+    """Whether no lowercase ``n`` in ``blob`` is followed by ``a`` or ``A``, or by ``_`` and
+    then ``a``, ``A`` or ``_``: then the frames joined in it, when :func:`plain_batch` found them
+    plain and without ``N``, ``f`` or ``F``, hold no non-finite decimal. Every spelling
+    ``Decimal`` reads as infinity has an ``f`` or ``F``, and one of NaN without ``N`` is
+    ``nan``/``snan`` with lowercase ``n`` and an ``a`` or ``A`` next after the first ``n`` once
+    underscores are dropped (``Decimal`` drops them anywhere; ``open_24h`` is an ``n`` and an
+    ``_`` followed by a digit); a plain frame has no escape, so a string's bytes are its text.
+    One vectorised pass (numpy, imported on first use), where counting each frame's ``n``
+    (``frame.count(110)``) costs about 2,000 CPU instructions a ticker and needs each frame's
+    length."""
     import numpy as np
 
-    lengths = np.fromiter(map(len, frames), np.int64, len(frames))
-    return np.cumsum(lengths), int(lengths.sum()), int(lengths.max())
-
-
-def crowded(blob: bytes, ends: np.ndarray, most: int) -> bool:
-    """Whether a frame joined in ``blob`` (the frames end at the ascending offsets ``ends``)
-    has more than ``most`` lowercase ``n``. One vectorised pass over the batch (numpy): about
-    300 CPU instructions a ticker, where ``frame.count(110)`` costs about 2,000 (a byte loop)."""
-    import numpy as np
-
-    positions = np.flatnonzero(np.frombuffer(blob, np.uint8) == 110)
-    per_frame = np.diff(np.searchsorted(positions, ends), prepend=0)
-    return bool((per_frame > most).any())
+    if 110 in blob[-2:]:  # too near the end to look two bytes on (a frame ends with a brace)
+        return False
+    codes = np.frombuffer(blob, np.uint8)
+    at = np.flatnonzero(codes[:-2] == 110)
+    after, then = codes[at + 1] | 32, codes[at + 2] | 32  # A -> a, _ -> DEL (127)
+    return not bool(((after == 97) | ((after == 127) & ((then == 97) | (then == 127)))).any())
 
 
 def subscribe_request(subscription: dict[str, list[str]]) -> bytes:

@@ -62,11 +62,10 @@ from sluice.sources.coinbase.protocol import (
     Subscriptions,
     Ticker,
     classify,
-    crowded,
     decode,
     may_be_non_finite,
     may_hold_decimals,
-    measure,
+    nan_free,
     one_line,
     plain_batch,
     screen,
@@ -212,6 +211,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             receive_buffer_bytes=c.receive_buffer_bytes,
             max_pending_bytes=c.max_pending_bytes,
             max_frame_bytes=c.max_frame_bytes,
+            short_frame_bytes=_LONG,
         )
         self._conn = conn
         if self._tape is not None:
@@ -232,7 +232,10 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             backfill = self._backfill
             while True:
                 frames = await self._take(conn, max_events, stale)
-                yield parse(frames)  # also one of discards only: the runner counts what was read
+                # the connection knows the frames' size and whether one is long: no pass here
+                yield parse(
+                    frames, conn.taken_bytes, conn.taken_short
+                )  # also one of discards only: the runner counts what was read
                 if backfill is not None and backfill.ready:
                     yield backfill.take()
         finally:
@@ -345,8 +348,13 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
 
     # -- frames to records ---------------------------------------------------------------------
 
-    def _parse(self, frames: list[bytes]) -> SourceBatch:
-        """Turn received frames into records; runs on the loop, at most max_batch_events each."""
+    def _parse(
+        self, frames: list[bytes], nbytes: int | None = None, short: bool = False
+    ) -> SourceBatch:
+        """Turn received frames into records; runs on the loop, at most max_batch_events each.
+
+        ``nbytes``: the frames' total length, when the caller knows it; ``short``: True when the
+        caller knows that none is longer than ``_LONG``."""
         ctx = self._ctx
         assert ctx is not None
         records: list[Record] = []
@@ -363,24 +371,20 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         # first: only a frame that may hold it is screened, one by one
         max_n = PLAIN_MAX_N
         crowded_ = True  # whether a frame may have more than max_n lowercase n
-        if len(frames) >= _VECTOR_FRAMES:
-            ends, size, longest = measure(frames)
-            if size <= _BLOB_BYTES:
-                blob = b"".join(frames)
-                plain, lettered = plain_batch(blob, longest)
-                if plain and not lettered:
-                    crowded_ = may_hold_decimals(blob) and crowded(blob, ends, max_n)
-                del blob
-            else:
-                plain, lettered = False, True
+        size = sum(map(len, frames)) if nbytes is None else nbytes
+        if size <= _BLOB_BYTES:
+            blob = b"".join(frames)
+            plain, lettered = plain_batch(blob, 0 if short else max(map(len, frames), default=0))
+            if not may_hold_decimals(blob):
+                # no frame has a decimal field screen() may refuse (an l2update-only batch)
+                crowded_ = False
+            elif plain and not lettered and len(frames) >= _VECTOR_FRAMES:
+                # no frame may hold a NaN: none needs its n counted
+                crowded_ = not nan_free(blob)
+            del blob
         else:
-            size = sum(map(len, frames))
-            if size <= _BLOB_BYTES:
-                blob = b"".join(frames)
-                plain, lettered = plain_batch(blob, max(map(len, frames), default=0))
-                crowded_ = may_hold_decimals(blob)  # a frame reaching the count has no escape
-            else:
-                plain, lettered = False, True
+            plain, lettered = False, True
+        clear = plain and not lettered and not crowded_  # no frame of the batch needs screening
         gap_records = self._gap_records
         for raw in frames:
             try:
@@ -396,7 +400,9 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 else:
                     rejected.append(Rejected(raw, reason))
                 continue
-            if not plain and (
+            if clear:
+                pass
+            elif not plain and (
                 not raw.isascii()
                 or 92 in raw  # a backslash
                 or 10 in raw
@@ -556,8 +562,8 @@ BACKFILL_POLL_SECS = 0.2
 _LONG = 2 * MAX_DEPTH
 """Frames longer than this may nest too deeply and are screened (tickers are ~400 bytes)."""
 _VECTOR_FRAMES = 64
-"""From this many frames a batch's lowercase ``n`` are counted per frame in one vectorised pass
-(:func:`protocol.crowded`); below it numpy's fixed cost per call is more than the byte loops'."""
+"""From this many frames a plain batch is looked at for NaN in one vectorised pass
+(:func:`protocol.nan_free`); below it numpy's fixed cost per call is more than the byte loops'."""
 _BLOB_BYTES = 16 * 1024 * 1024
 """A batch up to this size is joined to be looked at in one go (a transient copy; a few MiB for a
 batch of tickers); a larger one is looked at frame by frame."""

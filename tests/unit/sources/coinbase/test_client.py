@@ -45,6 +45,54 @@ async def test_frames_arrive_whole_and_in_order_with_or_without_deflate(
     assert got == [*FRAMES, b'{"fragmented":1}']
 
 
+SHORT = [b'{"n":%d}' % n for n in range(5)]
+LONG = b'{"pad":"%s"}' % (b"x" * 300)
+
+
+async def _send_short_then_long(ws: ServerConnection) -> None:
+    await ws.recv()  # the subscribe request
+    for frame in SHORT:
+        await ws.send(frame.decode())
+    await ws.recv()  # the client has taken them all
+    for frame in [LONG, *SHORT]:
+        await ws.send(frame.decode())
+    await ws.close(1001, "going away")
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_take_reports_the_size_of_what_it_hands_over_and_whether_a_frame_is_long(
+    compression: str | None,
+) -> None:
+    """``taken_bytes`` is the exact total length of each take (whole or split at max_frames) and
+    ``taken_short`` is True only for a take holding no frame over ``short_frame_bytes``."""
+    async with serve(_send_short_then_long, "127.0.0.1", 0, compression=compression) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = await open_connection(f"ws://127.0.0.1:{port}", short_frame_bytes=200)
+        conn.send(b'{"type":"subscribe"}')
+        takes: list[tuple[list[bytes], int, bool]] = []
+        while sum(len(frames) for frames, _, _ in takes) < len(SHORT):
+            frames = await conn.take(100, 5.0)
+            takes.append((frames, conn.taken_bytes, conn.taken_short))
+        assert conn.taken_bytes > 0
+        with pytest.raises(TimeoutError):  # a take that hands over nothing reports nothing
+            await conn.take(100, 0.05)
+        assert (conn.taken_bytes, conn.taken_short) == (0, True)
+        conn.send(b"next")
+        while True:
+            try:
+                frames = await conn.take(2, 5.0)
+            except FeedUnavailable:
+                break
+            takes.append((frames, conn.taken_bytes, conn.taken_short))
+        conn.close()
+    assert [f for frames, _, _ in takes for f in frames] == [*SHORT, LONG, *SHORT]
+    for frames, nbytes, short in takes:
+        assert nbytes == sum(map(len, frames))
+        assert not short or max(map(len, frames)) <= 200
+    assert takes[0][2]  # short frames alone are told apart
+    assert not next(short for frames, _, short in takes if LONG in frames)
+
+
 async def test_take_times_out_when_nothing_arrives() -> None:
     async def silent(ws: ServerConnection) -> None:
         await ws.wait_closed()

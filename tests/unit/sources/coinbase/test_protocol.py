@@ -212,3 +212,17 @@ def test_only_a_batch_with_a_k_may_hold_a_frame_with_decimal_fields() -> None:
         b'"time":"2026-11-29T22:22:13.084059Z"}'
     )
     assert not may_hold_decimals(level2 * 100)
+
+
+def test_nan_free_tells_a_batch_without_nan_from_one_that_may_hold_it() -> None:
+    from decimal import Decimal
+
+    from sluice.sources.coinbase.protocol import nan_free
+
+    # keys with an n (sequence, open_24h: an n, an underscore, a digit) are no NaN
+    assert nan_free(b'{"sequence":1,"open_24h":"1.5","volume_24h":"2"}{"price":"n"}')
+    for spelling in ("nan", "nA", "n_an", "n__a_n", "s_nan", "-nan5", " nan "):
+        assert not nan_free(b'{"sequence":1,"price":"%s"}' % spelling.encode()), spelling
+    # every spelling Decimal reads as NaN without an N has an n before a, A or _
+    for spelling in ("nan", "n_an", "na_n", "_nan", "snan", "nAn"):
+        assert Decimal(spelling).is_nan()
