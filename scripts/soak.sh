@@ -4,7 +4,9 @@
 # log goes to soak/run-N.log and its wall time to soak/times.txt; the last line printed compares
 # the slowest loaded run with the baseline.
 # Run ./scripts/test.sh once first (it installs what the suite needs); extra arguments go to
-# pytest, e.g. `scripts/soak.sh -m "not browser"`. Usage: [RUNS=10] scripts/soak.sh [pytest args]
+# pytest, e.g. `scripts/soak.sh -m "not browser"`. BASELINE_SECS=N skips run 0 and compares with
+# N seconds (a baseline measured before on the same machine and code).
+# Usage: [RUNS=10] [BASELINE_SECS=N] scripts/soak.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-10}
@@ -15,7 +17,12 @@ mkdir -p soak
 hog=
 trap '[ -z "$hog" ] || kill "$hog" 2>/dev/null || true' EXIT
 
-for run in $(seq 0 "$runs"); do
+first=0
+if [ -n "${BASELINE_SECS:-}" ]; then
+  echo "0 $BASELINE_SECS given" >> soak/times.txt
+  first=1
+fi
+for run in $(seq "$first" "$runs"); do
   if [ "$run" = 1 ]; then
     # The load: one busy Python process on core 0 (what `stress --cpu 1` does, without the package).
     taskset -c 0 python3 -c 'while True: pass' &
