@@ -120,3 +120,23 @@ def test_the_kinds_remembered_are_bounded() -> None:
     assert batch is not None
     assert [r.kind for r in batch.records] == [f"k{i}" for i in range(1500)]
     assert len(log._kinds) == 1000
+
+
+def test_hostile_headers_give_a_record_not_an_error() -> None:
+    """Header values from the network: missing (None), not UTF-8, not a number, huge."""
+    log = source({("t", 0): 1})
+    messages = [
+        Message("t", 0, 0, b"{}", [("sluice-kind", None), ("sluice-time", None)]),  # type: ignore[list-item]
+        Message("t", 0, 1, b"{}", [("sluice-kind", b"\xff\xfe"), ("sluice-time", b"soon")]),
+        Message("t", 0, 2, b"{}", [("sluice-time", b"9" * 400), ("sluice-kind", b"")]),
+        Message("t", 0, 3, b"{}", [("sluice-time", b"-inf"), ("other", b"\x00")]),
+    ]
+    batch = log._to_batch(messages)
+    assert batch is not None and batch.rejected == []
+    assert [(r.kind, r.time) for r in batch.records] == [
+        ("record", None),
+        ("\ufffd\ufffd", None),
+        ("record", None),
+        ("record", None),
+    ]
+    assert log._positions == {("t", 0): (4, 1)}
