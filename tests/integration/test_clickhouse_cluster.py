@@ -154,20 +154,29 @@ async def test_two_shards_each_get_rows_and_the_distributed_table_counts_what_wa
     )
     assert result.ok, result.error
     local = f"{DATABASE}.{table}_local"
-    on_shard1 = count(first, f"SELECT count() FROM {local}")
-    on_shard2 = count(third, f"SELECT count() FROM {local}")
+
+    def shard_counts() -> tuple[int, int] | None:
+        counts = (
+            count(first, f"SELECT count() FROM {local}"),
+            count(third, f"SELECT count() FROM {local}"),
+        )
+        return counts if sum(counts) == total else None
+
+    # the insert is synchronous (insert_distributed_sync=1), but a shard-1 row goes to one of its
+    # two replicas and reaches the other through ZooKeeper: `first` may see it a moment later
+    on_shard1, on_shard2 = await wait_until(shard_counts, 60)
     assert on_shard1 > 0 and on_shard2 > 0
-    assert on_shard1 + on_shard2 == total
     # one product lives on one shard (sharded by a hash of product_id)
     [[both]] = first.rows(
         f"SELECT count() FROM {local} WHERE product_id IN "
         f"(SELECT product_id FROM remote('127.0.0.1:{third.tcp_port}', {local}))"
     )
     assert both == 0
+    # the replica of shard 1 has the rows too (replicated through ZooKeeper); once it has, the
+    # Distributed table counts every row from any server, whichever replica it reads
+    await wait_until(lambda: count(second, f"SELECT count() FROM {local}") == on_shard1, 60)
     for server in clickhouse_cluster.servers:
         assert count(server, f"SELECT count() FROM {DATABASE}.{table}") == total
-    # the replica of shard 1 has the rows too (replicated through ZooKeeper)
-    await wait_until(lambda: count(second, f"SELECT count() FROM {local}") == on_shard1, 60)
 
 
 @pytest.mark.clickhouse_server
