@@ -122,10 +122,14 @@ def runs(workdir: Path) -> Iterator[Any]:
 
 
 def delivered(workdir: Path) -> list[int]:
+    """The seqs of the complete lines the sink wrote: read while the sink's process appends, the
+    last line can be half written (a large append is more than one write)."""
     path = workdir / "out.jsonl"
     if not path.exists():
         return []
-    return [orjson.loads(line)["seq"] for line in path.read_bytes().splitlines()]
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    return [orjson.loads(line)["seq"] for line in complete.splitlines()]
 
 
 def stored(buffer_dir: Path) -> list[int]:
