@@ -410,14 +410,13 @@ def level2_frames(count: int) -> list[bytes]:
     return snapshots + frames
 
 
-def level2_source(frames: list[bytes]) -> tuple[Any, float]:
-    """The coinbase source's frame step over ``frames``; (records made, seconds)."""
+def _level2_parser() -> Any:
+    """The frame step (``_parse``) of a coinbase source subscribed to level 2, outside a run."""
     import structlog
 
     from sluice.metrics import Metrics
     from sluice.plugin import ComponentContext
     from sluice.sources.coinbase import CoinbaseSource, CoinbaseSourceConfig
-    from sluice.sources.coinbase.protocol import MAX_DEPTH
 
     config = CoinbaseSourceConfig.model_validate(
         {
@@ -438,6 +437,14 @@ def level2_source(frames: list[bytes]) -> tuple[Any, float]:
     )
     source._log = source._ctx.log
     source._books.reconnected()
+    return source
+
+
+def level2_source(frames: list[bytes]) -> tuple[Any, float]:
+    """The coinbase source's frame step over ``frames``; (records made, seconds)."""
+    from sluice.sources.coinbase.protocol import MAX_DEPTH
+
+    source = _level2_parser()
     parse = source._parse
     made = 0
     # what the connection hands the source with each take (Connection.taken_bytes, taken_short),
@@ -453,9 +460,10 @@ def level2_source(frames: list[bytes]) -> tuple[Any, float]:
     return made, secs
 
 
-def level2_validating(frames: list[bytes]) -> tuple[int, float]:
+def level2_validating(frames: list[bytes], keep: list[bytes] | None = None) -> tuple[int, float]:
     """A hand-written loop doing the same job: decode (same specs), the same checks of each price
-    and size (ASCII, a plain decimal), apply to a dict per side, one JSON row per change."""
+    and size (ASCII, a plain decimal), apply to a dict per side, one JSON row per change, the
+    same bytes as the source's record (:func:`level2_rows_agree`); ``keep`` gets every row."""
     import msgspec
 
     from sluice.sources.coinbase.book_protocol import L2Snapshot, L2Update
@@ -480,8 +488,9 @@ def level2_validating(frames: list[bytes]) -> tuple[int, float]:
                         book[float(price)] = size
                         rows.append(encode((message.product_id, side, price, size, 1)))
                 continue
-            bids, asks = books[message.product_id]
-            stamp = encode(message.time)
+            product = message.product_id
+            bids, asks = books[product]
+            stamp = encode(message.time).decode()
             for side, price, size in message.changes:
                 if not (
                     price.isascii()
@@ -495,15 +504,31 @@ def level2_validating(frames: list[bytes]) -> tuple[int, float]:
                     book.pop(float(price), None)
                 else:
                     book[float(price)] = size
-                rows.append(b"%s%s%s%s" % (stamp, side.encode(), price.encode(), size.encode()))
+                rows.append(
+                    f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"{side}",'
+                    f'"price":"{price}","size":"{size}","snapshot":0}}'.encode()
+                )
         made += len(rows)
+        if keep is not None:
+            keep.extend(rows)
     return made, time.perf_counter() - t0
+
+
+def level2_rows_agree(frames: list[bytes]) -> None:
+    """Check, outside the clock, that the loop writes the rows the source's records hold for
+    every update (snapshot rows are the loop's own short form: two frames in a run)."""
+    rows: list[bytes] = []
+    level2_validating(frames, keep=rows)
+    records = _level2_parser()._parse(frames).records
+    made = [r.raw for r in records if not r.raw.endswith(b'"snapshot":1}')]
+    assert [row for row in rows if row[:1] == b"{"] == made, "the loop's rows differ"
 
 
 def level2_main(count: int, runs: int, as_json: bool) -> None:
     import gc
 
     frames = level2_frames(count)
+    level2_rows_agree(frames[:2000])
     results: dict[str, list[float]] = {"validating": [], "source": []}
     made: dict[str, int] = {}
     for _ in range(runs):
