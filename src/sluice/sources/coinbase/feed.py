@@ -2,8 +2,7 @@
 Trade feeds: connect with the config's connection options, take frames under the stale-feed
 watchdog, and answer /readyz.
 
-Used by the ``coinbase_advanced`` source; the ``coinbase`` source does the same inline (a fold
-left for after the parallel work on it is merged).
+Used by the ``coinbase`` and ``coinbase_advanced`` sources.
 """
 
 from __future__ import annotations
@@ -36,8 +35,11 @@ class ConnectionOptions(Protocol):
     def max_frame_bytes(self) -> int: ...
 
 
-async def connect(url: str, options: ConnectionOptions) -> Connection:
-    """Open the websocket; raises FeedUnavailable (retriable) when it cannot."""
+async def connect(
+    url: str, options: ConnectionOptions, short_frame_bytes: int = 2**62
+) -> Connection:
+    """Open the websocket; raises FeedUnavailable (retriable) when it cannot.
+    ``short_frame_bytes``: see :attr:`Connection.taken_short`."""
     return await open_connection(
         url,
         compression=options.compression,
@@ -47,6 +49,7 @@ async def connect(url: str, options: ConnectionOptions) -> Connection:
         receive_buffer_bytes=options.receive_buffer_bytes,
         max_pending_bytes=options.max_pending_bytes,
         max_frame_bytes=options.max_frame_bytes,
+        short_frame_bytes=short_frame_bytes,
     )
 
 

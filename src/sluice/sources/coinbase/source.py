@@ -49,8 +49,9 @@ from sluice.sources.coinbase.auth import signed_request
 from sluice.sources.coinbase.backfill import DEFAULT_REST_URL, Backfiller
 from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Update
 from sluice.sources.coinbase.books import BookFeed
-from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize, open_connection
+from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
+from sluice.sources.coinbase.feed import connect, readiness, take_fresh
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
     MAX_DEPTH,
@@ -187,14 +188,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             self._tape = None
 
     async def readiness(self) -> Readiness:
-        conn = self._conn
-        if conn is None or conn.closed is not None or not self._subscribed:
-            return Readiness(False, "not connected")
-        stale = self.config.stale_after_secs
-        idle = time.monotonic() - conn.received_at
-        if stale is not None and idle > stale and not conn.listener.frames:
-            return Readiness(False, f"no frame for {idle:.0f} s")
-        return Readiness(True)
+        return readiness(self._conn, self._subscribed, self.config.stale_after_secs)
 
     # -- the feed ------------------------------------------------------------------------------
 
@@ -202,17 +196,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         c = self.config
         ctx = self._ctx
         assert ctx is not None, "start() was not called"
-        conn = await open_connection(
-            self._url,
-            compression=c.compression,
-            connect_timeout_secs=c.connect_timeout_secs,
-            ping_interval_secs=c.ping_interval_secs,
-            ping_timeout_secs=c.ping_timeout_secs,
-            receive_buffer_bytes=c.receive_buffer_bytes,
-            max_pending_bytes=c.max_pending_bytes,
-            max_frame_bytes=c.max_frame_bytes,
-            short_frame_bytes=_LONG,
-        )
+        conn = await connect(self._url, c, short_frame_bytes=_LONG)
         self._conn = conn
         if self._tape is not None:
             self._tape.connection(self._url)
@@ -248,14 +232,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
         if backfill is not None and backfill.in_flight:
             # a fetch is under way: look for its results at least every BACKFILL_POLL_SECS
             return await self._take_or_poll(conn, max_events, stale)
-        if stale is None:
-            return await conn.take(max_events, None)
-        try:
-            return await conn.take(max_events, conn.received_at + stale - time.monotonic())
-        except TimeoutError:
-            raise FeedUnavailable(
-                f"{conn.host}: no frame for {stale:g} s (stale feed), reconnecting"
-            ) from None
+        return await take_fresh(conn, max_events, stale)
 
     async def _take_or_poll(
         self, conn: Connection, max_events: int, stale: float | None
