@@ -66,8 +66,9 @@ class SourceWorker:
             return Readiness(True, "finished")
         if not self.started:
             return Readiness(False, "not started")
-        if self.restarting is not None:
-            return Readiness(False, self.restarting)
+        restarting = self.restarting or self._read_failed()
+        if restarting is not None:
+            return Readiness(False, restarting)
         return await self.source.readiness()
 
     @property
@@ -77,7 +78,21 @@ class SourceWorker:
             return "finished"
         if not self.started:
             return "not started"
-        return "restarting" if self.restarting is not None else "running"
+        restarting = self.restarting is not None or self._read_failed() is not None
+        return "restarting" if restarting else "running"
+
+    def _read_failed(self) -> str | None:
+        """Why the source restarts, when its read has just failed with a transient error that
+        this worker has not taken yet (the read's task ended; the worker runs at the loop's next
+        turn). Without it, /readyz would say what the source says of its closed connection
+        ("not connected") in between, instead of the error."""
+        pending = self._pending
+        if pending is None or not pending.done() or pending.cancelled():
+            return None
+        exc = pending.exception()
+        if exc is None or not is_transient(exc):
+            return None
+        return f"restarting after {type(exc).__name__}: {exc}"
 
     def _connected(self) -> float:
         """``sluice_source_connected``: the source's own word when it has a connection, else
