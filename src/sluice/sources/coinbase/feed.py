@@ -2,18 +2,24 @@
 Trade feeds: connect with the config's connection options, take frames under the stale-feed
 watchdog, and answer /readyz.
 
-Used by the ``coinbase`` and ``coinbase_advanced`` sources.
+Used by the ``coinbase`` and ``coinbase_advanced`` sources, as is :func:`start_simulator` (the
+embedded simulator of ``simulator:``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.plugin import Readiness
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, open_connection
 
-__all__ = ["ConnectionOptions", "connect", "readiness", "take_fresh"]
+if TYPE_CHECKING:
+    from sluice.simulator import CoinbaseSimulator
+    from sluice.sources.coinbase.config import EmbeddedSimulator
+
+__all__ = ["ConnectionOptions", "connect", "readiness", "start_simulator", "take_fresh"]
 
 
 class ConnectionOptions(Protocol):
@@ -74,3 +80,25 @@ def readiness(conn: Connection | None, subscribed: bool, stale: float | None) ->
     if stale is not None and idle > stale and not conn.listener.frames:
         return Readiness(False, f"no frame for {idle:.0f} s")
     return Readiness(True)
+
+
+async def start_simulator(
+    options: EmbeddedSimulator, products: Sequence[str], log: Any, event: str, **extra: Any
+) -> CoinbaseSimulator:
+    """Start the simulator a source's ``simulator:`` asks for, on a free loopback port, and log
+    ``event`` with its URL; ``extra``: the source's own :class:`SimulatorOptions` fields."""
+    from sluice.simulator import CoinbaseSimulator, SimulatorOptions
+
+    simulator = CoinbaseSimulator(
+        SimulatorOptions(
+            mode=options.mode,
+            speed=options.speed,
+            retime=options.retime,
+            trades_per_sec=options.trades_per_sec,
+            products=tuple(products) if options.mode == "synthetic" else None,
+            **extra,
+        )
+    )
+    await simulator.start("127.0.0.1", 0)
+    log.info(event, url=simulator.url, mode=options.mode)
+    return simulator

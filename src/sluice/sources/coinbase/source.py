@@ -51,7 +51,7 @@ from sluice.sources.coinbase.book_protocol import FULL_TYPES, L2Snapshot, L2Upda
 from sluice.sources.coinbase.books import BookFeed
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize
 from sluice.sources.coinbase.config import CoinbaseSourceConfig
-from sluice.sources.coinbase.feed import connect, readiness, take_fresh
+from sluice.sources.coinbase.feed import connect, readiness, start_simulator, take_fresh
 from sluice.sources.coinbase.gaps import ACCEPT, DUPLICATE, OUT_OF_ORDER, Gap, TradeIds
 from sluice.sources.coinbase.protocol import (
     MAX_DEPTH,
@@ -134,24 +134,19 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
     async def start(self, ctx: ComponentContext) -> None:
         self._ctx = ctx
         self._log = ctx.log
-        if self.config.simulator is not None:
-            from sluice.simulator import CoinbaseSimulator, RestOptions, SimulatorOptions
+        c = self.config
+        if c.simulator is not None:
+            from sluice.simulator import RestOptions
 
-            sim = self.config.simulator
-            self._simulator = CoinbaseSimulator(
-                SimulatorOptions(
-                    mode=sim.mode,
-                    speed=sim.speed,
-                    retime=sim.retime,
-                    trades_per_sec=sim.trades_per_sec,
-                    products=tuple(self.config.products) if sim.mode == "synthetic" else None,
-                    credentials=_simulated_key(self.config),
-                    rest=RestOptions() if self.config.backfill.enabled else None,
-                )
+            self._simulator = await start_simulator(
+                c.simulator,
+                c.products,
+                self._log,
+                "coinbase.simulator_started",
+                credentials=_simulated_key(c),
+                rest=RestOptions() if c.backfill.enabled else None,
             )
-            await self._simulator.start("127.0.0.1", 0)
             self._url = self._simulator.url
-            self._log.info("coinbase.simulator_started", url=self._url, mode=sim.mode)
         self._start_extras(ctx)
 
     def _start_extras(self, ctx: ComponentContext) -> None:

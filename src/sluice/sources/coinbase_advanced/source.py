@@ -38,7 +38,7 @@ from sluice.config.models import RetryPolicy
 from sluice.plugin import ComponentContext, Readiness, Source
 from sluice.records import Record, Rejected, SourceBatch
 from sluice.sources.coinbase.client import Connection, FeedUnavailable, Oversize
-from sluice.sources.coinbase.feed import connect, readiness, take_fresh
+from sluice.sources.coinbase.feed import connect, readiness, start_simulator, take_fresh
 from sluice.sources.coinbase.source import SubscriptionRefused
 from sluice.sources.coinbase_advanced.auth import Signer
 from sluice.sources.coinbase_advanced.config import CoinbaseAdvancedSourceConfig
@@ -103,23 +103,16 @@ class CoinbaseAdvancedSource(Source[CoinbaseAdvancedSourceConfig]):
         if auth is not None:
             self._signer = Signer(auth.name.get_secret_value(), auth.private_key.get_secret_value())
         if self.config.simulator is not None:
-            from sluice.simulator import CoinbaseSimulator, SimulatorOptions
             from sluice.simulator.advanced.options import AdvancedOptions
 
-            sim = self.config.simulator
-            self._simulator = CoinbaseSimulator(
-                SimulatorOptions(
-                    mode=sim.mode,
-                    speed=sim.speed,
-                    retime=sim.retime,
-                    trades_per_sec=sim.trades_per_sec,
-                    products=tuple(self.config.products) if sim.mode == "synthetic" else None,
-                    advanced=AdvancedOptions(),
-                )
+            self._simulator = await start_simulator(
+                self.config.simulator,
+                self.config.products,
+                self._log,
+                "coinbase_advanced.simulator_started",
+                advanced=AdvancedOptions(),
             )
-            await self._simulator.start("127.0.0.1", 0)
             self._url = self._simulator.url
-            self._log.info("coinbase_advanced.simulator_started", url=self._url, mode=sim.mode)
 
     async def close(self) -> None:
         if self._conn is not None:
