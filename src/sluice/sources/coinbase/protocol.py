@@ -47,6 +47,7 @@ __all__ = [
     "may_be_non_finite",
     "may_hold_decimals",
     "nan_free",
+    "non_finite_decimal",
     "one_line",
     "plain_batch",
     "screen",
@@ -225,15 +226,21 @@ def screen(frame: bytes, message: object) -> str | None:
             return f"not valid JSON text: {exc}"
     for name in DECIMAL_FIELDS.get(type(message), ()):
         value = getattr(message, name)
-        if value is None:
-            continue
-        try:
-            number = Decimal(value)
-        except (InvalidOperation, ValueError):
-            continue  # not a number at all: the sink that converts it judges it
-        if not number.is_finite():
-            return f"{name} is not a finite number: {value[:40]!r}"
+        if value is not None and (reason := non_finite_decimal(name, value)) is not None:
+            return reason
     return None
+
+
+def non_finite_decimal(name: str, value: str) -> str | None:
+    """Why decimal field ``name`` is refused when ``value`` reads as NaN or an infinity, else
+    None; text that is not a number at all passes (the sink that converts it judges it)."""
+    try:
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        return None
+    if number.is_finite():
+        return None
+    return f"{name} is not a finite number: {value[:40]!r}"
 
 
 _TEXT_FIELDS: dict[type[msgspec.Struct], slice] = {

@@ -18,11 +18,12 @@ Prices and sizes are decimal strings and stay strings; a decimal field that is n
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Annotated, Literal
 
 import msgspec
+
+from sluice.sources.coinbase.protocol import non_finite_decimal
 
 __all__ = [
     "KNOWN_CHANNELS",
@@ -271,12 +272,9 @@ def non_finite(item: msgspec.Struct) -> str | None:
     for name, value in zip(_DECIMALS[type(item)], values, strict=True):
         if value is None or ("n" not in value and "N" not in value):
             continue
-        try:
-            number = Decimal(value)
-        except (InvalidOperation, ValueError):
-            continue  # not a number at all: the sink that converts it judges it
-        if not number.is_finite():
-            return f"{name} is not a finite number: {value[:40]!r}"
+        reason = non_finite_decimal(name, value)
+        if reason is not None:
+            return reason
     return None
 
 
