@@ -61,7 +61,9 @@ class KafkaSinkConfig(SinkConfig, KafkaConnection):
         True,
         description=(
             "Idempotent producer: the broker drops repeats of librdkafka's own retries and keeps "
-            "each partition in order. A batch the runner retries may still be published twice."
+            "each partition in order. A batch the runner retries may still be published twice. "
+            "Against tansu set `false`: a tansu restart can lose acknowledged batches of an "
+            "idempotent producer (docs/scaling.md)."
         ),
     )
     delivery_timeout_secs: float = Field(
