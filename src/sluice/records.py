@@ -3,7 +3,8 @@
 A :class:`Record` carries its JSON encoding (``raw``), the canonical form every sink can write
 unchanged, plus routing metadata: its ``kind`` (``ticker``, ``gap``, ``line``...) and, where the
 source knows it, its event ``time``. The decoded mapping is computed lazily, only for sinks that need
-fields, so a pipeline that moves JSON from a socket to a file never decodes it twice.
+fields, so a pipeline that moves JSON from a socket to a file never decodes it twice; so is the
+event time in seconds when the source gives it as a ``datetime``.
 
 A source hands the runner a :class:`SourceBatch`: the records read in one go, the inputs it rejected
 (which go to the dead letters with their reason), what it read and discarded on purpose (counts
@@ -18,6 +19,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -56,8 +58,10 @@ class Record(msgspec.Struct, gc=False, eq=False):
     """The record's JSON text (one object, no trailing newline)."""
     kind: str = "record"
     """What the record is, for routing (``source.kind`` in a sink's ``inputs``)."""
-    time: float | None = None
-    """Event time, unix seconds, when the source knows it (for lag and freshness)."""
+    when: float | datetime | None = None
+    """The event time as the source gave it: unix seconds, or an aware ``datetime`` that
+    :attr:`time` turns into seconds on first read (most records' times are never read: a sink
+    reads its batch's oldest, the runner a source batch's newest); use :attr:`time`."""
     decoded: dict[str, Any] | None = None
     """The decoded mapping once someone asked for it; use :attr:`data`."""
     origin: Origin | None = None
@@ -66,10 +70,18 @@ class Record(msgspec.Struct, gc=False, eq=False):
 
     @classmethod
     def from_data(
-        cls, data: dict[str, Any], kind: str = "record", time: float | None = None
+        cls, data: dict[str, Any], kind: str = "record", time: float | datetime | None = None
     ) -> Record:
         """Build a record from a mapping; values must be JSON-encodable by orjson."""
         return cls(compact_json(data), kind, time, data)
+
+    @property
+    def time(self) -> float | None:
+        """Event time, unix seconds, when the source knows it (for lag and freshness)."""
+        when = self.when
+        if isinstance(when, datetime):  # converted once, on first read
+            when = self.when = when.timestamp()
+        return when
 
     @property
     def data(self) -> dict[str, Any]:

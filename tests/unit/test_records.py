@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -81,3 +82,25 @@ def test_one_line_keeps_the_json_value_and_its_length() -> None:
     assert len(flat) == len(pretty)
     assert orjson.loads(flat) == orjson.loads(pretty)
     assert one_line(b'{"a":1}') == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 11, 29, 22, 22, 13, 84059, tzinfo=UTC),
+        datetime(2026, 11, 29, 23, 22, 13, 84059, tzinfo=timezone(timedelta(hours=1))),
+    ],
+)
+def test_an_event_time_given_as_a_datetime_reads_as_its_seconds_once(when: datetime) -> None:
+    record = Record(b"{}", "ticker", when)
+    assert record.when is when  # nothing converted until someone reads the time
+    assert record.time == 1795990933.084059 == when.timestamp()
+    assert type(record.when) is float  # converted once: the next read is the float itself
+    assert record.time == when.timestamp()
+    assert Record.from_data({}, "ticker", when).time == when.timestamp()
+
+
+def test_an_event_time_in_seconds_or_none_reads_as_given() -> None:
+    assert Record(b"{}", "x", 1.5).time == 1.5
+    assert Record(b"{}", "x").time is None
+    assert Record(b"{}", "x", None).time is None

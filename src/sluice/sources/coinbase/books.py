@@ -230,7 +230,6 @@ class BookFeed:
                     return f"price or size is not a plain decimal number: {price!r} {size!r}"
         book = Book()
         when = message.time or datetime.now(UTC)
-        timestamp = when.timestamp()
         head = b'{"type":"level2","product_id":"%s","time":%s,"side":"' % (
             product.encode(),
             _encode(when),
@@ -246,7 +245,7 @@ class BookFeed:
                         + b'%s","price":"%s","size":"%s","snapshot":1}'
                         % (side_name, price.encode(), size.encode()),
                         "level2",
-                        timestamp,
+                        when,
                     )
                 )
         self.books[product] = book
@@ -280,8 +279,7 @@ class BookFeed:
                 self._inconsistent(product, "an update before the product's snapshot")
                 self._discard("resyncing")
             return None
-        when = message.time
-        timestamp = when.timestamp()
+        when = message.time  # the records' event time: in seconds when read (Record.time)
         stamp = _encode(when).decode()
         append = records.append
         first = len(records)
@@ -313,7 +311,7 @@ class BookFeed:
                     f'{{"type":"level2","product_id":"{product}","time":{stamp},"side":"{side}",'
                     f'"price":"{price}","size":"{size}","snapshot":0}}'.encode(),
                     "level2",
-                    timestamp,
+                    when,
                 )
             )
         if added:  # removing levels cannot cross a book

@@ -399,7 +399,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 last = ticker_ids.get(product)
                 if last is not None and trade_id == last + 1:
                     ticker_ids[product] = trade_id
-                    append(Record(raw, "ticker", message.time.timestamp()))
+                    append(Record(raw, "ticker", message.time))
                     continue
                 late[self._trade(tickers, "ticker", "ticker", message, raw, records)] += 1
             elif type(message) is L2Update:
@@ -424,7 +424,7 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
                 self._log.warning("coinbase.error", message=message.message, reason=message.reason)
             elif isinstance(message, FULL_TYPES):
                 if books.sequenced(message.product_id, message.sequence):
-                    append(Record(raw, "full", message.time.timestamp()))
+                    append(Record(raw, "full", message.time))
             elif isinstance(message, L2Snapshot):
                 reason = books.snapshot(message, raw, records)
                 if reason is not None:
@@ -483,13 +483,12 @@ class CoinbaseSource(Source[CoinbaseSourceConfig]):
             and self._backfill.claim(message.product_id, message.trade_id)
         ):
             # a late match inside a gap being healed: recorded, and not fetched over REST
-            records.append(Record(raw, kind, message.time.timestamp()))
+            records.append(Record(raw, kind, message.time))
             return ACCEPT
         if verdict == ACCEPT:
-            timestamp = message.time.timestamp()
             if tracker.gaps:
-                self._emit_gaps(tracker, stream, timestamp, records)
-            records.append(Record(raw, kind, timestamp))
+                self._emit_gaps(tracker, stream, message.time.timestamp(), records)
+            records.append(Record(raw, kind, message.time))
         return verdict
 
     def _emit_gaps(
