@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -606,6 +607,94 @@ async def test_the_sink_without_headers_sends_the_records_alone(
         await sink.close()
 
 
+async def test_each_message_carries_the_kind_and_time_of_its_own_record(
+    tansu: LocalTansu, tmp_path: Path
+) -> None:
+    """The sink makes a message's headers again only when the kind or the time changes from the
+    record before: records that share a time object, records whose equal times are distinct
+    objects, aware datetimes (the Coinbase source's) and no time at all each keep their own."""
+    config = KafkaSinkConfig.model_validate(
+        {"brokers": [tansu.bootstrap], "topic": "mixed", "partitions": 1, "key_field": None}
+    )
+    sink = KafkaSink("log", config)
+    await sink.start(kafka_ctx(tmp_path, Metrics()))
+    shared = 1.5
+    whens: list[float | datetime | None] = [
+        shared,
+        shared,
+        float("1.5"),  # equal, another object
+        2.25,
+        datetime(2026, 11, 30, 1, 2, 3, 250000, tzinfo=UTC),
+        datetime(2026, 11, 30, 1, 2, 3, 250000, tzinfo=UTC),  # equal, another object
+        datetime(2026, 11, 30, 1, 2, 4, tzinfo=UTC),
+        None,
+        None,
+        4.0,
+    ]
+    kinds = [
+        "ticker",
+        "ticker",
+        "ticker",
+        "match",
+        "match",
+        "ticker",
+        "ticker",
+        "status",
+        "gap",
+        "gap",
+    ]
+    try:
+        batch = [
+            Record(orjson.dumps({"n": i}), kind, when)
+            for i, (kind, when) in enumerate(zip(kinds, whens, strict=True))
+        ]
+        await sink.write_batch(batch)
+        read = await asyncio.to_thread(topic_messages, tansu.bootstrap, "mixed", len(batch))
+        got = sorted((orjson.loads(value)["n"], headers) for value, headers, _ in read)
+        moment = datetime(2026, 11, 30, 1, 2, 3, 250000, tzinfo=UTC).timestamp()
+        times: list[bytes | None] = [b"1.5", b"1.5", b"1.5", b"2.25"]
+        times += [repr(moment).encode(), repr(moment).encode(), repr(moment + 0.75).encode()]
+        times += [None, None, b"4.0"]
+        expected = []
+        for n, (kind, time_text) in enumerate(zip(kinds, times, strict=True)):
+            headers = {"sluice-kind": kind.encode()}
+            if time_text is not None:
+                headers["sluice-time"] = time_text
+            expected.append((n, headers))
+        assert got == expected
+    finally:
+        await sink.close()
+
+
+def topic_messages(
+    broker: str, topic: str, expected: int
+) -> list[tuple[bytes, dict[str, Any], int]]:
+    """The values, headers and partitions of ``expected`` messages of ``topic``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_SECS * 1000,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[tuple[bytes, dict[str, Any], int]] = []
+    try:
+
+        def read() -> bool:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                value, headers = message.value() or b"", dict(message.headers() or [])
+                found.append((value, headers, message.partition() or 0))
+            return len(found) >= expected
+
+        wait_for(read, timeout=60, interval=0)
+    finally:
+        consumer.close()
+    return found
+
+
 def topic_values(
     broker: str,
     topic: str,
@@ -616,29 +705,9 @@ def topic_values(
     (by default those the sink writes for a ticker of event time 1.5)."""
     if headers is None:
         headers = {"sluice-kind": b"ticker", "sluice-time": b"1.5"}
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker,
-            "group.id": f"check-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": SESSION_SECS * 1000,
-        }
-    )
-    consumer.subscribe([topic])
-    found: list[tuple[bytes, int]] = []
-    try:
-
-        def read() -> bool:
-            for message in consumer.consume(1000, 0.5):
-                assert message.error() is None, message.error()
-                assert dict(message.headers() or []) == headers
-                found.append((message.value() or b"", message.partition() or 0))
-            return len(found) >= expected
-
-        wait_for(read, timeout=60, interval=0)
-    finally:
-        consumer.close()
-    return found
+    found = topic_messages(broker, topic, expected)
+    assert all(got == headers for _, got, _ in found), {repr(got) for _, got, _ in found}
+    return [(value, partition) for value, _, partition in found]
 
 
 @pytest.fixture

@@ -166,3 +166,11 @@ def test_the_keys_of_a_batch_are_those_of_its_records_one_by_one() -> None:
     assert keys([Record(b'{"product_id": 1},{"product_id": 2}'), records[0]]) == [None, b"BTC-USD"]
     decoded = [Record.from_data({"product_id": "ETH-USD"}), records[1]]
     assert keys(decoded) == [b"ETH-USD", b"7"]
+    # batches whose keys are all text, or all integers, take a path of their own: same keys
+    texts = [records[0], records[5], Record(b'{"product_id": "ETH-USD"}')]
+    assert keys(texts) == [b"BTC-USD", "été".encode(), b"ETH-USD"] == [one(r) for r in texts]
+    ints = [records[1], records[6], Record(b'{"product_id": -3}')]
+    assert keys(ints) == [b"7", b"18446744073709551616", b"-3"] == [one(r) for r in ints]
+    assert keys([*texts, Record.from_data({"product_id": "SOL-USD"})])[-1] == b"SOL-USD"
+    assert keys([records[7], records[1]]) == [b"false", b"7"]  # a bool is not an integer key
+    assert keys([]) == []

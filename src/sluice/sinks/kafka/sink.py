@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -275,23 +276,33 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         produce = self._producer.produce
         topic, kind_headers = self.config.topic, self._kind_headers
         # records next to each other mostly share their kind and often their time (a source's
-        # batch read at one instant): the headers are made again only when either changes
+        # batch read at one instant, often the very same object): the headers are made again
+        # only when either changes. ``when`` is compared, not ``time``: the property is a
+        # Python call per record (~0.2 us), read here only when the headers are made again
         kind = when = headers = None
         with_headers = self.config.headers  # else None throughout
         end = min(len(records), start + PRODUCE_SLICE)
-        for index in range(start, end):
-            record = records[index]
-            if with_headers and (headers is None or record.kind != kind or record.time != when):
-                kind, when = record.kind, record.time
+        for index, record, key in zip(
+            range(start, end), records[start:end], keys[start:end], strict=True
+        ):
+            if with_headers and (
+                headers is None
+                or record.kind != kind
+                or (record.when is not when and record.when != when)
+            ):
+                kind, when = record.kind, record.when
                 kind_header = kind_headers.get(kind)
                 if kind_header is None:
                     kind_header = kind_headers[kind] = (KIND_HEADER, kind.encode())
+                seconds = record.time
                 # msgspec writes a float's shortest round-trip text, as repr does, ~10x faster
                 headers = (
-                    [kind_header] if when is None else [kind_header, (TIME_HEADER, _json(when))]
+                    [kind_header]
+                    if seconds is None
+                    else [kind_header, (TIME_HEADER, _json(seconds))]
                 )
             try:
-                produce(topic, record.raw, keys[index], headers=headers)
+                produce(topic, record.raw, key, headers=headers)
             except BufferError:
                 return index, True
             except ck.KafkaException as exc:  # refused locally (e.g. larger than allowed)
@@ -333,35 +344,32 @@ def key_reader(field: str) -> Callable[[Record], bytes | None]:
 
 
 def keys_reader(field: str) -> Callable[[Sequence[Record]], list[bytes | None]]:
-    """A function giving the message keys of a batch, as :func:`key_reader` gives them one by one
-    (a loop with no call per record). A msgspec decode per record costs less than one decode of
-    the batch's records joined into one JSON array, which copies the batch (4 MB for 10,000
-    records of 400 bytes) up to three times."""
+    """A function giving the message keys of a batch, as :func:`key_reader` gives them one by one.
+
+    The common batch (no record decoded yet, every key an integer, or every key text) takes no
+    Python code per record: msgspec decodes each record's field through ``map`` and the keys are
+    made the same way (~0.6 us a record against ~0.8 us in a loop); any other batch goes record
+    by record. A msgspec decode per record costs less than one decode of the batch joined into
+    one JSON array, which copies the batch (4 MB for 10,000 records of 400 bytes) up to three
+    times."""
     one = key_reader(field)
     decode = msgspec.json.Decoder(msgspec.defstruct("Key", [(field, Any, None)])).decode
     errors = (msgspec.DecodeError, msgspec.ValidationError)
+    value_of, raw_of, decoded_of = attrgetter(field), attrgetter("raw"), attrgetter("decoded")
 
     def keys(records: Sequence[Record]) -> list[bytes | None]:
-        out: list[bytes | None] = []
-        append = out.append
-        for record in records:
-            if record.decoded is not None:
-                append(one(record))
-                continue
+        if list(map(decoded_of, records)).count(None) == len(records):
             try:
-                value = getattr(decode(record.raw), field)
-            except errors:  # not one JSON object: no key
-                append(None)
-                continue
-            if value is None:
-                append(None)
-            elif type(value) is str:
-                append(value.encode())
-            elif type(value) is int:
-                append(_json(value))
+                values = list(map(value_of, map(decode, map(raw_of, records))))
+            except errors:  # a record that is not one JSON object (no key): record by record
+                pass
             else:
-                append(key_bytes(value))
-        return out
+                types = set(map(type, values))
+                if types == {int}:
+                    return list(map(_json, values))
+                if types == {str}:
+                    return list(map(str.encode, values))
+        return list(map(one, records))
 
     return keys
 
