@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ import yaml
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from sluice.config.loader import load_config
+from sluice.records import Record
 from sluice.registry import Registry
 from sluice.runtime.pipeline import Pipeline
 from sluice.simulator import CoinbaseSimulator
@@ -104,8 +106,11 @@ def sent(pipeline: Pipeline, component_id: str, type_: str = "nats") -> int:
     return int(value or 0)
 
 
-async def read_stream(nc: Any, stream: str, at_least: int = 0) -> list[dict[str, Any]]:
-    """Every message of ``stream``, decoded, in order (an ephemeral consumer of the test's own).
+async def read_stream(
+    nc: Any, stream: str, at_least: int = 0, headers: list[dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every message of ``stream``, decoded, in order (an ephemeral consumer of the test's own);
+    ``headers``: a list to which each message's headers are appended, in the same order.
 
     Reads as many as the stream says it holds, and at least ``at_least`` when the test knows how
     many were acknowledged: right after a node was killed and restarted, the stream's state can
@@ -129,6 +134,8 @@ async def read_stream(nc: Any, stream: str, at_least: int = 0) -> list[dict[str,
         idle = 0
         for message in messages:
             out.append(orjson.loads(message.data))
+            if headers is not None:
+                headers.append(dict(message.headers or {}))
             await message.ack()
     await subscription.unsubscribe()
     return out
@@ -215,6 +222,39 @@ async def test_the_sink_stores_each_record_once_in_a_replicated_stream_even_when
     assert info.state.messages == 1500
     stored = await read_stream(client, stream)
     assert [row["trade_id"] for row in stored] == list(range(1500))
+
+
+async def test_each_message_carries_the_kind_and_time_of_its_own_record(
+    cluster: LocalNatsCluster, stream: str, client: Any, tmp_path: Path
+) -> None:
+    """The sink makes a message's time header again only when the record's time object changes:
+    records sharing one, equal times in distinct objects, aware datetimes (the Coinbase
+    source's) and no time each keep their own."""
+    moment = datetime(2026, 11, 30, 1, 2, 3, 250000, tzinfo=UTC)
+    shared = 1.5
+    whens: list[float | datetime | None] = [shared, shared, float("1.5"), 2.25, moment]
+    whens += [datetime(2026, 11, 30, 1, 2, 3, 250000, tzinfo=UTC), None, None, 4.0, moment]
+    kinds = ["ticker", "ticker", "match", "match", "ticker", "ticker", "status", "gap", "gap", "x"]
+    records = [
+        Record(orjson.dumps({"product_id": "BTC-USD", "trade_id": n}), kind, when)
+        for n, (kind, when) in enumerate(zip(kinds, whens, strict=True))
+    ]
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {"src": {"type": "list"}},
+        "sinks": {"log": {**sink_config(cluster, stream), "inputs": ["src"]}},
+    }
+    assert (await run_pipeline(build_pipeline(config, records))).ok
+    headers: list[dict[str, str]] = []
+    stored = await read_stream(client, stream, at_least=len(records), headers=headers)
+    assert [row["trade_id"] for row in stored] == list(range(len(records)))
+    times: list[str | None] = ["1.5", "1.5", "1.5", "2.25", repr(moment.timestamp())]
+    times += [repr(moment.timestamp())]
+    times += [None, None, "4.0", repr(moment.timestamp())]
+    assert [(h["Sluice-Kind"], h.get("Sluice-Time")) for h in headers] == list(
+        zip(kinds, times, strict=True)
+    )
 
 
 async def test_records_without_a_subject_mid_batch_go_to_the_dead_letters_and_the_rest_is_stored(

@@ -45,6 +45,8 @@ ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 MSG_ID = "Nats-Msg-Id"
 KIND = "Sluice-Kind"
 TIME = "Sluice-Time"
+_NO_TIME = object()
+"""No record's ``when``: the first record's time text is always made."""
 EXPECTED_STREAM = "Nats-Expected-Stream"
 YIELD_EVERY = 200
 """Messages queued between two turns given to the event loop while a batch is published."""
@@ -237,6 +239,11 @@ class NatsSink(Sink[NatsSinkConfig]):
         publish = js.publish_async
         append = pending.append
         payload_error = nats.errors.MaxPayloadError
+        # records next to each other often share their time, mostly as the very same object: its
+        # text is made again only when the record's ``when`` changes (``time`` is a property, a
+        # Python call per read, and ``repr`` of a float ~1 us)
+        when: object = _NO_TIME
+        time_text: str | None = None
         for index, record in enumerate(records):
             try:
                 subject, msg_id = address(record, index, prefix)
@@ -245,8 +252,12 @@ class NatsSink(Sink[NatsSinkConfig]):
                 continue
             # the stream's name as nats-py's `stream=` would add it (same header, one dict less)
             headers = {MSG_ID: msg_id, KIND: record.kind, EXPECTED_STREAM: stream}
-            if record.time is not None:
-                headers[TIME] = repr(record.time)
+            if record.when is not when:
+                when = record.when
+                seconds = record.time
+                time_text = None if seconds is None else repr(seconds)
+            if time_text is not None:
+                headers[TIME] = time_text
             try:
                 append((index, await publish(subject, record.raw, headers=headers)))
             except payload_error:
