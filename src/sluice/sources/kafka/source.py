@@ -356,7 +356,7 @@ class KafkaSource(Source[KafkaSourceConfig]):
                         if header != last_time_header:
                             last_time_header, last_time = header, finite_time(header)
                         event_time = last_time
-            if b"\n" in value or b"\r" in value:
+            if 10 in value or 13 in value:  # \n, \r as ints: see records.one_line
                 # pretty-printed JSON stays one line of JSON Lines (same value, same length)
                 value = one_line(value)
             origin = new_origin(Origin, (topic, partition, offset))
