@@ -26,7 +26,7 @@ ingest process -> topic -> loader pipeline (this process) -> ClickHouse (chDB), 
 trade time to the end of the insert that stored it, p50/p99 over every ticker stored in the window.
 
     python benchmarks/kafka.py [--records 200000] [--repeat 3] [--produce-only]
-    python benchmarks/kafka.py --lag 30
+    python benchmarks/kafka.py --lag 30 [--fetch-wait-ms 50]
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ sinks:
     return elapsed
 
 
-def measure_lag(seconds: float, trades_per_sec: int) -> None:
+def measure_lag(seconds: float, trades_per_sec: int, fetch_wait_ms: int | None = None) -> None:
     import os
     import signal
     import subprocess
@@ -237,7 +237,7 @@ sinks:
             ingest = subprocess.Popen(
                 [sys.executable, "-m", "sluice", "run", str(config)], env=dict(os.environ)
             )
-            lags = asyncio.run(_load_with_lag(broker.bootstrap, root, seconds))
+            lags = asyncio.run(_load_with_lag(broker.bootstrap, root, seconds, fetch_wait_ms))
         finally:
             if ingest is not None:
                 ingest.send_signal(signal.SIGTERM)
@@ -251,15 +251,21 @@ sinks:
     )
 
 
-async def _load_with_lag(broker: str, root: Path, seconds: float) -> list[float]:
+async def _load_with_lag(
+    broker: str, root: Path, seconds: float, fetch_wait_ms: int | None
+) -> list[float]:
     registry = Registry.from_entry_points()
+    # librdkafka's own default (500 ms) unless asked: see docs/scaling.md, "Latency of a fetch"
+    passthrough = (
+        "" if fetch_wait_ms is None else f", librdkafka: {{fetch.wait.max.ms: {fetch_wait_ms}}}"
+    )
     config = load_config_text(
         f"""
 data_dir: {root / "loader"}
 admin: {{enabled: false}}
 sources:
   log: {{type: kafka, brokers: ["{broker}"], topics: [ticks], group: loaders,
-         session_timeout_secs: {SESSION_MS / 1000}}}
+         session_timeout_secs: {SESSION_MS / 1000}{passthrough}}}
 sinks:
   clickhouse:
     type: clickhouse
@@ -305,12 +311,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lag", type=float, help="measure the end-to-end lag for this long")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        help="the lag run's loader: librdkafka's fetch.wait.max.ms (default: its own, 500)",
+    )
     parser.add_argument("--produce-only", action="store_true", help="skip the consume side")
     parser.add_argument("--trades-per-sec", type=int, default=2000)
     args = parser.parse_args()
     configure_logging("warning")
     if args.lag:
-        measure_lag(args.lag, args.trades_per_sec)
+        measure_lag(args.lag, args.trades_per_sec, args.fetch_wait_ms)
         return
     count = args.records
     values = records(count)
