@@ -142,9 +142,22 @@ async def read_stream(
 
 
 async def consumer_settled(nc: Any, stream: str, durable: str = "loaders") -> bool:
-    """Every message delivered and acknowledged."""
-    info = await nc.jetstream().consumer_info(stream, durable)
-    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+    """Every message of the stream delivered and acknowledged: the consumer's ack floor is the
+    stream's last message.
+
+    ``num_pending == 0`` alone is not enough: in a cluster, the first info of a consumer just
+    made reports no pending messages (0, 0) before its leader has counted them (seen on
+    nats-server 2.9.10), which once let a test stop its loader before it had read anything.
+    While a consumer is being made its info may also go unanswered: a timeout, "not yet"."""
+    js = nc.jetstream()
+    try:
+        info = await js.consumer_info(stream, durable, timeout=2)
+    except nats.errors.TimeoutError:
+        return False
+    last = (await js.stream_info(stream)).state.last_seq
+    return bool(
+        info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
+    )
 
 
 async def ingest(cluster: LocalNatsCluster, stream: str, tmp: Path, tickers: int) -> None:
