@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sluice.records import Record, compact_json
+from sluice.records import Record, compact_json, one_line
 
 __all__ = ["DEAD_LETTER_KIND", "dead_letter"]
 
@@ -36,9 +36,6 @@ def dead_letter(raw: bytes, reason: str, component_id: str, component_kind: str)
     except orjson.JSONDecodeError:
         envelope["raw"] = raw.decode("utf-8", errors="replace")
     else:
-        # the JSON as it came; a line break in it can only be whitespace between tokens, and
-        # would split the dead letter's line: it becomes a space
-        if 10 in raw or 13 in raw:  # \n, \r as ints: see records.one_line
-            raw = raw.replace(b"\n", b" ").replace(b"\r", b" ")
-        envelope["record"] = orjson.Fragment(raw)
+        # the JSON as it came, on one line: a line break in it would split the dead letter's line
+        envelope["record"] = orjson.Fragment(one_line(raw))
     return Record(compact_json(envelope), DEAD_LETTER_KIND, now.timestamp())
