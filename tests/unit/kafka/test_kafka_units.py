@@ -3,6 +3,7 @@ ClickHouse token made from it (the broker itself is in tests/integration/test_ka
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,19 @@ def test_the_keys_of_a_batch_are_those_of_its_records_one_by_one() -> None:
     assert keys([*texts, Record.from_data({"product_id": "SOL-USD"})])[-1] == b"SOL-USD"
     assert keys([records[7], records[1]]) == [b"false", b"7"]  # a bool is not an integer key
     assert keys([]) == []
+
+
+@pytest.mark.parametrize("field", ["product-id", "a.b", "trade id", "class", "value", "été"])
+def test_a_key_field_may_be_any_json_name_not_only_a_python_identifier(field: str) -> None:
+    # the field used to become a struct attribute: `product-id` stopped the sink at its start
+    name = json.dumps(field).encode()
+    records = [
+        Record(b'{"x": "y", ' + name + b': "BTC-USD"}'),
+        Record(b'{"a": {"b": 1}, "other": 2}'),  # lacks it (`a.b` is a name, not a path)
+        Record(b"{" + name + b": 7}"),
+        Record.from_data({field: "ETH-USD"}),
+    ]
+    expected = [b"BTC-USD", None, b"7", b"ETH-USD"]
+    assert [key_reader(field)(r) for r in records] == expected
+    assert keys_reader(field)(records) == expected
+    assert keys_reader(field)([records[0], records[0]]) == [b"BTC-USD", b"BTC-USD"]

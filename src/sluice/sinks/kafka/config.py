@@ -34,7 +34,8 @@ class KafkaSinkConfig(SinkConfig, KafkaConnection):
     key_field: str | None = Field(
         "product_id",
         description=(
-            "The record field whose value is the message key, so one product's records stay in "
+            "The record's top-level field (any JSON name) whose value is the message key, so "
+            "one product's records stay in "
             "order in one partition; null for no key (records spread over partitions). A record "
             "without the field is sent without a key."
         ),

@@ -320,12 +320,19 @@ class KafkaSink(Sink[KafkaSinkConfig]):
         return remaining
 
 
+def _key_decoder(field: str) -> msgspec.json.Decoder[Any]:
+    """A decoder of one JSON object's ``field`` alone, as the attribute ``value`` (None when the
+    object lacks it). The field is any JSON name (``product-id``, ``a.b``, ``class``): it is the
+    struct field's encoded name, never a Python attribute."""
+    key = msgspec.defstruct("Key", [("value", Any, msgspec.field(default=None, name=field))])
+    return msgspec.json.Decoder(key)
+
+
 def key_reader(field: str) -> Callable[[Record], bytes | None]:
     """A function giving a record's message key: the value of ``field`` (text as UTF-8, any other
     JSON value as its JSON), None when the record lacks it or is not a JSON object. Only that
     field is decoded (msgspec skips the others), about ten times cheaper than the whole record."""
-    decoder = msgspec.json.Decoder(msgspec.defstruct("Key", [(field, Any, None)]))
-    missing = object()
+    decode = _key_decoder(field).decode
 
     def key(record: Record) -> bytes | None:
         decoded = record.decoded
@@ -333,10 +340,10 @@ def key_reader(field: str) -> Callable[[Record], bytes | None]:
             value = decoded.get(field)
         else:
             try:
-                value = getattr(decoder.decode(record.raw), field, missing)
+                value = decode(record.raw).value
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return None
-        if value is None or value is missing:
+        if value is None:
             return None
         return key_bytes(value)
 
@@ -353,9 +360,9 @@ def keys_reader(field: str) -> Callable[[Sequence[Record]], list[bytes | None]]:
     one JSON array, which copies the batch (4 MB for 10,000 records of 400 bytes) up to three
     times."""
     one = key_reader(field)
-    decode = msgspec.json.Decoder(msgspec.defstruct("Key", [(field, Any, None)])).decode
+    decode = _key_decoder(field).decode
     errors = (msgspec.DecodeError, msgspec.ValidationError)
-    value_of, raw_of, decoded_of = attrgetter(field), attrgetter("raw"), attrgetter("decoded")
+    value_of, raw_of, decoded_of = attrgetter("value"), attrgetter("raw"), attrgetter("decoded")
 
     def keys(records: Sequence[Record]) -> list[bytes | None]:
         if list(map(decoded_of, records)).count(None) == len(records):
