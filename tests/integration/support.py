@@ -111,6 +111,18 @@ def read_jsonl(path: Path) -> list[Any]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
 
 
+def lines_into(tmp_path: Path, lines: Sequence[bytes], sink: dict[str, Any]) -> dict[str, Any]:
+    """A config whose ``file`` source reads ``lines`` (written to ``in.jsonl``) into one sink,
+    ``log``, with its data (dead letters) under ``tmp_path / "data"`` and no admin port."""
+    (tmp_path / "in.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+    return {
+        "data_dir": str(tmp_path / "data"),
+        "admin": {"enabled": False},
+        "sources": {"file": {"type": "file", "path": str(tmp_path / "in.jsonl")}},
+        "sinks": {"log": {**sink, "inputs": ["file"]}},
+    }
+
+
 def build_pipeline(
     config: str | dict[str, Any],
     records: Sequence[Record] | None = None,

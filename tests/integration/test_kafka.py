@@ -40,7 +40,7 @@ from sluice.testing.doubles import free_port
 from sluice.testing.kafka import LocalTansu
 from tests.conftest import SLUICE, Spawn, sent_events, wait_for, wait_until
 from tests.integration.conftest import SERVER
-from tests.integration.support import read_jsonl, synthetic
+from tests.integration.support import lines_into, read_jsonl, run_pipeline, synthetic
 
 SESSION_SECS = 6
 """The loaders' session timeout (tansu's first join waits about half of it)."""
@@ -605,6 +605,32 @@ async def test_the_sink_without_headers_sends_the_records_alone(
         assert sorted(orjson.loads(v)["n"] for v, _ in read) == list(range(20))
     finally:
         await sink.close()
+
+
+async def test_records_too_deep_for_the_key_decoder_are_published_not_retried_forever(
+    tansu: LocalTansu, tmp_path: Path
+) -> None:
+    """JSON that a source's check takes (orjson: up to 1,024 levels) but the key's decoder walks
+    on Python's stack: the batch failed on every attempt, and the sink retried it without end."""
+    deep = b"[" * 1000 + b"]" * 1000
+    lines = [
+        b'{"product_id": "BTC-USD", "n": 0}',
+        b'{"x": ' + deep + b', "product_id": "BTC-USD", "n": 1}',
+        b'{"product_id": ' + deep + b', "n": 2}',
+        b'{"product_id": ' + b"[" * 300 + b"]" * 300 + b', "n": 3}',
+    ]
+    sink = {
+        "type": "kafka",
+        "brokers": [tansu.bootstrap],
+        "topic": "deep",
+        "partitions": 1,
+        "retry": {"max_attempts": 3},  # the old failure: a dead-lettered whole batch
+    }
+    config = lines_into(tmp_path, lines, sink)
+    assert (await run_pipeline(config, timeout=60)).ok
+    read = await asyncio.to_thread(topic_messages, tansu.bootstrap, "deep", len(lines))
+    assert [orjson.loads(value)["n"] for value, _, _ in read] == [0, 1, 2, 3]
+    assert read_jsonl(tmp_path / "data/dead_letters.jsonl") == []
 
 
 async def test_each_message_carries_the_kind_and_time_of_its_own_record(

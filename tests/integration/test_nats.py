@@ -34,7 +34,13 @@ from sluice.testing import free_port
 from sluice.testing.conformance import SinkConformance
 from sluice.testing.nats import LocalNatsCluster
 from tests.conftest import SLUICE, Spawn, sent_events, wait_for, wait_until
-from tests.integration.support import build_pipeline, read_jsonl, run_pipeline, synthetic
+from tests.integration.support import (
+    build_pipeline,
+    lines_into,
+    read_jsonl,
+    run_pipeline,
+    synthetic,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,26 +285,25 @@ async def test_records_without_a_subject_mid_batch_go_to_the_dead_letters_and_th
     ]
     del records[250]["product_id"]
     records[450]["product_id"] = "A.B"
-    (tmp_path / "in.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    config = {
-        "data_dir": str(tmp_path / "data"),
-        "admin": {"enabled": False},
-        "sources": {"file": {"type": "file", "path": str(tmp_path / "in.jsonl")}},
-        "sinks": {
-            "log": {
-                **sink_config(cluster, stream),
-                "inputs": ["file"],
-                "batch": {"max_events": 700, "max_age_secs": 5},
-            }
-        },
-    }
+    lines = [orjson.dumps(r) for r in records]
+    # JSON a source takes (orjson reads 1,024 levels) whose message id Python cannot make text
+    lines[600] = b'{"product_id": "BTC-USD", "trade_id": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    config = lines_into(
+        tmp_path,
+        lines,
+        {**sink_config(cluster, stream), "batch": {"max_events": 700, "max_age_secs": 5}},
+    )
     assert (await run_pipeline(build_pipeline(config))).ok
     stored = await read_stream(client, stream)
-    assert [row["trade_id"] for row in stored] == [n for n in range(700) if n not in (250, 450)]
+    assert [row["trade_id"] for row in stored] == [
+        n for n in range(700) if n not in (250, 450, 600)
+    ]
     letters = read_jsonl(tmp_path / "data/dead_letters.jsonl")
-    assert [letter["record"]["trade_id"] for letter in letters] == [250, 450]
+    assert [letter["record"]["trade_id"] for letter in letters[:2]] == [250, 450]
     assert "'product_id' is missing" in letters[0]["reason"]
     assert "is not a subject token" in letters[1]["reason"]
+    assert len(letters) == 3
+    assert "'trade_id' of the message id is nested too deep" in letters[2]["reason"]
 
 
 async def test_simulator_to_nats_then_a_second_process_loads_every_ticker_once_into_chdb(

@@ -191,3 +191,24 @@ def test_a_key_field_may_be_any_json_name_not_only_a_python_identifier(field: st
     assert [key_reader(field)(r) for r in records] == expected
     assert keys_reader(field)(records) == expected
     assert keys_reader(field)([records[0], records[0]]) == [b"BTC-USD", b"BTC-USD"]
+
+
+def test_no_record_makes_the_key_readers_raise_however_deep_or_broken() -> None:
+    # valid JSON that orjson (a source's check) takes, yet msgspec walks it on Python's stack
+    # and orjson writes no more than 255 levels: the sink retried such a batch forever
+    def nested(depth: int) -> bytes:
+        return b"[" * depth + b"]" * depth
+
+    records = [
+        Record(b'{"product_id": ' + nested(1000) + b"}"),  # too deep to write: no key
+        Record(b'{"x": ' + nested(1000) + b', "product_id": "BTC-USD"}'),  # deep elsewhere
+        Record(b'{"product_id": ' + nested(300) + b"}"),  # past orjson's 255 levels
+        Record(b'{"product_id": "\xff\xfe"}'),  # not UTF-8
+        Record(b'{"product_id": ' + nested(100) + b"}"),  # deep, still a key
+        Record(b'{"product_id": 7}'),
+    ]
+    expected = [None, b"BTC-USD", None, None, nested(100), b"7"]
+    one = key_reader("product_id")
+    assert [one(r) for r in records] == expected
+    assert keys_reader("product_id")(records) == expected
+    assert keys_reader("product_id")([records[1], records[5]]) == [b"BTC-USD", b"7"]

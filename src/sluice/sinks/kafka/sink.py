@@ -328,10 +328,22 @@ def _key_decoder(field: str) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(key)
 
 
+def _deep_key(raw: bytes, field: str) -> Any:
+    """``field`` of a record msgspec could not walk (nested ~1,000 levels deep, past Python's
+    recursion limit, which msgspec uses; or not UTF-8): orjson reads up to 1,024 levels with no
+    Python recursion. None when orjson refuses it too or it is not a JSON object."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data.get(field) if isinstance(data, dict) else None
+
+
 def key_reader(field: str) -> Callable[[Record], bytes | None]:
     """A function giving a record's message key: the value of ``field`` (text as UTF-8, any other
-    JSON value as its JSON), None when the record lacks it or is not a JSON object. Only that
-    field is decoded (msgspec skips the others), about ten times cheaper than the whole record."""
+    JSON value as its JSON), None when the record lacks it, is not a JSON object, or the value is
+    nested too deep to be written as JSON. Only that field is decoded (msgspec skips the others),
+    about ten times cheaper than the whole record. No record makes it raise."""
     decode = _key_decoder(field).decode
 
     def key(record: Record) -> bytes | None:
@@ -342,10 +354,15 @@ def key_reader(field: str) -> Callable[[Record], bytes | None]:
             try:
                 value = decode(record.raw).value
             except (msgspec.DecodeError, msgspec.ValidationError):
-                return None
+                return None  # not one JSON object
+            except (RecursionError, UnicodeDecodeError):  # msgspec recurses in Python's stack
+                value = _deep_key(record.raw, field)
         if value is None:
             return None
-        return key_bytes(value)
+        try:
+            return key_bytes(value)
+        except (TypeError, RecursionError):  # nested past what orjson writes (255 levels)
+            return None
 
     return key
 
@@ -361,14 +378,14 @@ def keys_reader(field: str) -> Callable[[Sequence[Record]], list[bytes | None]]:
     times."""
     one = key_reader(field)
     decode = _key_decoder(field).decode
-    errors = (msgspec.DecodeError, msgspec.ValidationError)
+    errors = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError)
     value_of, raw_of, decoded_of = attrgetter("value"), attrgetter("raw"), attrgetter("decoded")
 
     def keys(records: Sequence[Record]) -> list[bytes | None]:
         if list(map(decoded_of, records)).count(None) == len(records):
             try:
                 values = list(map(value_of, map(decode, map(raw_of, records))))
-            except errors:  # a record that is not one JSON object (no key): record by record
+            except errors:  # a record not one JSON object, or too deep: record by record
                 pass
             else:
                 types = set(map(type, values))

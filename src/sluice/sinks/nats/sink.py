@@ -189,7 +189,12 @@ class NatsSink(Sink[NatsSinkConfig]):
             value = data.get(name)
             if value is None:
                 raise _Unaddressable(f"field {name!r} of the message id is missing or null")
-            values.append(str(value))
+            try:
+                values.append(str(value))
+            except RecursionError:  # a list or object ~1,000 levels deep: JSON orjson took
+                raise _Unaddressable(
+                    f"field {name!r} of the message id is nested too deep to be made text"
+                ) from None
         return subject, ":".join(values)
 
     async def write_batch(self, records: Sequence[Record], batch: BatchInfo | None = None) -> None:
